@@ -1,0 +1,17 @@
+"""Train one model, or, with -m hparams_search=..., run a study whose trials are these jobs."""
+
+import hydra
+from omegaconf import DictConfig
+
+from sweeplab.cli import one_line_errors
+from sweeplab.training import train
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@one_line_errors
+def main(cfg: DictConfig) -> float:
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()

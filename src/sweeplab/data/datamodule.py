@@ -1,0 +1,159 @@
+"""LightningDataModule over a cached ImageSet: stratified split, uint8 batches, device-side transforms."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning.pytorch as L
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from sweeplab.data.augment import BatchAugment
+from sweeplab.data.sources import ImageSet
+from sweeplab.errors import config_error
+
+
+class _Rows(Dataset):
+    """Rows of shared uint8 tensors, fetched a whole batch at a time (one fancy-index per batch)."""
+
+    def __init__(self, data: ImageSet, index: np.ndarray) -> None:
+        self.data, self.index = data, torch.as_tensor(index, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.index[rows]
+        return self.data.images[idx], self.data.labels[idx]
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Serves uint8 images; float conversion, augmentation and normalisation run after the device transfer."""
+
+    def __init__(
+        self,
+        source: Any,
+        img_size: int = 32,
+        in_chans: int = 1,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        split_seed: int = 42,
+        mean: Sequence[float] = (0.5,),
+        std: Sequence[float] = (0.5,),
+        augment: Mapping[str, Any] | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if int(img_size) < 1:
+            raise config_error("data.img_size", img_size, "must be a positive number of pixels")
+        if int(batch_size) < 1:
+            raise config_error("data.batch_size", batch_size, "must be at least 1")
+        if int(num_workers) < 0:
+            raise config_error("data.num_workers", num_workers, "must be 0 or more")
+        if not 0.0 < float(val_fraction) < 1.0:
+            raise config_error("data.val_fraction", val_fraction, "must lie in (0, 1)")
+        if not 0.0 <= float(test_fraction) < 1.0:
+            raise config_error(
+                "data.test_fraction", test_fraction, "must lie in [0, 1) (0 = test on the val split)"
+            )
+        if float(val_fraction) + float(test_fraction) >= 1.0:
+            raise config_error(
+                "data.val_fraction",
+                val_fraction,
+                f"plus data.test_fraction={test_fraction} leaves no training data",
+            )
+        if len(mean) != int(in_chans) or len(std) != int(in_chans):
+            raise config_error(
+                "data.mean",
+                list(mean),
+                f"needs one value per channel (data.in_chans={in_chans}), as does data.std",
+            )
+        self.source = source
+        self.img_size, self.in_chans = int(img_size), int(in_chans)
+        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
+        self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
+        self.split_seed = int(split_seed)
+        self.channels_last = bool(channels_last)
+        self.augment = BatchAugment(**dict(augment or {}))
+        self.register_stats(mean, std)
+        self.data: ImageSet | None = None
+        self.splits: dict[str, np.ndarray] = {}
+
+    def register_stats(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self._mean = torch.tensor([float(m) for m in mean]).view(1, -1, 1, 1)
+        self._std = torch.tensor([float(s) for s in std]).view(1, -1, 1, 1)
+
+    # -- loading ---------------------------------------------------------------------------------
+    def load(self) -> ImageSet:
+        """Decode (or fetch from the process cache) and split; idempotent."""
+        if self.data is None:
+            self.data = self.source.load(self.img_size, self.in_chans)
+            self.splits = self._split(self.data.labels.numpy())
+        return self.data
+
+    def _split(self, labels: np.ndarray) -> dict[str, np.ndarray]:
+        idx = np.arange(len(labels))
+        rest, test = idx, idx[:0]
+        if self.test_fraction > 0:
+            rest, test = train_test_split(
+                idx, test_size=self.test_fraction, stratify=labels, random_state=self.split_seed
+            )
+        val_share = self.val_fraction / (1.0 - self.test_fraction)
+        train, val = train_test_split(
+            rest, test_size=val_share, stratify=labels[rest], random_state=self.split_seed
+        )
+        return {
+            "train": np.sort(train),
+            "val": np.sort(val),
+            "test": np.sort(test) if len(test) else np.sort(val),
+        }
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.load().classes)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.load().classes
+
+    def setup(self, stage: str | None = None) -> None:
+        self.load()
+
+    # -- loaders ---------------------------------------------------------------------------------
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        ds = _Rows(self.load(), self.splits[split])
+        base = RandomSampler(ds) if train else SequentialSampler(ds)
+        drop_last = train and len(ds) > self.batch_size
+        return DataLoader(
+            ds,
+            sampler=BatchSampler(base, self.batch_size, drop_last=drop_last),
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    # -- device-side transforms ------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        x, y = batch
+        x = x.float().div_(255.0)
+        if self.trainer is not None and self.trainer.training:
+            x = self.augment(x)
+        x = (x - self._mean.to(x.device)) / self._std.to(x.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y

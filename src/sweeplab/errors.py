@@ -1,0 +1,34 @@
+"""One exception type for every mistake a user can fix, so entry points can print it as one line."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
+
+class SweeplabError(Exception):
+    """A user-fixable problem: bad config, missing file, unreachable storage.
+
+    The message is one line that names the key, the value and what is allowed.
+    """
+
+
+def config_error(key: str, value: Any, problem: str) -> SweeplabError:
+    """Build the standard `key=value: problem` message."""
+    return SweeplabError(f"{key}={value!r}: {problem}")
+
+
+def closest(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """Names close to `word`, for 'did you mean' hints."""
+    pool = list(candidates)
+    hits = difflib.get_close_matches(word, pool, n=n, cutoff=0.6)
+    if not hits:
+        hits = [c for c in pool if word.lower() in c.lower()][:n]
+    return hits
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """' (did you mean a, b?)' or ''."""
+    hits = closest(word, candidates)
+    return f" (did you mean {', '.join(hits)}?)" if hits else ""

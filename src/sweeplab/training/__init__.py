@@ -1,0 +1,5 @@
+"""Training: build the pieces from the composed config, fit, test, write the run's results."""
+
+from sweeplab.training.run import train
+
+__all__ = ["train"]

@@ -1,0 +1,122 @@
+"""Build datamodule, model and trainer from the composed config; every failure is a one-line SweeplabError."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig, OmegaConf
+
+from sweeplab.data import ImageDataModule
+from sweeplab.errors import SweeplabError, config_error
+from sweeplab.models import ImageClassifier
+from sweeplab.models.backbone import check_input_size
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_node(node: Any, key: str, **kwargs: Any) -> Any:
+    """hydra.utils.instantiate, with the cause of a failure reported against the config key."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        if isinstance(cause, SweeplabError):
+            raise cause from None
+        target = node.get("_target_") if isinstance(node, DictConfig | dict) else node
+        if isinstance(cause, ModuleNotFoundError | ImportError):
+            extra = key.split(".")[-1]
+            raise SweeplabError(
+                f"{key}: {target} needs a package that is not installed ({cause}); "
+                f"pip install 'sweeplab[{extra}]' or pick another option"
+            ) from None
+        raise config_error(key, target, f"{type(cause).__name__}: {cause}") from None
+
+
+def uses_gpu(cfg: DictConfig) -> bool:
+    """Whether the trainer will run on a CUDA device."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
+def resolve_auto(value: Any, gpu_value: Any, cpu_value: Any, gpu: bool) -> Any:
+    return (gpu_value if gpu else cpu_value) if value == "auto" else value
+
+
+def build_datamodule(cfg: DictConfig) -> ImageDataModule:
+    """`data._target_` is the datamodule, `data.source._target_` the image source; every other key of
+    `data` goes to the datamodule if its signature names it, else to the source (so `data.root=...`)."""
+    node = OmegaConf.to_container(cfg.data, resolve=True)
+    assert isinstance(node, dict)
+    dm_cls = get_class(node.pop("_target_"))
+    source_node = node.pop("source")
+    dm_params = inspect.signature(dm_cls).parameters
+    source_node.update({k: node.pop(k) for k in list(node) if k not in dm_params})
+    source = instantiate_node(source_node, "data")
+    gpu = uses_gpu(cfg)
+    channels_last = resolve_auto(cfg.models.get("channels_last", "auto"), True, False, gpu)
+    try:
+        dm = dm_cls(source=source, channels_last=channels_last, **node)
+    except TypeError as exc:
+        raise config_error("data", dm_cls.__name__, str(exc)) from None
+    dm.load()  # decode (or reuse the process cache) and split now, so bad files fail before training
+    return dm
+
+
+def build_module(cfg: DictConfig, dm: ImageDataModule) -> ImageClassifier:
+    lr = cfg.models.optimizer.get("lr")
+    if lr is None or float(lr) <= 0:
+        raise config_error("models.optimizer.lr", lr, "must be a number > 0")
+    net = instantiate_node(cfg.models.net, "models.net", num_classes=dm.num_classes)
+    check_input_size(net, cfg.models.net.name, dm.img_size)
+    if dm.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    if cfg.models.get("compile", False):
+        net = torch.compile(net)
+    return ImageClassifier(
+        net=net,
+        num_classes=dm.num_classes,
+        optimizer=cfg.models.optimizer,
+        scheduler=cfg.models.get("scheduler"),
+        label_smoothing=cfg.models.loss.label_smoothing,
+        mixup=cfg.models.get("mixup"),
+        class_names=dm.classes,
+    )
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    nodes = cfg.get("callbacks") or {}
+    return [instantiate_node(node, f"callbacks.{name}") for name, node in nodes.items() if node is not None]
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    nodes = cfg.get("logger") or {}
+    return [instantiate_node(node, f"logger.{name}") for name, node in nodes.items() if node is not None]
+
+
+def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback]) -> L.Trainer:
+    gpu = uses_gpu(cfg)
+    precision = resolve_auto(cfg.trainer.get("precision", "auto"), _gpu_precision(), "32-true", gpu)
+    callbacks = [*extra_callbacks, *build_callbacks(cfg)]
+    loggers = build_loggers(cfg)
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_cfg["precision"] = precision
+    try:
+        trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
+    except InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        if isinstance(cause, MisconfigurationException | ValueError | TypeError):
+            raise SweeplabError(f"trainer: {cause}".splitlines()[0]) from None
+        raise
+    log.info("trainer: accelerator=%s precision=%s", trainer.accelerator.__class__.__name__, precision)
+    return trainer
+
+
+def _gpu_precision() -> str:
+    return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"

@@ -1,0 +1,41 @@
+"""Callbacks every run gets: a per-epoch record of validation metrics and a check that the optimized one exists."""
+
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as L
+
+from sweeplab.errors import SweeplabError
+
+
+class MetricHistory(L.Callback):
+    """Keeps every epoch's validation metrics (plain floats), for metrics.json, pruning and reports."""
+
+    def __init__(self, optimized_metric: str) -> None:
+        self.optimized_metric = optimized_metric
+        self.epochs: list[dict[str, float]] = []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if self.optimized_metric not in trainer.callback_metrics:
+            logged = ", ".join(sorted(trainer.callback_metrics)) or "none"
+            raise SweeplabError(
+                f"optimized_metric={self.optimized_metric!r} was never logged; metrics logged: {logged}"
+            )
+        metrics[self.optimized_metric] = float(trainer.callback_metrics[self.optimized_metric])
+        metrics["epoch"] = trainer.current_epoch
+        self.epochs.append(metrics)
+
+    def values(self) -> list[float]:
+        return [e[self.optimized_metric] for e in self.epochs]
+
+    def best(self, mode: str) -> dict[str, float] | None:
+        """The epoch with the best optimized value (NaN never wins)."""
+        finite = [e for e in self.epochs if not math.isnan(e[self.optimized_metric])]
+        if not finite:
+            return None
+        pick = max if mode == "max" else min
+        return pick(finite, key=lambda e: e[self.optimized_metric])

@@ -1,0 +1,74 @@
+"""Shared helpers: compose the real configs in-process, or run the real entry points in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# What every CPU test run uses: tiny, few steps, no progress bar.
+FAST = [
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=2",
+    "+trainer.limit_test_batches=1",
+    "trainer.accelerator=cpu",
+]
+
+
+def fast(*extra: str) -> list[str]:
+    """FAST plus `extra`, without a progress bar unless `extra` picks another callbacks option."""
+    quiet = [] if any(o.startswith("callbacks=") for o in extra) else ["callbacks.progress=null"]
+    return [*FAST, *quiet, *extra]
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
+    """compose(overrides) → the root config as runners/train.py would see it, writing under tmp_path."""
+
+    def _compose(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=list(overrides or []), return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg[
+                "hydra"
+            ]  # as in a real run: the task sees the job config, Hydra's own node via HydraConfig
+            cfg.paths.output_dir = str(tmp_path / "run")
+            cfg.paths.root_dir = str(tmp_path)
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+def run_cli(
+    args: list[str],
+    cwd: Path,
+    script: str = "runners/train.py",
+    env: dict | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
+    """Run an entry point as a user would, from `cwd`."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,92 @@
+"""Every mistake a user can make gets one line naming the key, the value and what is allowed, before training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sweeplab.errors import SweeplabError
+from sweeplab.training import train
+from tests.conftest import fast, run_cli
+
+
+def _fails_before_training(compose_cfg, overrides, pattern):
+    cfg = compose_cfg(fast(*overrides))
+    with pytest.raises(SweeplabError, match=pattern) as info:
+        train(cfg)
+    assert "\n" not in str(info.value)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+    assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()
+
+
+def test_unknown_model_name_suggests_close_timm_names(compose_cfg):
+    _fails_before_training(
+        compose_cfg,
+        ["models.net.name=convnext_tinyy"],
+        r"models.net.name='convnext_tinyy': not a timm model \(did you mean convnext_tiny",
+    )
+
+
+@pytest.mark.parametrize("lr", ["0", "-1e-3"])
+def test_non_positive_lr_is_refused(compose_cfg, lr):
+    _fails_before_training(
+        compose_cfg, [f"models.optimizer.lr={lr}"], r"models.optimizer.lr=.*must be a number > 0"
+    )
+
+
+def test_img_size_too_small_for_the_model_is_refused(compose_cfg):
+    _fails_before_training(
+        compose_cfg,
+        ["model=test_convnext", "data.img_size=16"],
+        r"data.img_size=16: too small for test_convnext: needs at least 32",
+    )
+
+
+def test_pretrained_without_cached_weights_is_one_clear_line(compose_cfg, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setattr("sweeplab.models.backbone._reachable", lambda url, timeout=3.0: False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    _fails_before_training(
+        compose_cfg,
+        ["model=resnet18", "models.net.pretrained=true"],
+        r"models.net.pretrained=true: weights for resnet18 are not cached .*pretrained=false",
+    )
+
+
+def test_uninstalled_optional_logger_says_what_to_install(compose_cfg):
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("mlflow is installed here, so there is nothing missing to report")
+    _fails_before_training(
+        compose_cfg, ["logger=mlflow"], r"logger.mlflow: .*pip install 'sweeplab\[mlflow\]'"
+    )
+
+
+def test_optimized_metric_that_is_never_logged_lists_the_logged_ones(compose_cfg):
+    cfg = compose_cfg(fast("optimized_metric=val/f2", "callbacks=none"))
+    with pytest.raises(
+        SweeplabError, match=r"optimized_metric='val/f2' was never logged; metrics logged: .*val/f1"
+    ):
+        train(cfg)
+
+
+def test_cli_prints_one_error_line_and_exits_non_zero(tmp_path):
+    result = run_cli(["models.net.name=resnet_18"], cwd=tmp_path)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [
+        "Error: models.net.name='resnet_18': not a timm model (did you mean resnet18, resnetv2_18, resnet18d?)"
+    ]
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_unknown_group_option_lists_the_available_ones(tmp_path):
+    result = run_cli(["model=resnet1"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'model/resnet1'" in result.stderr
+    assert "resnet18" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs").exists()

@@ -1,0 +1,100 @@
+"""A training run end to end on the bundled digits: built from the composed config, fitted, tested, recorded."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from sweeplab.training import train
+from tests.conftest import CONF, fast
+
+# Small enough for a CPU test, big enough for every model's total stride (ViT/Swin are built for it).
+MODEL_IMG = {"swin_base": 32, "test_vit": 32}
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+
+
+def test_default_run_writes_metrics_and_returns_best_value(compose_cfg, tmp_path):
+    cfg = compose_cfg(fast("trainer.max_epochs=2"))
+    value = train(cfg)
+    metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert metrics["value"] == pytest.approx(value)
+    assert metrics["epochs_run"] == 2
+    assert metrics["best_val"]["val/f1"] == pytest.approx(value)
+    assert set(metrics["last_val"]) >= {"val/f1", "val/acc", "val/loss", "epoch"}
+    assert set(metrics["test"]) == {"test/f1", "test/acc", "test/loss"}
+    assert Path(metrics["best_checkpoint"]).is_file()
+    assert (Path(cfg.paths.output_dir) / "config_resolved.yaml").is_file()
+    assert 0.0 <= value <= 1.0
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_config_trains_a_step(compose_cfg, model):
+    overrides = fast(
+        f"model={model}",
+        "trainer.limit_train_batches=1",
+        "data.batch_size=8",
+        "callbacks=none",
+        "logger=none",
+        f"data.img_size={MODEL_IMG.get(model, 32)}",
+    )
+    assert math.isfinite(train(compose_cfg(overrides)))
+
+
+def test_seed_004_command_runs_with_fast_dev_run(compose_cfg):
+    cfg = compose_cfg(
+        [
+            "preset=efficientnet_b4_lr_optimized",
+            "exp_name=efficientnet_b4_run8_replication",
+            "models.optimizer.lr=0.0005134333170096499",
+            "models.optimizer.weight_decay=6.797303101020006e-05",
+            "models.scheduler.T_max=24",
+            "models.scheduler.eta_min=6.388390006720873e-06",
+            "trainer.max_epochs=22",
+            "+trainer.fast_dev_run=true",
+            "data.batch_size=8",
+            "trainer.accelerator=cpu",
+        ]
+    )
+    assert math.isfinite(train(cfg))
+
+
+@pytest.mark.parametrize("scheduler", sorted(p.stem for p in (CONF / "scheduler").glob("*.yaml")))
+def test_every_scheduler_steps(compose_cfg, scheduler):
+    cfg = compose_cfg(fast(f"scheduler={scheduler}", "trainer.max_epochs=2", "callbacks=none", "logger=none"))
+    assert math.isfinite(train(cfg))
+
+
+def test_label_smoothing_and_mixup_train(compose_cfg):
+    cfg = compose_cfg(
+        fast(
+            "models.loss.label_smoothing=0.1",
+            "models.mixup.mixup_alpha=0.2",
+            "models.mixup.cutmix_alpha=1.0",
+            "callbacks=none",
+        )
+    )
+    assert math.isfinite(train(cfg))
+
+
+def test_tensorboard_logger_writes_event_files(compose_cfg):
+    cfg = compose_cfg(fast("logger=tensorboard"))
+    train(cfg)
+    assert list((Path(cfg.paths.output_dir) / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_csv_logger_records_val_and_test_metrics_per_epoch(compose_cfg):
+    cfg = compose_cfg(fast("trainer.max_epochs=2"))
+    train(cfg)
+    header = (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"val/f1", "val/acc", "test/f1", "test/acc", "epoch"} <= set(header)
+
+
+def test_default_config_reaches_test_macro_f1_above_0_9_on_digits(compose_cfg):
+    cfg = compose_cfg(["callbacks.progress=null"])  # the no-argument run, minus the progress bar
+    train(cfg)
+    metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert metrics["epochs_run"] == cfg.trainer.max_epochs
+    assert metrics["test"]["test/f1"] > 0.9
