@@ -3,12 +3,10 @@
 import hydra
 from omegaconf import DictConfig
 
-from sweeplab.cli import one_line_errors
 from sweeplab.training import train
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-@one_line_errors
 def main(cfg: DictConfig) -> float:
     return train(cfg)
 

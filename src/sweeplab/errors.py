@@ -6,11 +6,15 @@ import difflib
 from collections.abc import Iterable
 from typing import Any
 
+from hydra.errors import CompactHydraException
 
-class SweeplabError(Exception):
+
+class SweeplabError(CompactHydraException):
     """A user-fixable problem: bad config, missing file, unreachable storage.
 
-    The message is one line that names the key, the value and what is allowed.
+    The message is one line that names the key, the value and what is allowed. As a compact Hydra
+    exception, Hydra prints just that line and exits non-zero (the traceback with HYDRA_FULL_ERROR=1),
+    whether it is raised in a job or in the sweeper.
     """
 
 
