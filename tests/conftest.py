@@ -37,15 +37,16 @@ def fast(*extra: str) -> list[str]:
 def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
     """compose(overrides) → the root config as runners/train.py would see it, writing under tmp_path."""
 
-    def _compose(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
+    def _compose(
+        overrides: list[str] | None = None, config_name: str = "train", keep_hydra: bool = False
+    ) -> DictConfig:
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=list(overrides or []), return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)
         with open_dict(cfg):
-            del cfg[
-                "hydra"
-            ]  # as in a real run: the task sees the job config, Hydra's own node via HydraConfig
+            if not keep_hydra:  # as in a real run: the task sees the job config, Hydra's node via HydraConfig
+                del cfg["hydra"]
             cfg.paths.output_dir = str(tmp_path / "run")
             cfg.paths.root_dir = str(tmp_path)
         return cfg
@@ -72,3 +73,11 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def load_trials(root: Path, study_name: str) -> list:
+    """The trials of a study in the default storage under `root` (where the command ran)."""
+    import optuna
+
+    storage = f"sqlite:///{root / 'studies' / study_name}.db"
+    return optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)

@@ -13,30 +13,13 @@ from hydra.utils import get_class, instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
+from sweeplab.config import instantiate_node
 from sweeplab.data import ImageDataModule
 from sweeplab.errors import SweeplabError, config_error
 from sweeplab.models import ImageClassifier
 from sweeplab.models.backbone import check_input_size
 
 log = logging.getLogger(__name__)
-
-
-def instantiate_node(node: Any, key: str, **kwargs: Any) -> Any:
-    """hydra.utils.instantiate, with the cause of a failure reported against the config key."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as exc:
-        cause = exc.__cause__ or exc
-        if isinstance(cause, SweeplabError):
-            raise cause from None
-        target = node.get("_target_") if isinstance(node, DictConfig | dict) else node
-        if isinstance(cause, ModuleNotFoundError | ImportError):
-            extra = key.split(".")[-1]
-            raise SweeplabError(
-                f"{key}: {target} needs a package that is not installed ({cause}); "
-                f"pip install 'sweeplab[{extra}]' or pick another option"
-            ) from None
-        raise config_error(key, target, f"{type(cause).__name__}: {cause}") from None
 
 
 def uses_gpu(cfg: DictConfig) -> bool:

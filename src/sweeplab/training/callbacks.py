@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import lightning.pytorch as L
 
@@ -15,11 +16,24 @@ class MetricHistory(L.Callback):
     def __init__(self, optimized_metric: str) -> None:
         self.optimized_metric = optimized_metric
         self.epochs: list[dict[str, float]] = []
+        self._epoch_started = time.perf_counter()
+        self.params = 0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.params = sum(p.numel() for p in pl_module.parameters())
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_started = time.perf_counter()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        metrics = {
+            k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))
+        }
+        # what a multi-objective study may trade the optimized metric against
+        metrics["time/epoch_s"] = time.perf_counter() - self._epoch_started
+        metrics["model/params"] = float(self.params)
         if self.optimized_metric not in trainer.callback_metrics:
             logged = ", ".join(sorted(trainer.callback_metrics)) or "none"
             raise SweeplabError(

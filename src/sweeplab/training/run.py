@@ -1,4 +1,4 @@
-"""One training run: build → fit → test the best checkpoint → write metrics.json → return the optimized value."""
+"""One training run: build → fit (reporting to the study, if any) → test the best checkpoint → metrics.json → value."""
 
 from __future__ import annotations
 
@@ -14,14 +14,20 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from sweeplab.errors import config_error
+from sweeplab.search.trial import PruningCallback, current_trial
 from sweeplab.training.build import build_datamodule, build_module, build_trainer
 from sweeplab.training.callbacks import MetricHistory
 
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig) -> float:
-    """Train and test one model; return the best value of `optimized_metric` (what a sweeper optimizes)."""
+def train(cfg: DictConfig) -> float | list[float]:
+    """Train and test one model; return the best value of `optimized_metric` (what a sweeper optimizes).
+
+    With `extra_objectives`, returns [optimized value, *those metrics at the same epoch]. Inside a
+    sweeplab study, the value is reported to the trial every epoch and the fit stops when it is pruned
+    (the test split is then skipped: a pruned trial is not a candidate).
+    """
     started = time.perf_counter()
     mode = str(cfg.get("optimized_mode", "max"))
     if mode not in ("max", "min"):
@@ -35,9 +41,15 @@ def train(cfg: DictConfig) -> float:
     dm = build_datamodule(cfg)
     module = build_module(cfg, dm)
     history = MetricHistory(str(cfg.optimized_metric))
-    trainer = build_trainer(cfg, extra_callbacks=[history])
+    callbacks: list[L.Callback] = [history]
+    study_trial = current_trial()
+    pruning = PruningCallback(study_trial, str(cfg.optimized_metric)) if study_trial else None
+    if pruning:
+        callbacks.append(pruning)
+    trainer = build_trainer(cfg, extra_callbacks=callbacks)
     log.info(
-        "data: %d train / %d val / %d test images, %d classes, %dpx; model: %s",
+        "%sdata: %d train / %d val / %d test images, %d classes, %dpx; model: %s",
+        f"trial {study_trial.number}: " if study_trial else "",
         len(dm.splits["train"]),
         len(dm.splits["val"]),
         len(dm.splits["test"]),
@@ -47,33 +59,49 @@ def train(cfg: DictConfig) -> float:
     )
 
     trainer.fit(module, datamodule=dm)
+    pruned = pruning is not None and pruning.pruned_at is not None
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
-    test = trainer.test(module, datamodule=dm, ckpt_path=best_path or None, verbose=False)
+    test = [] if pruned else trainer.test(module, datamodule=dm, ckpt_path=best_path or None, verbose=False)
 
     best = history.best(mode)
     value = best[cfg.optimized_metric] if best else math.nan
+    extra = [str(m) for m in cfg.get("extra_objectives") or []]
+    extra_values = [_metric_at(best, m, history) for m in extra]
     result = {
         "optimized_metric": str(cfg.optimized_metric),
         "optimized_mode": mode,
         "value": value,
+        "extra_objectives": dict(zip(extra, extra_values, strict=True)),
         "best_val": best,
         "last_val": history.epochs[-1] if history.epochs else None,
         "test": {k: float(v) for k, v in (test[0] if test else {}).items()},
         "epochs_run": len(history.epochs),
+        "pruned_at_epoch": pruning.pruned_at if pruning else None,
+        "trial": study_trial.number if study_trial else None,
         "best_checkpoint": best_path or None,
         "wall_time_s": round(time.perf_counter() - started, 3),
     }
     write_json(output_dir / "metrics.json", result)
     log.info(
-        "%s best %.4f (epoch %s); test %s; %.1fs",
+        "%s best %.4f (epoch %s)%s; test %s; %.1fs",
         cfg.optimized_metric,
         value,
         best["epoch"] if best else "-",
-        ", ".join(f"{k}={v:.4f}" for k, v in result["test"].items()),
+        " [pruned]" if pruned else "",
+        ", ".join(f"{k}={v:.4f}" for k, v in result["test"].items()) or "skipped",
         result["wall_time_s"],
     )
-    return float(value)
+    return [float(value), *extra_values] if extra else float(value)
+
+
+def _metric_at(epoch: dict[str, float] | None, metric: str, history: MetricHistory) -> float:
+    if epoch is None:
+        return math.nan
+    if metric not in epoch:
+        logged = ", ".join(sorted(epoch))
+        raise config_error("extra_objectives", metric, f"was never logged; metrics logged: {logged}")
+    return float(epoch[metric])
 
 
 def write_json(path: Path, payload: Any) -> None:

@@ -1,0 +1,164 @@
+"""The Hydra plugin classes: the sweeper, its config schema, and the search path of its sampler/pruner configs.
+
+Select it with `override hydra/sweeper: sweeplab`. Its keys are a superset of hydra-optuna-sweeper's
+(sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate, params,
+custom_search_space) with the same meaning; the work is done in `sweeplab.search`.
+"""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any  # noqa: UP035 -- OmegaConf structured configs need Optional
+
+from hydra.core.config_search_path import ConfigSearchPath
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
+from hydra.plugins.search_path_plugin import SearchPathPlugin
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("sweeplab.sweep")
+
+
+@dataclass
+class StopConf:
+    # stop after this many finished trials without a new best (improvement > min_delta)
+    patience: int | None = None
+    min_delta: float = 0.0
+    # stop once the best value reaches this (in the study's direction)
+    target: float | None = None
+
+
+@dataclass
+class QuickValidationConf:
+    """Applied to every trial of a study, never to single runs: fewer epochs, a batch size, part of the data."""
+
+    enabled: bool = True
+    epochs: int | None = None
+    batch_size: int | None = None
+    train_fraction: float | None = None
+
+
+@dataclass
+class SweeplabSweeperConf:
+    _target_: str = "hydra_plugins.sweeplab_sweeper.sweeplab_sweeper.SweeplabSweeper"
+    _recursive_: bool = False  # sampler and pruner are built by the sweeper, after its checks
+    # _self_ first: the chosen sampler/pruner configs fill the `sampler`/`pruner` keys below
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"sampler": "tpe"}, {"pruner": "median"}])
+
+    # --- the stock plugin's keys, same meaning ---
+    sampler: Any = None
+    direction: Any = "minimize"
+    storage: Any = None  # null: sqlite:///<cwd>/studies/<study_name>.db
+    study_name: str | None = None  # null: the job config's exp_name + study_suffix
+    n_trials: int = 20  # the study's total, counted across reruns and workers
+    n_jobs: int = 1
+    max_failure_rate: float = 0.0
+    search_space: dict[str, Any] | None = None  # removed upstream; refused with a pointer to `params`
+    params: dict[str, str] | None = None
+    custom_search_space: str | None = None
+
+    # --- sweeplab's own ---
+    pruner: Any = None
+    study_suffix: str = ""
+    timeout: float | None = None  # seconds for this invocation of the study
+    stop: StopConf = field(default_factory=StopConf)
+    quick_validation: QuickValidationConf = field(default_factory=QuickValidationConf)
+    allow_space_change: bool = False
+
+
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="sweeplab", node=SweeplabSweeperConf, provider="sweeplab"
+)
+
+
+class SweeplabSearchPath(SearchPathPlugin):
+    """Makes `hydra/sweeper/sampler/*` and `hydra/sweeper/pruner/*` (YAML beside this file) available."""
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        search_path.append(provider="sweeplab", path="pkg://hydra_plugins.sweeplab_sweeper.conf")
+
+
+class SweeplabSweeper(Sweeper):
+    """Runs `python app.py -m ...` as an Optuna study; each trial is one Hydra job."""
+
+    def __init__(self, **_: Any) -> None:
+        # Hydra passes the node's keys; they are read from the full config in setup(), resolved there.
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.launcher: Any = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        HydraConfig.instance().set_config(config)  # so ${hydra:...} in the job config resolves for our checks
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from sweeplab.search.sweep import StudySweep, make_plan, open_study, results_payload, write_results
+
+        assert self.config is not None and self.hydra_context is not None
+        sweeper_cfg = self.config.hydra.sweeper
+        job_cfg = OmegaConf.masked_copy(self.config, [k for k in self.config if k != "hydra"])
+        plan = make_plan(
+            sweeper_cfg, job_cfg, arguments, self._group_options, root_dir=str(self.config.hydra.runtime.cwd)
+        )
+        study = open_study(plan)
+        log.info(
+            "study %s: %d trials in all, %d param(s) searched, sampler %s, pruner %s, %d at a time",
+            plan.study_name,
+            plan.n_trials,
+            len(plan.space.distributions),
+            type(plan.sampler).__name__,
+            type(plan.pruner).__name__,
+            plan.n_jobs,
+        )
+        sweep = StudySweep(plan, study, self.launcher.launch, sweeper_cfg)
+        stopped = sweep.run()
+        payload = results_payload(plan, study, stopped, arguments)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        write_results(sweep_dir / "optimization_results.yaml", payload)
+        _log_summary(payload, sweep_dir)
+        return payload
+
+    def _group_options(self, name: str) -> list[str] | None:
+        assert self.hydra_context is not None
+        options = self.hydra_context.config_loader.get_group_options(name.replace(".", "/"))
+        return options or None
+
+
+def _log_summary(payload: dict[str, Any], sweep_dir: Path) -> None:
+    counts = payload["trials"]
+    log.info(
+        "study %s finished (%s): %d complete, %d pruned, %d failed",
+        payload["study_name"],
+        payload["stopped"],
+        counts["COMPLETE"],
+        counts["PRUNED"],
+        counts["FAIL"],
+    )
+    if "best_value" in payload:
+        log.info(
+            "best value %.4f (trial %d): %s",
+            payload["best_value"],
+            payload["best_trial"],
+            payload["best_params"],
+        )
+        log.info("retrain it: %s", payload["retrain"])
+    elif "solutions" in payload:
+        for solution in payload["solutions"]:
+            log.info(
+                "Pareto trial %d: values %s params %s",
+                solution["trial"],
+                solution["values"],
+                solution["params"],
+            )
+    log.info("results: %s", sweep_dir / "optimization_results.yaml")
+
+
+__all__: Sequence[str] = ["SweeplabSweeper", "SweeplabSweeperConf", "SweeplabSearchPath"]

@@ -1,0 +1,144 @@
+"""The study's storage: where it lives, opening it with clear errors, and what a trial records in it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import json_to_distribution
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeplab.errors import SweeplabError, config_error
+
+log = logging.getLogger(__name__)
+
+# Where the embedded default lives, relative to the directory the command is started from.
+STUDIES_DIR = "studies"
+
+# User attributes sweeplab writes on trials and studies.
+ATTR_SPACE = "sweeplab:search_space"
+ATTR_HOST = "host"
+ATTR_PID = "pid"
+ATTR_FAIL_REASON = "fail_reason"
+ATTR_EPOCHS = "epochs_run"
+ATTR_PRUNED_AT = "pruned_at_epoch"
+ATTR_RETRY_OF = "retry_of"
+ATTR_OVERRIDES = "overrides"
+ATTR_OUTPUT_DIR = "output_dir"
+INTERRUPTED = "interrupted"
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own status line per trial replaces Optuna's
+
+
+def default_storage(study_name: str, root_dir: str | os.PathLike) -> str:
+    """`<root_dir>/studies/<study_name>.db`: outside the timestamped sweep dirs, so every rerun finds it."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", study_name).strip("._") or "study"
+    return f"sqlite:///{Path(root_dir).resolve() / STUDIES_DIR / safe}.db"
+
+
+def resolve_storage(storage: Any, study_name: str, root_dir: str | os.PathLike) -> str:
+    if storage in (None, "", "null"):
+        return default_storage(study_name, root_dir)
+    if not isinstance(storage, str):
+        raise config_error(
+            "hydra.sweeper.storage", storage, "must be a database URL (sqlite:///..., postgresql://...)"
+        )
+    return storage
+
+
+def masked(url: str) -> str:
+    """The URL as it may appear in logs and files: any password replaced by ***."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage for `url`, failing with one line when it cannot be opened."""
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except Exception as exc:  # sqlalchemy/driver errors come in many types; all mean "cannot open"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise config_error("hydra.sweeper.storage", masked(url), f"cannot open it: {first}") from None
+
+
+def stored_space(study: optuna.Study) -> dict[str, str] | None:
+    raw = study.user_attrs.get(ATTR_SPACE)
+    return json.loads(raw) if raw else None
+
+
+def space_from_json(data: dict[str, str]) -> dict[str, Any]:
+    return {name: json_to_distribution(js) for name, js in data.items()}
+
+
+def counted(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+    """Finished trials that count toward n_trials: an interrupted trial is re-run, so it does not count."""
+    return [t for t in trials if t.state in FINISHED and t.user_attrs.get(ATTR_FAIL_REASON) != INTERRUPTED]
+
+
+def owned_here() -> dict[str, Any]:
+    return {ATTR_HOST: socket.gethostname(), ATTR_PID: os.getpid()}
+
+
+def is_orphaned(trial: FrozenTrial) -> bool:
+    """A RUNNING trial whose sweeper process on this machine is gone (killed, crashed)."""
+    if trial.user_attrs.get(ATTR_HOST) != socket.gethostname():
+        return False
+    pid = trial.user_attrs.get(ATTR_PID)
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def close_interrupted(study: optuna.Study, trial: FrozenTrial | int, requeue: bool = True) -> None:
+    """Store a trial that never finished as FAIL ("interrupted") and queue its params to run again first."""
+    trial_id = trial if isinstance(trial, int) else trial._trial_id
+    frozen = study._storage.get_trial(trial_id)
+    if frozen.state.is_finished():
+        return
+    study._storage.set_trial_user_attr(trial_id, ATTR_FAIL_REASON, INTERRUPTED)
+    study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
+    if requeue and frozen.params:
+        study.enqueue_trial(frozen.params, user_attrs={ATTR_RETRY_OF: frozen.number}, skip_if_exists=False)
+
+
+def recover_orphans(study: optuna.Study) -> list[int]:
+    """Close trials left RUNNING by a killed sweeper on this machine; their params run again first."""
+    closed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if is_orphaned(trial):
+            close_interrupted(study, trial)
+            closed.append(trial.number)
+    if closed:
+        log.warning(
+            "trials %s were left running by a stopped sweep: marked FAIL (interrupted), re-run first", closed
+        )
+    return closed
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise SweeplabError(message)

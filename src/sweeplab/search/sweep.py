@@ -1,0 +1,495 @@
+"""The study loop behind the Hydra sweeper: check everything, then ask → launch → tell until the study is done.
+
+Trial N runs as Hydra job N (so output dirs follow trial numbers and never collide on resume); the job
+finds its trial through the storage and reports every epoch (see `sweeplab.search.trial`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.utils import get_method
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeplab.errors import SweeplabError, config_error
+from sweeplab.search.algorithms import build_pruner, build_sampler
+from sweeplab.search.space import SearchSpace, format_value
+from sweeplab.search.study import (
+    ATTR_EPOCHS,
+    ATTR_FAIL_REASON,
+    ATTR_OVERRIDES,
+    ATTR_PRUNED_AT,
+    ATTR_SPACE,
+    close_interrupted,
+    counted,
+    masked,
+    open_storage,
+    owned_here,
+    recover_orphans,
+    resolve_storage,
+    stored_space,
+)
+
+log = logging.getLogger("sweeplab.sweep")
+
+DIRECTIONS = ("minimize", "maximize")
+# Command-line choices that shape the sweep, not the training: left out of the retrain command.
+SWEEP_ONLY_KEYS = ("hparams_search", "search", "hydra")
+
+Launch = Callable[[Sequence[Sequence[str]], int], Sequence[JobReturn]]
+
+
+@dataclass
+class SweepPlan:
+    """Everything a study needs, checked before anything touches the storage."""
+
+    study_name: str
+    storage_url: str
+    directions: list[str]
+    n_trials: int
+    n_jobs: int
+    space: SearchSpace
+    sampler: optuna.samplers.BaseSampler
+    pruner: optuna.pruners.BasePruner
+    max_failure_rate: float = 0.0
+    timeout: float | None = None
+    patience: int | None = None
+    target: float | None = None
+    min_delta: float = 0.0
+    allow_space_change: bool = False
+    quick_overrides: list[str] = field(default_factory=list)
+    custom_search_space: Callable[[DictConfig, optuna.Trial], None] | None = None
+    script: str = "runners/train.py"
+
+
+def make_plan(
+    sweeper: DictConfig,
+    job_cfg: DictConfig,
+    arguments: Sequence[str],
+    group_options: Callable[[str], list[str] | None],
+    root_dir: str,
+) -> SweepPlan:
+    """Check `hydra.sweeper` and the search space against the composed config; raise one line on the first problem."""
+    if sweeper.get("search_space"):
+        raise config_error(
+            "hydra.sweeper.search_space", "...", "was removed from the stock plugin; use hydra.sweeper.params"
+        )
+    n_trials = _int_at_least(sweeper, "n_trials", 1)
+    n_jobs = _int_at_least(sweeper, "n_jobs", 1)
+    directions = _directions(sweeper.get("direction", "minimize"))
+    extra = list(job_cfg.get("extra_objectives") or [])
+    if len(directions) != 1 + len(extra):
+        raise config_error(
+            "hydra.sweeper.direction",
+            directions,
+            f"gives {len(directions)} direction(s) but each trial returns {1 + len(extra)} value(s) "
+            f"(optimized_metric plus extra_objectives={extra})",
+        )
+    mode = str(job_cfg.get("optimized_mode", "max"))
+    if directions[0] != f"{mode}imize":
+        raise config_error(
+            "hydra.sweeper.direction",
+            directions[0],
+            f"contradicts optimized_mode={mode} (checkpoints keep the {mode} of {job_cfg.get('optimized_metric')}); "
+            f"set both the same way",
+        )
+    max_failure_rate = float(sweeper.get("max_failure_rate", 0.0))
+    if not 0.0 <= max_failure_rate <= 1.0:
+        raise config_error("hydra.sweeper.max_failure_rate", max_failure_rate, "must lie in [0, 1]")
+    timeout = sweeper.get("timeout")
+    if timeout is not None and float(timeout) <= 0:
+        raise config_error("hydra.sweeper.timeout", timeout, "must be a number of seconds > 0, or null")
+    stop = sweeper.get("stop") or {}
+    patience = stop.get("patience")
+    if patience is not None and int(patience) < 1:
+        raise config_error("hydra.sweeper.stop.patience", patience, "must be at least 1, or null")
+    target = stop.get("target")
+    if target is not None and len(directions) > 1:
+        raise config_error("hydra.sweeper.stop.target", target, "needs a single-objective study")
+
+    space = SearchSpace.parse(sweeper.get("params"), arguments)
+    custom = _custom_search_space(sweeper.get("custom_search_space"))
+    if not space.distributions and custom is None:
+        raise SweeplabError(
+            "nothing to search: hydra.sweeper.params has no sweep (choice/range/interval) and no "
+            "custom_search_space is set; pick a search space with search=<name> or pass one on the command line"
+        )
+    space.check_keys(job_cfg, group_options)
+    quick = _quick_overrides(sweeper.get("quick_validation"))
+
+    study_name = str(
+        sweeper.get("study_name")
+        or f"{job_cfg.get('exp_name') or 'sweeplab'}{sweeper.get('study_suffix') or ''}"
+    )
+    return SweepPlan(
+        study_name=study_name,
+        storage_url=resolve_storage(sweeper.get("storage"), study_name, root_dir),
+        directions=directions,
+        n_trials=n_trials,
+        n_jobs=n_jobs,
+        space=space,
+        sampler=build_sampler(sweeper.get("sampler"), space.distributions),
+        pruner=build_pruner(sweeper.get("pruner")),
+        max_failure_rate=max_failure_rate,
+        timeout=float(timeout) if timeout is not None else None,
+        patience=int(patience) if patience is not None else None,
+        target=float(target) if target is not None else None,
+        min_delta=float(stop.get("min_delta") or 0.0),
+        allow_space_change=bool(sweeper.get("allow_space_change", False)),
+        quick_overrides=quick,
+        custom_search_space=custom,
+        script=_script(),
+    )
+
+
+def open_study(plan: SweepPlan) -> optuna.Study:
+    """Load the study or create it; a different search space or direction is refused before any write."""
+    storage = open_storage(plan.storage_url)
+    names = {s.study_name: s for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)}
+    if plan.study_name in names:
+        study = optuna.load_study(
+            study_name=plan.study_name, storage=storage, sampler=plan.sampler, pruner=plan.pruner
+        )
+        stored_dirs = [d.name.lower() for d in study.directions]
+        if stored_dirs != plan.directions:
+            raise config_error(
+                "hydra.sweeper.direction",
+                plan.directions,
+                f"study {plan.study_name!r} was created with {stored_dirs}; use another hydra.sweeper.study_name",
+            )
+        stored = stored_space(study)
+        diff = plan.space.differences(stored) if stored is not None else []
+        if diff and not plan.allow_space_change:
+            raise SweeplabError(
+                f"study {plan.study_name!r} in {masked(plan.storage_url)} was run with another search space "
+                f"({'; '.join(diff)}); pass hydra.sweeper.allow_space_change=true to continue it anyway, "
+                "or hydra.sweeper.study_name=<new name> to start a new study"
+            )
+        if diff:
+            log.warning(
+                "continuing study %s with a changed search space: %s", plan.study_name, "; ".join(diff)
+            )
+            study.set_user_attr(ATTR_SPACE, _json(plan.space.to_json()))
+        log.info(
+            "study %s loaded from %s: %d trials so far",
+            plan.study_name,
+            masked(plan.storage_url),
+            len(study.trials),
+        )
+    else:
+        study = optuna.create_study(
+            study_name=plan.study_name,
+            storage=storage,
+            sampler=plan.sampler,
+            pruner=plan.pruner,
+            directions=plan.directions,
+        )
+        study.set_user_attr(ATTR_SPACE, _json(plan.space.to_json()))
+        log.info("study %s created in %s", plan.study_name, masked(plan.storage_url))
+    recover_orphans(study)
+    return study
+
+
+class StudySweep:
+    """Runs a study to its total of `n_trials` finished trials through a Hydra launcher."""
+
+    def __init__(self, plan: SweepPlan, study: optuna.Study, launch: Launch, sweeper_cfg: DictConfig) -> None:
+        self.plan, self.study, self.launch = plan, study, launch
+        self.config = sweeper_cfg  # handed to custom_search_space, as the stock plugin does
+        self.started = time.monotonic()
+        self.session_finished = 0
+        self.session_failed = 0
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self) -> str:
+        """Run trials until the study has n_trials finished ones (or a stop rule fires); returns why it stopped."""
+        while True:
+            trials = self.study.get_trials(deepcopy=False)
+            running = [t for t in trials if t.state == TrialState.RUNNING]
+            remaining = self.plan.n_trials - len(counted(trials)) - len(running)
+            if remaining <= 0:
+                return f"the study has its {self.plan.n_trials} trials"
+            reason = self.stop_reason(trials)
+            if reason:
+                return reason
+            batch = [self.ask() for _ in range(min(self.plan.n_jobs, remaining))]
+            try:
+                returns = self.launch_trials(batch)
+            except BaseException:  # Ctrl-C, SystemExit from a job: never leave trials RUNNING
+                for trial in batch:
+                    close_interrupted(self.study, trial.number)
+                log.error(
+                    "sweep interrupted: trials %s stored as FAIL (interrupted); run the same command to resume",
+                    [t.number for t in batch],
+                )
+                raise
+            for trial, ret in zip(batch, returns, strict=True):
+                self.tell(trial, ret)
+
+    def stop_reason(self, trials: list[FrozenTrial]) -> str | None:
+        plan = self.plan
+        if plan.timeout is not None and time.monotonic() - self.started >= plan.timeout:
+            return f"hydra.sweeper.timeout={plan.timeout:g}s reached"
+        if len(plan.directions) > 1:
+            return None
+        complete = sorted(
+            (t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.datetime_complete
+        )
+        if not complete:
+            return None
+        sign = 1.0 if plan.directions[0] == "maximize" else -1.0
+        best = max(complete, key=lambda t: sign * t.value)
+        if plan.target is not None and sign * (best.value - plan.target) >= 0:
+            return (
+                f"hydra.sweeper.stop.target={plan.target:g} reached by trial {best.number} ({best.value:.4f})"
+            )
+        if plan.patience is not None:
+            finished = sorted(counted(trials), key=lambda t: t.datetime_complete)
+            best_at, best_value = -1, -math.inf
+            for i, t in enumerate(finished):
+                if t.state == TrialState.COMPLETE and sign * t.value > best_value + plan.min_delta:
+                    best_at, best_value = i, sign * t.value
+            since = len(finished) - 1 - best_at
+            if best_at >= 0 and since >= plan.patience:
+                return (
+                    f"hydra.sweeper.stop.patience={plan.patience}: {since} finished trials without a new best"
+                )
+        return None
+
+    # -- one trial --------------------------------------------------------------------------------
+    def ask(self) -> optuna.Trial:
+        trial = self.study.ask(self.plan.space.distributions)
+        if self.plan.custom_search_space is not None:
+            self.plan.custom_search_space(self.config, trial)
+        for key, value in owned_here().items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr(ATTR_OVERRIDES, self.task_overrides(trial.params))
+        return trial
+
+    def task_overrides(self, params: dict[str, Any]) -> list[str]:
+        """Quick validation first (a searched or fixed key of the same name wins), then the space."""
+        own = self.plan.space.overrides(params)
+        taken = {o.split("=", 1)[0].lstrip("+") for o in own}
+        quick = [o for o in self.plan.quick_overrides if o.split("=", 1)[0].lstrip("+") not in taken]
+        return [*quick, *own]
+
+    def job_overrides(self, trial: optuna.Trial) -> list[str]:
+        return [
+            *self.task_overrides(trial.params),
+            f"hydra.sweeper.study_name={format_value(self.plan.study_name)}",
+        ]
+
+    def launch_trials(self, batch: list[optuna.Trial]) -> list[JobReturn]:
+        """Job number = trial number; trials with consecutive numbers go to the launcher together."""
+        numbers = [t.number for t in batch]
+        if numbers == list(range(numbers[0], numbers[0] + len(numbers))):
+            return list(self.launch([self.job_overrides(t) for t in batch], numbers[0]))
+        return [r for t in batch for r in self.launch([self.job_overrides(t)], t.number)]
+
+    def tell(self, trial: optuna.Trial, ret: JobReturn) -> None:
+        frozen = self.study._storage.get_trial(trial._trial_id)
+        error: BaseException | None = None
+        values: list[float] | None = None
+        if ret.status == JobStatus.COMPLETED:
+            values, problem = _values(ret._return_value, len(self.plan.directions))
+            if problem:
+                error = ValueError(problem)
+        else:
+            error = (
+                ret._return_value
+                if isinstance(ret._return_value, BaseException)
+                else RuntimeError("job failed")
+            )
+
+        if isinstance(error, optuna.TrialPruned) or (error is None and ATTR_PRUNED_AT in frozen.user_attrs):
+            state = TrialState.PRUNED
+            self.study.tell(trial, state=state)
+        elif error is None:
+            state = TrialState.COMPLETE
+            self.study.tell(trial, values)
+        else:
+            state = TrialState.FAIL
+            reason = f"{type(error).__name__}: {error}".splitlines()[0]
+            trial.set_user_attr(ATTR_FAIL_REASON, reason)
+            self.study.tell(trial, state=state)
+            self.session_failed += 1
+        self.session_finished += 1
+        self.status_line(trial.number, state)
+        if isinstance(error, SweeplabError):
+            raise error  # a config problem fails every trial alike: stop now, with its one line
+        allowed = self.plan.max_failure_rate * self.plan.n_trials
+        if state == TrialState.FAIL and self.session_failed > allowed:
+            raise SweeplabError(
+                f"trial {trial.number} failed ({trial.user_attrs.get(ATTR_FAIL_REASON)}); {self.session_failed} "
+                f"failures exceed hydra.sweeper.max_failure_rate={self.plan.max_failure_rate:g} of "
+                f"n_trials={self.plan.n_trials}"
+            )
+
+    def status_line(self, number: int, state: TrialState) -> None:
+        frozen = self.study.trials[number]
+        value = _fmt(frozen.values) if frozen.values else "-"
+        epochs = frozen.user_attrs.get(ATTR_EPOCHS, "-")
+        extra = f" fail_reason={frozen.user_attrs.get(ATTR_FAIL_REASON)}" if state == TrialState.FAIL else ""
+        pruned = f" at epoch {frozen.user_attrs.get(ATTR_PRUNED_AT)}" if state == TrialState.PRUNED else ""
+        log.info(
+            "trial %d %s%s value=%s epochs=%s best=%s elapsed=%.1fs%s",
+            number,
+            state.name,
+            pruned,
+            value,
+            epochs,
+            self.best_text(),
+            time.monotonic() - self.started,
+            extra,
+        )
+
+    def best_text(self) -> str:
+        if len(self.plan.directions) > 1:
+            return f"{len(self.study.best_trials)} on the Pareto front"
+        try:
+            best = self.study.best_trial
+        except ValueError:
+            return "-"
+        return f"{best.value:.4f} (trial {best.number})"
+
+
+def _values(raw: Any, n: int) -> tuple[list[float] | None, str | None]:
+    try:
+        values = [float(raw)] if n == 1 else [float(v) for v in raw]
+    except (TypeError, ValueError):
+        return None, f"the job returned {raw!r}; the study needs {n} number(s)"
+    if len(values) != n:
+        return None, f"the job returned {len(values)} values; the study has {n} directions"
+    if any(math.isnan(v) for v in values):
+        return None, "the job's value is NaN (training diverged or never validated)"
+    return values, None
+
+
+def _directions(raw: Any) -> list[str]:
+    items = list(raw) if isinstance(raw, Sequence) and not isinstance(raw, str) else [raw]
+    items = [str(getattr(d, "name", d)).lower() for d in items]
+    if not items:
+        raise config_error("hydra.sweeper.direction", raw, "give minimize or maximize, or a list of them")
+    for d in items:
+        if d not in DIRECTIONS:
+            raise config_error(
+                "hydra.sweeper.direction", d, "allowed: minimize, maximize (or a list of them)"
+            )
+    return items
+
+
+def _int_at_least(node: DictConfig, key: str, low: int) -> int:
+    value = node.get(key)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = low - 1
+    if number < low or (isinstance(value, float) and not value.is_integer()):
+        raise config_error(f"hydra.sweeper.{key}", value, f"must be an integer >= {low}")
+    return number
+
+
+def _quick_overrides(node: DictConfig | None) -> list[str]:
+    """`quick_validation` becomes overrides of every trial's training (never of single runs)."""
+    if not node or not node.get("enabled", True):
+        return []
+    out = []
+    if node.get("epochs") is not None:
+        if int(node.epochs) < 1:
+            raise config_error("hydra.sweeper.quick_validation.epochs", node.epochs, "must be at least 1")
+        out.append(f"trainer.max_epochs={int(node.epochs)}")
+    if node.get("batch_size") is not None:
+        if int(node.batch_size) < 1:
+            raise config_error(
+                "hydra.sweeper.quick_validation.batch_size", node.batch_size, "must be at least 1"
+            )
+        out.append(f"data.batch_size={int(node.batch_size)}")
+    if node.get("train_fraction") is not None:
+        fraction = float(node.train_fraction)
+        if not 0.0 < fraction <= 1.0:
+            raise config_error(
+                "hydra.sweeper.quick_validation.train_fraction", fraction, "must lie in (0, 1]"
+            )
+        out.append(f"++trainer.limit_train_batches={fraction}")
+    return out
+
+
+def _custom_search_space(path: str | None) -> Callable[[DictConfig, optuna.Trial], None] | None:
+    if not path:
+        return None
+    try:
+        return get_method(path)
+    except Exception as exc:
+        raise config_error("hydra.sweeper.custom_search_space", path, f"cannot import it: {exc}") from None
+
+
+def _script() -> str:
+    argv0 = Path(sys.argv[0])
+    try:
+        return str(argv0.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(argv0)
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return ",".join(f"{v:.4f}" for v in values)
+
+
+def _json(data: dict[str, str]) -> str:
+    import json
+
+    return json.dumps(data, sort_keys=True)
+
+
+def retrain_command(plan: SweepPlan, arguments: Sequence[str], params: dict[str, Any]) -> str:
+    """The single-run command that trains `params` in full (no quick validation, no sweep settings)."""
+    keep = [a for a in plan.space.overrides(params) if not a.lstrip("+~").startswith(SWEEP_ONLY_KEYS)]
+    return " ".join(["python", plan.script, *keep])
+
+
+def results_payload(
+    plan: SweepPlan, study: optuna.Study, stopped: str, arguments: Sequence[str]
+) -> dict[str, Any]:
+    states = {s.name: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    for t in study.get_trials(deepcopy=False):
+        if t.state.name in states:
+            states[t.state.name] += 1
+    payload: dict[str, Any] = {
+        "name": "sweeplab",
+        "study_name": plan.study_name,
+        "storage": masked(plan.storage_url),
+        "directions": plan.directions,
+        "trials": states,
+        "stopped": stopped,
+    }
+    if len(plan.directions) == 1:
+        try:
+            best = study.best_trial
+        except ValueError:
+            return payload
+        payload.update(
+            best_params=dict(best.params),
+            best_value=best.value,
+            best_trial=best.number,
+            retrain=retrain_command(plan, arguments, best.params),
+        )
+    else:
+        payload["solutions"] = [
+            {"trial": t.number, "params": dict(t.params), "values": list(t.values)} for t in study.best_trials
+        ]
+    return payload
+
+
+def write_results(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(payload), path)

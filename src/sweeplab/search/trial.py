@@ -1,0 +1,95 @@
+"""The job's side of a study: find its own trial in the storage and report to it every epoch.
+
+A sweeplab sweep launches trial N as Hydra job N, passes the study name as `hydra.sweeper.study_name`,
+and the storage is in the job's own `hydra.sweeper` node. So a job finds its trial through the storage
+alone, whether the launcher runs it in the sweeper's process or in another process or machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import lightning.pytorch as L
+import optuna
+
+from sweeplab.search.algorithms import build_pruner
+from sweeplab.search.study import (
+    ATTR_EPOCHS,
+    ATTR_OUTPUT_DIR,
+    ATTR_PRUNED_AT,
+    open_storage,
+    resolve_storage,
+)
+
+log = logging.getLogger(__name__)
+
+SWEEPER_TARGET = "hydra_plugins.sweeplab_sweeper.sweeplab_sweeper.SweeplabSweeper"
+
+
+@dataclass
+class StudyTrial:
+    """The Optuna trial this job is, with the study's pruner."""
+
+    study: optuna.Study
+    trial: optuna.Trial
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+    def set(self, key: str, value: Any) -> None:
+        self.trial.set_user_attr(key, value)
+
+
+def current_trial() -> StudyTrial | None:
+    """The trial of the running Hydra job, or None outside a sweeplab study."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    sweeper = hydra_cfg.sweeper
+    if hydra_cfg.mode != RunMode.MULTIRUN or sweeper.get("_target_") != SWEEPER_TARGET:
+        return None
+    study_name = sweeper.get("study_name")
+    if not study_name:
+        return None  # launched without the sweeper (e.g. a job re-run by hand): nothing to report to
+    storage = open_storage(resolve_storage(sweeper.get("storage"), study_name, hydra_cfg.runtime.cwd))
+    pruner = build_pruner(sweeper.get("pruner"))
+    study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, int(hydra_cfg.job.num))
+    trial = optuna.Trial(study, trial_id)
+    trial.set_user_attr(ATTR_OUTPUT_DIR, str(hydra_cfg.runtime.output_dir))
+    return StudyTrial(study, trial)
+
+
+class PruningCallback(L.Callback):
+    """Reports the optimized metric after every validation epoch; stops the fit when the pruner says so.
+
+    Step = epochs completed (1, 2, ...), so a pruner's warm-up and Hyperband's resources count epochs.
+    """
+
+    def __init__(self, study_trial: StudyTrial, metric: str) -> None:
+        self.study_trial = study_trial
+        self.metric = metric
+        self.pruned_at: int | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.metric not in trainer.callback_metrics:
+            return  # MetricHistory reports a metric that is never logged
+        value = float(trainer.callback_metrics[self.metric])
+        step = trainer.current_epoch + 1
+        trial = self.study_trial.trial
+        self.study_trial.set(ATTR_EPOCHS, step)
+        if math.isnan(value) or len(self.study_trial.study.directions) > 1:
+            return  # NaN is not comparable (the trial fails when it ends); Optuna prunes single objectives only
+        trial.report(value, step)
+        if trial.should_prune():
+            self.pruned_at = step
+            self.study_trial.set(ATTR_PRUNED_AT, step)
+            log.info("trial %d pruned after epoch %d (%s=%.4f)", trial.number, step, self.metric, value)
+            trainer.should_stop = True

@@ -1,0 +1,160 @@
+"""Bad study settings are refused before the first trial, with one line, and nothing is written to a storage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from sweeplab.errors import SweeplabError
+from sweeplab.search.sweep import make_plan, open_study
+from tests.conftest import CONF
+
+
+def _group_options(name: str) -> list[str] | None:
+    folder = CONF / name.replace(".", "/")
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else None
+
+
+@pytest.fixture
+def plan_for(compose_cfg, tmp_path):
+    """make_plan(...) for `hparams_search=optuna_fast` plus overrides and sweep arguments."""
+
+    def _plan(overrides=(), arguments=()):
+        cfg = compose_cfg(["hparams_search=optuna_fast", *overrides], keep_hydra=True)
+        job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        return make_plan(cfg.hydra.sweeper, job, list(arguments), _group_options, root_dir=str(tmp_path))
+
+    return _plan
+
+
+def test_default_plan_uses_the_embedded_storage_outside_the_sweep_dir(plan_for, tmp_path):
+    plan = plan_for()
+    assert plan.study_name == "digits_test_resnet_fast"
+    assert plan.storage_url == f"sqlite:///{tmp_path.resolve()}/studies/digits_test_resnet_fast.db"
+    assert plan.directions == ["maximize"]
+    assert isinstance(plan.pruner, optuna.pruners.PercentilePruner)
+    assert plan.quick_overrides == ["trainer.max_epochs=3", "data.batch_size=32"]
+    assert not (tmp_path / "studies").exists()  # planning writes nothing
+
+
+@pytest.mark.parametrize(
+    ("overrides", "arguments", "message"),
+    [
+        (
+            [],
+            ["models.optimizer.lr=interval(0.1, 0.01)"],
+            r"models.optimizer.lr='interval\(0.1, 0.01\)': an empty or inverted range",
+        ),
+        ([], ["models.optimizer.lr=tag(log, interval(0, 0.1))"], r"a log range needs low > 0"),
+        (
+            [],
+            ["models.optimizer.lrr=interval(0.1, 0.2)"],
+            r"'models.optimizer.lrr' is not a key of the composed config \(did you mean models.optimizer.lr",
+        ),
+        (
+            [],
+            ["model=choice(test_resnet, resnet_18)"],
+            r"model='resnet_18': no such option in config group model; allowed: .*resnet18",
+        ),
+        (
+            ["hydra.sweeper.direction=upward"],
+            [],
+            r"hydra.sweeper.direction='upward': allowed: minimize, maximize",
+        ),
+        (["hydra.sweeper.direction=minimize"], [], r"contradicts optimized_mode=max"),
+        (
+            ["hydra.sweeper.direction=[maximize,minimize]"],
+            [],
+            r"gives 2 direction\(s\) but each trial returns 1 value",
+        ),
+        (["hydra.sweeper.n_trials=0"], [], r"hydra.sweeper.n_trials=0: must be an integer >= 1"),
+        (["hydra.sweeper.max_failure_rate=1.5"], [], r"max_failure_rate=1.5: must lie in \[0, 1\]"),
+        (["hydra.sweeper.timeout=-1"], [], r"hydra.sweeper.timeout=-1"),
+        (["hydra.sweeper.sampler._target_=optuna.samplers.NoSuchSampler"], [], r"hydra.sweeper.sampler"),
+        (["hydra.sweeper.pruner.percentile=250"], [], r"hydra.sweeper.pruner"),
+        (
+            ["hydra.sweeper.quick_validation.train_fraction=0"],
+            [],
+            r"train_fraction=0.0: must lie in \(0, 1\]",
+        ),
+    ],
+)
+def test_bad_study_settings_fail_before_any_trial(plan_for, tmp_path, overrides, arguments, message):
+    with pytest.raises(SweeplabError, match=message) as info:
+        plan_for(overrides, arguments)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "studies").exists()
+
+
+@pytest.mark.parametrize("option", ["sampler=bayes", "pruner=asha"])
+def test_unknown_sampler_or_pruner_lists_the_options(compose_cfg, option):
+    with pytest.raises(ConfigCompositionException, match=r"Could not find 'hydra/sweeper/"):
+        compose_cfg(["hparams_search=optuna", f"hydra/sweeper/{option}"], keep_hydra=True)
+
+
+SAMPLERS = {
+    "tpe": "TPESampler",
+    "random": "RandomSampler",
+    "grid": "GridSampler",
+    "cmaes": "CmaEsSampler",
+    "nsgaii": "NSGAIISampler",
+    "qmc": "QMCSampler",
+    "gp": "GPSampler",
+}
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_every_sampler_builds(plan_for, sampler):
+    if sampler == "grid":  # a grid needs discrete params: its grid is built from them
+        plan = plan_for(
+            ["hydra.sweeper.params=null", "hydra/sweeper/sampler=grid"],
+            ["models.optimizer.lr=choice(0.001, 0.01)", "data.batch_size=range(32, 64, 32)"],
+        )
+        assert plan.sampler._search_space == {
+            "data.batch_size": [32, 64],
+            "models.optimizer.lr": [0.001, 0.01],
+        }
+    else:
+        plan = plan_for([f"hydra/sweeper/sampler={sampler}"])
+    assert type(plan.sampler).__name__ == SAMPLERS[sampler]
+
+
+@pytest.mark.parametrize(
+    "pruner",
+    ["median", "percentile", "successive_halving", "hyperband", "threshold", "patient", "wilcoxon", "none"],
+)
+def test_every_pruner_builds(plan_for, pruner):
+    overrides = [f"hydra/sweeper/pruner={pruner}"]
+    if pruner == "threshold":
+        overrides.append("hydra.sweeper.pruner.lower=0.2")
+    plan = plan_for(overrides)
+    assert isinstance(plan.pruner, optuna.pruners.BasePruner)
+
+
+def test_unreachable_storage_is_one_line_without_the_password(plan_for):
+    plan = plan_for(["hydra.sweeper.storage=postgresql://user:secret@127.0.0.1:9/optuna"])
+    with pytest.raises(
+        SweeplabError,
+        match=r"hydra.sweeper.storage='postgresql://user:\*\*\*@127.0.0.1:9/optuna': cannot open it",
+    ) as info:
+        open_study(plan)
+    assert "secret" not in str(info.value)
+
+
+def test_a_changed_search_space_is_refused_unless_allowed(plan_for, tmp_path):
+    open_study(plan_for())
+    changed = plan_for([], ["models.optimizer.lr=tag(log, interval(1e-3, 1e-1))"])
+    with pytest.raises(
+        SweeplabError,
+        match=r"was run with another search space \(models.optimizer.lr: Float\(.*allow_space_change=true",
+    ):
+        open_study(changed)
+    allowed = plan_for(
+        ["hydra.sweeper.allow_space_change=true"], ["models.optimizer.lr=tag(log, interval(1e-3, 1e-1))"]
+    )
+    assert open_study(allowed).study_name == "digits_test_resnet_fast"
+    assert Path(tmp_path / "studies" / "digits_test_resnet_fast.db").is_file()

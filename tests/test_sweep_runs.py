@@ -1,0 +1,208 @@
+"""Whole studies through `runners/train.py -m`, as a user runs them: pruning, resume after kill -9, results."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from sweeplab.search.study import ATTR_FAIL_REASON, ATTR_RETRY_OF, INTERRUPTED, counted
+from tests.conftest import ROOT, load_trials, run_cli
+
+# Tiny epochs: a handful of batches each, no progress bar.
+QUICK = [
+    "+trainer.limit_train_batches=5",
+    "+trainer.limit_val_batches=3",
+    "+trainer.limit_test_batches=1",
+    "trainer.accelerator=cpu",
+    "callbacks.progress=null",
+]
+
+
+def _sweep_dirs(root: Path, exp_name: str) -> list[Path]:
+    return sorted((root / "multirun" / exp_name).iterdir())
+
+
+def test_pruned_trials_stop_training_early_and_the_study_goes_on(tmp_path):
+    result = run_cli(
+        [
+            "-m",
+            "hparams_search=optuna",
+            "exp_name=prune",
+            "hydra/sweeper/sampler=random",
+            "hydra.sweeper.pruner.n_startup_trials=2",
+            "hydra.sweeper.pruner.n_warmup_steps=1",
+            "hydra.sweeper.n_trials=8",
+            "trainer.max_epochs=4",
+            "models.optimizer.lr=tag(log, interval(1e-3, 1e3))",
+            *QUICK,
+        ],  # half the range diverges
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = load_trials(tmp_path, "prune")
+    assert len(counted(trials)) == 8
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert pruned and complete
+    for t in pruned:
+        assert t.user_attrs["epochs_run"] < 4
+        assert t.value == t.intermediate_values[max(t.intermediate_values)]  # stored with its last value
+    assert all(t.user_attrs["epochs_run"] == 4 for t in complete)
+    # trial N ran as job N, in its own output dir
+    sweep = _sweep_dirs(tmp_path, "prune")[-1]
+    assert {p.name for p in sweep.iterdir() if p.is_dir()} >= {str(t.number) for t in trials}
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    best = max(complete, key=lambda t: t.value)
+    assert results["best_trial"] == best.number and results["best_value"] == pytest.approx(best.value)
+    assert results["trials"] == {"COMPLETE": len(complete), "PRUNED": len(pruned), "FAIL": 0}
+    assert "retrain" in results and "hparams_search" not in results["retrain"]
+    assert "trial 7 " in result.stderr + result.stdout  # one status line per finished trial
+
+
+def test_a_killed_sweep_resumes_to_exactly_n_trials_rerunning_the_interrupted_params(tmp_path):
+    args = [
+        "-m",
+        "hparams_search=optuna_fast",
+        "exp_name=resume",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.quick_validation.epochs=3",
+        "+trainer.limit_train_batches=8",
+        "+trainer.limit_val_batches=3",
+        "+trainer.limit_test_batches=1",
+        "trainer.accelerator=cpu",
+        "callbacks.progress=null",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "runners/train.py"), *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            time.sleep(0.5)
+            if _running_with_a_complete_trial(tmp_path / "studies" / "resume_fast.db"):
+                break
+        else:
+            pytest.fail("the first sweep never got a trial running")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed = load_trials(tmp_path, "resume_fast")[-1]
+    assert killed.state == TrialState.RUNNING
+
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = load_trials(tmp_path, "resume_fast")
+    assert len(counted(trials)) == 4
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    closed = trials[killed.number]
+    assert closed.state == TrialState.FAIL and closed.user_attrs[ATTR_FAIL_REASON] == INTERRUPTED
+    retry = [t for t in trials if t.user_attrs.get(ATTR_RETRY_OF) == killed.number]
+    assert len(retry) == 1 and retry[0].params == killed.params and retry[0].number > killed.number
+    # job numbers continue: the second sweep's job dirs are its own trials' numbers, none restarted at 0
+    second = _sweep_dirs(tmp_path, "resume")[-1]
+    jobs = {int(p.name) for p in second.iterdir() if p.is_dir() and p.name.isdigit()}
+    assert jobs and min(jobs) > killed.number - 1 and 0 not in jobs
+
+
+def _running_with_a_complete_trial(db: Path) -> bool:
+    """Read the sweep's database without Optuna (which would race it to create the tables)."""
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            states = [row[0] for row in con.execute("SELECT state FROM trials ORDER BY number")]
+            epochs = con.execute(
+                "SELECT COUNT(*) FROM trial_user_attributes a JOIN trials t ON a.trial_id = t.trial_id "
+                "WHERE t.state = 'RUNNING' AND a.key = 'epochs_run'"
+            ).fetchone()[0]
+    except sqlite3.OperationalError:
+        return False
+    return "COMPLETE" in states and states[-1] == "RUNNING" and epochs > 0
+
+
+def test_a_stock_plugin_block_runs_after_changing_only_the_sweeper_default(tmp_path):
+    result = run_cli(
+        [
+            "-m",
+            f"--config-dir={ROOT / 'tests' / 'configs'}",
+            "hparams_search=stock_block",
+            "exp_name=stock",
+            "hydra.sweeper.n_trials=3",
+            "trainer.max_epochs=1",
+            *QUICK,
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = load_trials(tmp_path, "stock")
+    assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert {"models.optimizer.lr", "data.batch_size"} == set(trials[0].params)
+    study = optuna.load_study(study_name="stock", storage=f"sqlite:///{tmp_path}/studies/stock.db")
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+
+
+def test_a_two_objective_study_returns_a_pareto_front(tmp_path):
+    result = run_cli(
+        [
+            "-m",
+            "hparams_search=optuna",
+            "exp_name=pareto",
+            "hydra.sweeper.direction=[maximize,minimize]",
+            "extra_objectives=[val/loss]",
+            "hydra/sweeper/sampler=nsgaii",
+            "hydra/sweeper/pruner=none",
+            "hydra.sweeper.n_trials=4",
+            "trainer.max_epochs=1",
+            *QUICK,
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = _sweep_dirs(tmp_path, "pareto")[-1]
+    front = yaml.safe_load((sweep / "optimization_results.yaml").read_text())["solutions"]
+    assert front
+    trials = {t.number: t for t in load_trials(tmp_path, "pareto") if t.state == TrialState.COMPLETE}
+    for s in front:
+        f1, loss = s["values"]
+        dominated = any(
+            t.values[0] >= f1 and t.values[1] <= loss and t.values != [f1, loss] for t in trials.values()
+        )
+        assert not dominated
+
+
+def test_a_metric_that_is_never_logged_stops_the_study_after_the_first_epoch(tmp_path):
+    result = run_cli(
+        ["-m", "hparams_search=optuna_fast", "exp_name=nometric", "optimized_metric=val/f2", *QUICK],
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert "optimized_metric='val/f2' was never logged; metrics logged: " in result.stderr
+    trials = load_trials(tmp_path, "nometric_fast")
+    assert [t.state for t in trials] == [TrialState.FAIL]
+
+
+def test_bad_search_space_on_the_command_line_is_one_line_and_writes_nothing(tmp_path):
+    result = run_cli(
+        ["-m", "hparams_search=optuna", "models.optimizer.lr=tag(log, interval(0, 1e-2))"], cwd=tmp_path
+    )
+    assert result.returncode != 0
+    assert (
+        "models.optimizer.lr='tag(log, interval(0.0, 0.01))': a log range needs low > 0"
+        in result.stderr.splitlines()
+    )
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "studies").exists()
