@@ -158,3 +158,53 @@ def test_a_changed_search_space_is_refused_unless_allowed(plan_for, tmp_path):
     )
     assert open_study(allowed).study_name == "digits_test_resnet_fast"
     assert Path(tmp_path / "studies" / "digits_test_resnet_fast.db").is_file()
+
+
+def _finished_study(values: list[float]) -> optuna.Study:
+    study = optuna.create_study(direction="maximize")
+    for v in values:
+        study.add_trial(optuna.trial.create_trial(value=v, params={}, distributions={}))
+    return study
+
+
+def _sweep(plan, study):
+    from sweeplab.search.sweep import StudySweep
+
+    return StudySweep(plan, study, launch=lambda overrides, idx: [], sweeper_cfg=OmegaConf.create())
+
+
+def test_patience_stops_after_n_finished_trials_without_a_new_best(plan_for):
+    plan = plan_for(["hydra.sweeper.stop.patience=3"])
+    assert (
+        _sweep(plan, _finished_study([0.5, 0.9, 0.8, 0.7])).stop_reason(
+            _finished_study([0.5, 0.9, 0.8, 0.7]).trials
+        )
+        is None
+    )
+    study = _finished_study([0.5, 0.9, 0.8, 0.7, 0.85])
+    assert "stop.patience=3: 3 finished trials without a new best" in _sweep(plan, study).stop_reason(
+        study.trials
+    )
+
+
+def test_target_stops_once_the_best_reaches_it(plan_for):
+    plan = plan_for(["hydra.sweeper.stop.target=0.95"])
+    assert _sweep(plan, _finished_study([0.9])).stop_reason(_finished_study([0.9]).trials) is None
+    study = _finished_study([0.9, 0.96])
+    assert "stop.target=0.95 reached by trial 1" in _sweep(plan, study).stop_reason(study.trials)
+
+
+def test_timeout_stops_the_study(plan_for):
+    plan = plan_for(["hydra.sweeper.timeout=5"])
+    sweep = _sweep(plan, _finished_study([]))
+    assert sweep.stop_reason([]) is None
+    sweep.started -= 6
+    assert "timeout=5s reached" in sweep.stop_reason([])
+
+
+def test_hydra_discovers_the_installed_sweeper_plugin():
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.sweeper import Sweeper
+
+    names = {f"{p.__module__}.{p.__name__}" for p in Plugins.instance().discover(Sweeper)}
+    assert "hydra_plugins.sweeplab_sweeper.sweeplab_sweeper.SweeplabSweeper" in names
