@@ -26,6 +26,17 @@ FAST = [
     "trainer.accelerator=cpu",
 ]
 
+# Seed 004's retrain command without its OCR-only keys, as the issue gives it.
+SEED_004_COMMAND = [
+    "preset=efficientnet_b4_lr_optimized",
+    "exp_name=efficientnet_b4_run8_replication",
+    "models.optimizer.lr=0.0005134333170096499",
+    "models.optimizer.weight_decay=6.797303101020006e-05",
+    "models.scheduler.T_max=24",
+    "models.scheduler.eta_min=6.388390006720873e-06",
+    "trainer.max_epochs=22",
+]
+
 
 def fast(*extra: str) -> list[str]:
     """FAST plus `extra`, without a progress bar unless `extra` picks another callbacks option."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF
+from tests.conftest import CONF, SEED_004_COMMAND
 
 GROUPS = ["data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths", "preset"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
@@ -28,17 +28,7 @@ def test_model_group_lands_in_models_net(compose_cfg):
 
 
 def test_seed_004_retrain_command_is_accepted_as_written(compose_cfg):
-    cfg = compose_cfg(
-        [
-            "preset=efficientnet_b4_lr_optimized",
-            "exp_name=efficientnet_b4_run8_replication",
-            "models.optimizer.lr=0.0005134333170096499",
-            "models.optimizer.weight_decay=6.797303101020006e-05",
-            "models.scheduler.T_max=24",
-            "models.scheduler.eta_min=6.388390006720873e-06",
-            "trainer.max_epochs=22",
-        ]
-    )
+    cfg = compose_cfg(SEED_004_COMMAND)
     assert cfg.models.net.name == "efficientnet_b4"
     assert cfg.exp_name == "efficientnet_b4_run8_replication"
     assert cfg.models.optimizer.lr == pytest.approx(0.0005134333170096499)

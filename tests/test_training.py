@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sweeplab.training import train
-from tests.conftest import CONF, fast
+from tests.conftest import CONF, SEED_004_COMMAND, fast
 
 # Small enough for a CPU test, big enough for every model's total stride (ViT/Swin are built for it).
 MODEL_IMG = {"swin_base": 32, "test_vit": 32}
@@ -46,13 +46,7 @@ def test_every_model_config_trains_a_step(compose_cfg, model):
 def test_seed_004_command_runs_with_fast_dev_run(compose_cfg):
     cfg = compose_cfg(
         [
-            "preset=efficientnet_b4_lr_optimized",
-            "exp_name=efficientnet_b4_run8_replication",
-            "models.optimizer.lr=0.0005134333170096499",
-            "models.optimizer.weight_decay=6.797303101020006e-05",
-            "models.scheduler.T_max=24",
-            "models.scheduler.eta_min=6.388390006720873e-06",
-            "trainer.max_epochs=22",
+            *SEED_004_COMMAND,
             "+trainer.fast_dev_run=true",
             "data.batch_size=8",
             "trainer.accelerator=cpu",

@@ -15,7 +15,7 @@ import optuna
 from optuna.distributions import json_to_distribution
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeplab.errors import SweeplabError, config_error
+from sweeplab.errors import config_error
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +137,3 @@ def recover_orphans(study: optuna.Study) -> list[int]:
             "trials %s were left running by a stopped sweep: marked FAIL (interrupted), re-run first", closed
         )
     return closed
-
-
-def require(condition: bool, message: str) -> None:
-    if not condition:
-        raise SweeplabError(message)

@@ -6,6 +6,7 @@ finds its trial through the storage and reports every epoch (see `sweeplab.searc
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -446,8 +447,6 @@ def _fmt(values: Sequence[float]) -> str:
 
 
 def _json(data: dict[str, str]) -> str:
-    import json
-
     return json.dumps(data, sort_keys=True)
 
 
