@@ -208,3 +208,27 @@ def test_hydra_discovers_the_installed_sweeper_plugin():
 
     names = {f"{p.__module__}.{p.__name__}" for p in Plugins.instance().discover(Sweeper)}
     assert "hydra_plugins.sweeplab_sweeper.sweeplab_sweeper.SweeplabSweeper" in names
+
+
+def test_ctrl_c_stores_the_running_trial_as_interrupted_and_queues_its_params(plan_for):
+    from sweeplab.search.study import ATTR_FAIL_REASON, ATTR_RETRY_OF, INTERRUPTED
+    from sweeplab.search.sweep import StudySweep
+
+    plan = plan_for()
+    study = open_study(plan)
+    study.add_trial(
+        optuna.trial.create_trial(value=0.5, params={}, distributions={})
+    )  # ids and numbers differ
+
+    def interrupted_launch(overrides, first_job):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        StudySweep(plan, study, interrupted_launch, OmegaConf.create()).run()
+    trials = study.get_trials(deepcopy=False)
+    killed = trials[1]
+    assert killed.state == optuna.trial.TrialState.FAIL and killed.user_attrs[ATTR_FAIL_REASON] == INTERRUPTED
+    assert trials[0].state == optuna.trial.TrialState.COMPLETE
+    queued = trials[2]
+    assert queued.state == optuna.trial.TrialState.WAITING and queued.user_attrs[ATTR_RETRY_OF] == 1
+    assert queued.system_attrs["fixed_params"] == killed.params

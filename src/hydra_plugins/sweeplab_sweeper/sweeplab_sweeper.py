@@ -6,10 +6,9 @@ custom_search_space) with the same meaning; the work is done in `sweeplab.search
 """
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any  # noqa: UP035 -- OmegaConf structured configs need Optional
+from typing import Any
 
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.config_store import ConfigStore
@@ -120,7 +119,7 @@ class SweeplabSweeper(Sweeper):
         )
         sweep = StudySweep(plan, study, self.launcher.launch, sweeper_cfg)
         stopped = sweep.run()
-        payload = results_payload(plan, study, stopped, arguments)
+        payload = results_payload(plan, study, stopped)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         write_results(sweep_dir / "optimization_results.yaml", payload)
         _log_summary(payload, sweep_dir)
@@ -161,4 +160,4 @@ def _log_summary(payload: dict[str, Any], sweep_dir: Path) -> None:
     log.info("results: %s", sweep_dir / "optimization_results.yaml")
 
 
-__all__: Sequence[str] = ["SweeplabSweeper", "SweeplabSweeperConf", "SweeplabSearchPath"]
+__all__ = ["SweeplabSearchPath", "SweeplabSweeper", "SweeplabSweeperConf"]

@@ -113,9 +113,8 @@ def is_orphaned(trial: FrozenTrial) -> bool:
     return False
 
 
-def close_interrupted(study: optuna.Study, trial: FrozenTrial | int, requeue: bool = True) -> None:
+def close_interrupted(study: optuna.Study, trial_id: int, requeue: bool = True) -> None:
     """Store a trial that never finished as FAIL ("interrupted") and queue its params to run again first."""
-    trial_id = trial if isinstance(trial, int) else trial._trial_id
     frozen = study._storage.get_trial(trial_id)
     if frozen.state.is_finished():
         return
@@ -130,7 +129,7 @@ def recover_orphans(study: optuna.Study) -> list[int]:
     closed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if is_orphaned(trial):
-            close_interrupted(study, trial)
+            close_interrupted(study, trial._trial_id)
             closed.append(trial.number)
     if closed:
         log.warning(

@@ -228,7 +228,7 @@ class StudySweep:
                 returns = self.launch_trials(batch)
             except BaseException:  # Ctrl-C, SystemExit from a job: never leave trials RUNNING
                 for trial in batch:
-                    close_interrupted(self.study, trial.number)
+                    close_interrupted(self.study, trial._trial_id)
                 log.error(
                     "sweep interrupted: trials %s stored as FAIL (interrupted); run the same command to resume",
                     [t.number for t in batch],
@@ -243,9 +243,7 @@ class StudySweep:
             return f"hydra.sweeper.timeout={plan.timeout:g}s reached"
         if len(plan.directions) > 1:
             return None
-        complete = sorted(
-            (t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.datetime_complete
-        )
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
         if not complete:
             return None
         sign = 1.0 if plan.directions[0] == "maximize" else -1.0
@@ -286,7 +284,7 @@ class StudySweep:
 
     def job_overrides(self, trial: optuna.Trial) -> list[str]:
         return [
-            *self.task_overrides(trial.params),
+            *trial.user_attrs[ATTR_OVERRIDES],
             f"hydra.sweeper.study_name={format_value(self.plan.study_name)}",
         ]
 
@@ -325,7 +323,7 @@ class StudySweep:
             self.study.tell(trial, state=state)
             self.session_failed += 1
         self.session_finished += 1
-        self.status_line(trial.number, state)
+        self.status_line(self.study._storage.get_trial(trial._trial_id))
         if isinstance(error, SweeplabError):
             raise error  # a config problem fails every trial alike: stop now, with its one line
         allowed = self.plan.max_failure_rate * self.plan.n_trials
@@ -336,8 +334,8 @@ class StudySweep:
                 f"n_trials={self.plan.n_trials}"
             )
 
-    def status_line(self, number: int, state: TrialState) -> None:
-        frozen = self.study.trials[number]
+    def status_line(self, frozen: FrozenTrial) -> None:
+        number, state = frozen.number, frozen.state
         value = _fmt(frozen.values) if frozen.values else "-"
         epochs = frozen.user_attrs.get(ATTR_EPOCHS, "-")
         extra = f" fail_reason={frozen.user_attrs.get(ATTR_FAIL_REASON)}" if state == TrialState.FAIL else ""
@@ -450,15 +448,13 @@ def _json(data: dict[str, str]) -> str:
     return json.dumps(data, sort_keys=True)
 
 
-def retrain_command(plan: SweepPlan, arguments: Sequence[str], params: dict[str, Any]) -> str:
+def retrain_command(plan: SweepPlan, params: dict[str, Any]) -> str:
     """The single-run command that trains `params` in full (no quick validation, no sweep settings)."""
     keep = [a for a in plan.space.overrides(params) if not a.lstrip("+~").startswith(SWEEP_ONLY_KEYS)]
     return " ".join(["python", plan.script, *keep])
 
 
-def results_payload(
-    plan: SweepPlan, study: optuna.Study, stopped: str, arguments: Sequence[str]
-) -> dict[str, Any]:
+def results_payload(plan: SweepPlan, study: optuna.Study, stopped: str) -> dict[str, Any]:
     states = {s.name: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     for t in study.get_trials(deepcopy=False):
         if t.state.name in states:
@@ -480,7 +476,7 @@ def results_payload(
             best_params=dict(best.params),
             best_value=best.value,
             best_trial=best.number,
-            retrain=retrain_command(plan, arguments, best.params),
+            retrain=retrain_command(plan, best.params),
         )
     else:
         payload["solutions"] = [
