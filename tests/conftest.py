@@ -26,6 +26,25 @@ FAST = [
     "trainer.accelerator=cpu",
 ]
 
+# Studies through the CLI: tiny epochs (a handful of batches each), no progress bar.
+QUICK = [
+    "+trainer.limit_train_batches=5",
+    "+trainer.limit_val_batches=3",
+    "+trainer.limit_test_batches=1",
+    "trainer.accelerator=cpu",
+    "callbacks.progress=null",
+]
+
+# The plots a single-objective study gets.
+PLOTS = {
+    "optimization_history",
+    "param_importances",
+    "parallel_coordinate",
+    "slice",
+    "contour",
+    "intermediate_values",
+}
+
 # Seed 004's retrain command without its OCR-only keys, as the issue gives it.
 SEED_004_COMMAND = [
     "preset=efficientnet_b4_lr_optimized",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import optuna
@@ -143,6 +144,19 @@ def test_unreachable_storage_is_one_line_without_the_password(plan_for):
     ) as info:
         open_study(plan)
     assert "secret" not in str(info.value)
+
+
+def test_the_sweep_command_is_stored_with_storage_passwords_masked(plan_for, monkeypatch):
+    url = "postgresql://user:secret@db.example:5432/optuna"
+    monkeypatch.setattr(
+        sys, "argv", ["runners/train.py", "-m", "hparams_search=optuna_fast", f"hydra.sweeper.storage={url}"]
+    )
+    plan = plan_for()
+    assert plan.command == [
+        "-m",
+        "hparams_search=optuna_fast",
+        "hydra.sweeper.storage=postgresql://user:***@db.example:5432/optuna",
+    ]
 
 
 def test_a_changed_search_space_is_refused_unless_allowed(plan_for, tmp_path):

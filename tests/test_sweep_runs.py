@@ -16,16 +16,7 @@ import yaml
 from optuna.trial import TrialState
 
 from sweeplab.search.study import ATTR_FAIL_REASON, ATTR_RETRY_OF, INTERRUPTED, counted
-from tests.conftest import ROOT, load_trials, run_cli
-
-# Tiny epochs: a handful of batches each, no progress bar.
-QUICK = [
-    "+trainer.limit_train_batches=5",
-    "+trainer.limit_val_batches=3",
-    "+trainer.limit_test_batches=1",
-    "trainer.accelerator=cpu",
-    "callbacks.progress=null",
-]
+from tests.conftest import QUICK, ROOT, load_trials, run_cli
 
 
 def _sweep_dirs(root: Path, exp_name: str) -> list[Path]:

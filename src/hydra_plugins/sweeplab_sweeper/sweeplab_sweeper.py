@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from hydra.plugins.sweeper import Sweeper
-from hydra.types import HydraContext, TaskFunction
+from hydra.types import HydraContext, RunMode, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("sweeplab.sweep")
@@ -67,6 +67,8 @@ class SweeplabSweeperConf:
     stop: StopConf = field(default_factory=StopConf)
     quick_validation: QuickValidationConf = field(default_factory=QuickValidationConf)
     allow_space_change: bool = False
+    # at the end: plots, report.md/html and the best trial as preset=optimized/<study> (result files always)
+    report: bool = True
 
 
 ConfigStore.instance().store(
@@ -75,10 +77,17 @@ ConfigStore.instance().store(
 
 
 class SweeplabSearchPath(SearchPathPlugin):
-    """Makes `hydra/sweeper/sampler/*` and `hydra/sweeper/pruner/*` (YAML beside this file) available."""
+    """Adds `hydra/sweeper/{sampler,pruner}/*` (YAML beside this file) and the configs studies generate.
+
+    Exported presets and focused search spaces are written to `<cwd>/studies/conf/<group>/...`; with
+    this path, `preset=optimized/<study>` works from the same directory without copying files.
+    """
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        from sweeplab.reporting.export import generated_conf_dir
+
         search_path.append(provider="sweeplab", path="pkg://hydra_plugins.sweeplab_sweeper.conf")
+        search_path.append(provider="sweeplab-studies", path=f"file://{generated_conf_dir(Path.cwd())}")
 
 
 class SweeplabSweeper(Sweeper):
@@ -99,13 +108,23 @@ class SweeplabSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
-        from sweeplab.search.sweep import StudySweep, make_plan, open_study, results_payload, write_results
+        from sweeplab.reporting import StudyView, write_study_report
+        from sweeplab.reporting.export import Flattener
+        from sweeplab.reporting.files import write_files
+        from sweeplab.search.study import STUDY_STOPPED, masked
+        from sweeplab.search.sweep import StudySweep, make_plan, open_study
 
         assert self.config is not None and self.hydra_context is not None
         sweeper_cfg = self.config.hydra.sweeper
         job_cfg = OmegaConf.masked_copy(self.config, [k for k in self.config if k != "hydra"])
+        root_dir = str(self.config.hydra.runtime.cwd)
         plan = make_plan(
-            sweeper_cfg, job_cfg, arguments, self._group_options, root_dir=str(self.config.hydra.runtime.cwd)
+            sweeper_cfg,
+            job_cfg,
+            arguments,
+            self._group_options,
+            root_dir=root_dir,
+            config_name=str(self.config.hydra.job.config_name),
         )
         study = open_study(plan)
         log.info(
@@ -119,11 +138,24 @@ class SweeplabSweeper(Sweeper):
         )
         sweep = StudySweep(plan, study, self.launcher.launch, sweeper_cfg)
         stopped = sweep.run()
-        payload = results_payload(plan, study, stopped)
+        study.set_user_attr(STUDY_STOPPED, stopped)
+        view = StudyView(study, masked(plan.storage_url))
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        write_results(sweep_dir / "optimization_results.yaml", payload)
-        _log_summary(payload, sweep_dir)
-        return payload
+        if sweeper_cfg.get("report", True):
+            report = write_study_report(view, sweep_dir, Flattener(self._compose, plan.script), root_dir)
+            preset = report.preset
+        else:
+            write_files(view, sweep_dir, retrain=None)
+            preset = None
+        _log_summary(view, stopped, sweep_dir, preset.command if preset else None)
+        return view
+
+    def _compose(self, overrides: list[str]) -> DictConfig:
+        """A job's config for `overrides`, composed as the launcher composes trials (run mode)."""
+        assert self.config is not None and self.hydra_context is not None
+        return self.hydra_context.config_loader.load_configuration(
+            config_name=str(self.config.hydra.job.config_name), overrides=overrides, run_mode=RunMode.RUN
+        )
 
     def _group_options(self, name: str) -> list[str] | None:
         assert self.hydra_context is not None
@@ -131,33 +163,24 @@ class SweeplabSweeper(Sweeper):
         return options or None
 
 
-def _log_summary(payload: dict[str, Any], sweep_dir: Path) -> None:
-    counts = payload["trials"]
+def _log_summary(view: Any, stopped: str, sweep_dir: Path, retrain: str | None) -> None:
     log.info(
         "study %s finished (%s): %d complete, %d pruned, %d failed",
-        payload["study_name"],
-        payload["stopped"],
-        counts["COMPLETE"],
-        counts["PRUNED"],
-        counts["FAIL"],
+        view.name,
+        stopped,
+        len(view.complete),
+        len(view.pruned),
+        len(view.failed),
     )
-    if "best_value" in payload:
-        log.info(
-            "best value %.4f (trial %d): %s",
-            payload["best_value"],
-            payload["best_trial"],
-            payload["best_params"],
-        )
-        log.info("retrain it: %s", payload["retrain"])
-    elif "solutions" in payload:
-        for solution in payload["solutions"]:
-            log.info(
-                "Pareto trial %d: values %s params %s",
-                solution["trial"],
-                solution["values"],
-                solution["params"],
-            )
-    log.info("results: %s", sweep_dir / "optimization_results.yaml")
+    best = view.best
+    if best is not None:
+        log.info("best %s %.4f (trial %d): %s", view.metric, best.values[0], best.number, best.params)
+    elif not view.single:
+        for t in view.study.best_trials:
+            log.info("Pareto trial %d: values %s params %s", t.number, t.values, t.params)
+    if retrain:
+        log.info("retrain it: %s", retrain)
+    log.info("results, plots and report: %s", sweep_dir)
 
 
 __all__ = ["SweeplabSearchPath", "SweeplabSweeper", "SweeplabSweeperConf"]

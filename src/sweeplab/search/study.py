@@ -19,6 +19,9 @@ from sweeplab.errors import config_error
 
 log = logging.getLogger(__name__)
 
+# The `_target_` of sweeplab's Hydra sweeper: how a job or a callback knows it runs inside a study.
+SWEEPER_TARGET = "hydra_plugins.sweeplab_sweeper.sweeplab_sweeper.SweeplabSweeper"
+
 # Where the embedded default lives, relative to the directory the command is started from.
 STUDIES_DIR = "studies"
 
@@ -32,7 +35,17 @@ ATTR_PRUNED_AT = "pruned_at_epoch"
 ATTR_RETRY_OF = "retry_of"
 ATTR_OVERRIDES = "overrides"
 ATTR_OUTPUT_DIR = "output_dir"
+ATTR_QUICK = "quick_overrides"  # the quick-validation part of `overrides`: dropped to train in full
+ATTR_MAX_EPOCHS = "max_epochs"  # the epochs the trial would have run unpruned
 INTERRUPTED = "interrupted"
+# Study attributes: what reports and exports need, written by every run of the sweep.
+STUDY_CONFIG_NAME = "sweeplab:config_name"
+STUDY_SCRIPT = "sweeplab:script"
+STUDY_COMMAND = "sweeplab:command"
+STUDY_METRICS = "sweeplab:metrics"
+STUDY_SAMPLER = "sweeplab:sampler"
+STUDY_PRUNER = "sweeplab:pruner"
+STUDY_STOPPED = "sweeplab:stopped"
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -45,13 +58,13 @@ def default_storage(study_name: str, root_dir: str | os.PathLike) -> str:
     return f"sqlite:///{Path(root_dir).resolve() / STUDIES_DIR / safe}.db"
 
 
-def resolve_storage(storage: Any, study_name: str, root_dir: str | os.PathLike) -> str:
+def resolve_storage(
+    storage: Any, study_name: str, root_dir: str | os.PathLike, key: str = "hydra.sweeper.storage"
+) -> str:
     if storage in (None, "", "null"):
         return default_storage(study_name, root_dir)
     if not isinstance(storage, str):
-        raise config_error(
-            "hydra.sweeper.storage", storage, "must be a database URL (sqlite:///..., postgresql://...)"
-        )
+        raise config_error(key, storage, "must be a database URL (sqlite:///..., postgresql://...)")
     return storage
 
 
@@ -65,8 +78,14 @@ def masked(url: str) -> str:
         return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for `url`, failing with one line when it cannot be opened."""
+def masked_argument(argument: str) -> str:
+    """A command-line argument as it may be stored: `key=<url>` with the URL's password masked."""
+    key, sep, value = argument.partition("=")
+    return f"{key}{sep}{masked(value)}" if sep and "://" in value else argument
+
+
+def open_storage(url: str, key: str = "hydra.sweeper.storage") -> optuna.storages.BaseStorage:
+    """An Optuna storage for `url`, failing with one line (naming `key`) when it cannot be opened."""
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
@@ -76,7 +95,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     except Exception as exc:  # sqlalchemy/driver errors come in many types; all mean "cannot open"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise config_error("hydra.sweeper.storage", masked(url), f"cannot open it: {first}") from None
+        raise config_error(key, masked(url), f"cannot open it: {first}") from None
 
 
 def stored_space(study: optuna.Study) -> dict[str, str] | None:

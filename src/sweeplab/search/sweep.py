@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import get_method
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.errors import SweeplabError, config_error
@@ -30,10 +30,19 @@ from sweeplab.search.study import (
     ATTR_FAIL_REASON,
     ATTR_OVERRIDES,
     ATTR_PRUNED_AT,
+    ATTR_QUICK,
     ATTR_SPACE,
+    STUDY_COMMAND,
+    STUDY_CONFIG_NAME,
+    STUDY_METRICS,
+    STUDY_PRUNER,
+    STUDY_SAMPLER,
+    STUDY_SCRIPT,
+    STUDY_STOPPED,
     close_interrupted,
     counted,
     masked,
+    masked_argument,
     open_storage,
     owned_here,
     recover_orphans,
@@ -44,8 +53,6 @@ from sweeplab.search.study import (
 log = logging.getLogger("sweeplab.sweep")
 
 DIRECTIONS = ("minimize", "maximize")
-# Command-line choices that shape the sweep, not the training: left out of the retrain command.
-SWEEP_ONLY_KEYS = ("hparams_search", "search", "hydra")
 
 Launch = Callable[[Sequence[Sequence[str]], int], Sequence[JobReturn]]
 
@@ -71,6 +78,11 @@ class SweepPlan:
     quick_overrides: list[str] = field(default_factory=list)
     custom_search_space: Callable[[DictConfig, optuna.Trial], None] | None = None
     script: str = "runners/train.py"
+    config_name: str = "train"
+    # what each objective is: optimized_metric, *extra_objectives
+    metrics: list[str] = field(default_factory=list)
+    # the sweep's command-line arguments, any password in a URL masked
+    command: list[str] = field(default_factory=list)
 
 
 def make_plan(
@@ -79,6 +91,7 @@ def make_plan(
     arguments: Sequence[str],
     group_options: Callable[[str], list[str] | None],
     root_dir: str,
+    config_name: str = "train",
 ) -> SweepPlan:
     """Check `hydra.sweeper` and the search space against the composed config; raise one line on the first problem."""
     if sweeper.get("search_space"):
@@ -150,6 +163,9 @@ def make_plan(
         quick_overrides=quick,
         custom_search_space=custom,
         script=_script(),
+        config_name=config_name,
+        metrics=[str(job_cfg.get("optimized_metric")), *map(str, extra)],
+        command=[masked_argument(a) for a in sys.argv[1:]],
     )
 
 
@@ -197,6 +213,16 @@ def open_study(plan: SweepPlan) -> optuna.Study:
         )
         study.set_user_attr(ATTR_SPACE, _json(plan.space.to_json()))
         log.info("study %s created in %s", plan.study_name, masked(plan.storage_url))
+    for key, value in {
+        STUDY_CONFIG_NAME: plan.config_name,
+        STUDY_SCRIPT: plan.script,
+        STUDY_COMMAND: plan.command,
+        STUDY_METRICS: plan.metrics,
+        STUDY_SAMPLER: type(plan.sampler).__name__,
+        STUDY_PRUNER: type(plan.pruner).__name__,
+        STUDY_STOPPED: f"not finished: a sweep started {time.strftime('%Y-%m-%d %H:%M:%S')} is running or was killed",
+    }.items():
+        study.set_user_attr(key, value)
     recover_orphans(study)
     return study
 
@@ -272,15 +298,17 @@ class StudySweep:
             self.plan.custom_search_space(self.config, trial)
         for key, value in owned_here().items():
             trial.set_user_attr(key, value)
-        trial.set_user_attr(ATTR_OVERRIDES, self.task_overrides(trial.params))
+        quick, own = self.task_overrides(trial.params)
+        trial.set_user_attr(ATTR_OVERRIDES, [*quick, *own])
+        trial.set_user_attr(ATTR_QUICK, quick)
         return trial
 
-    def task_overrides(self, params: dict[str, Any]) -> list[str]:
-        """Quick validation first (a searched or fixed key of the same name wins), then the space."""
+    def task_overrides(self, params: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """(quick validation, the space's overrides); a searched or fixed key wins over a quick one."""
         own = self.plan.space.overrides(params)
         taken = {o.split("=", 1)[0].lstrip("+") for o in own}
         quick = [o for o in self.plan.quick_overrides if o.split("=", 1)[0].lstrip("+") not in taken]
-        return [*quick, *own]
+        return quick, own
 
     def job_overrides(self, trial: optuna.Trial) -> list[str]:
         return [
@@ -446,45 +474,3 @@ def _fmt(values: Sequence[float]) -> str:
 
 def _json(data: dict[str, str]) -> str:
     return json.dumps(data, sort_keys=True)
-
-
-def retrain_command(plan: SweepPlan, params: dict[str, Any]) -> str:
-    """The single-run command that trains `params` in full (no quick validation, no sweep settings)."""
-    keep = [a for a in plan.space.overrides(params) if not a.lstrip("+~").startswith(SWEEP_ONLY_KEYS)]
-    return " ".join(["python", plan.script, *keep])
-
-
-def results_payload(plan: SweepPlan, study: optuna.Study, stopped: str) -> dict[str, Any]:
-    states = {s.name: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
-    for t in study.get_trials(deepcopy=False):
-        if t.state.name in states:
-            states[t.state.name] += 1
-    payload: dict[str, Any] = {
-        "name": "sweeplab",
-        "study_name": plan.study_name,
-        "storage": masked(plan.storage_url),
-        "directions": plan.directions,
-        "trials": states,
-        "stopped": stopped,
-    }
-    if len(plan.directions) == 1:
-        try:
-            best = study.best_trial
-        except ValueError:
-            return payload
-        payload.update(
-            best_params=dict(best.params),
-            best_value=best.value,
-            best_trial=best.number,
-            retrain=retrain_command(plan, best.params),
-        )
-    else:
-        payload["solutions"] = [
-            {"trial": t.number, "params": dict(t.params), "values": list(t.values)} for t in study.best_trials
-        ]
-    return payload
-
-
-def write_results(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(payload), path)

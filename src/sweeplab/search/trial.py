@@ -20,13 +20,12 @@ from sweeplab.search.study import (
     ATTR_EPOCHS,
     ATTR_OUTPUT_DIR,
     ATTR_PRUNED_AT,
+    SWEEPER_TARGET,
     open_storage,
     resolve_storage,
 )
 
 log = logging.getLogger(__name__)
-
-SWEEPER_TARGET = "hydra_plugins.sweeplab_sweeper.sweeplab_sweeper.SweeplabSweeper"
 
 
 @dataclass

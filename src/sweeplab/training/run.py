@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from sweeplab.errors import config_error
+from sweeplab.search.study import ATTR_MAX_EPOCHS
 from sweeplab.search.trial import PruningCallback, current_trial
 from sweeplab.training.build import build_datamodule, build_module, build_trainer
 from sweeplab.training.callbacks import MetricHistory
@@ -44,6 +45,8 @@ def train(cfg: DictConfig) -> float | list[float]:
     callbacks: list[L.Callback] = [history]
     study_trial = current_trial()
     pruning = PruningCallback(study_trial, str(cfg.optimized_metric)) if study_trial else None
+    if study_trial:
+        study_trial.set(ATTR_MAX_EPOCHS, int(cfg.trainer.max_epochs))  # the budget pruning saves from
     if pruning:
         callbacks.append(pruning)
     trainer = build_trainer(cfg, extra_callbacks=callbacks)

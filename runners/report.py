@@ -1,0 +1,18 @@
+"""Write a study's result files, plots and report (and export its best trial) from the storage alone.
+
+Works at any time, also while the study is still running.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from sweeplab.reporting.runner import report
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="report")
+def main(cfg: DictConfig) -> None:
+    report(cfg)
+
+
+if __name__ == "__main__":
+    main()

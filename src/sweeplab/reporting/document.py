@@ -1,0 +1,139 @@
+"""A report as a list of blocks, rendered to Markdown and to one self-contained, escaped HTML page.
+
+Both renderers read the same blocks, so the two files say the same thing. Every string that can come
+from a user (study names, params, values, failure messages) is escaped by the renderer, never by callers.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass
+class Para:
+    text: str
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[Any]]
+
+
+@dataclass
+class Code:
+    text: str
+
+
+@dataclass
+class Image:
+    path: Path  # a PNG; embedded in the HTML, linked (relative to the report) in the Markdown
+    alt: str
+
+
+Block = Heading | Para | Bullets | Table | Code | Image
+
+
+def cell(value: Any) -> str:
+    """A value as a table shows it: floats to 4 significant digits, None as a dash."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def to_markdown(blocks: list[Block], base: Path) -> str:
+    """Markdown; user text is HTML-escaped too, since Markdown viewers render raw HTML."""
+    out: list[str] = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            out.append(f"{'#' * block.level} {_md(block.text)}")
+        elif isinstance(block, Para):
+            out.append(_md(block.text))
+        elif isinstance(block, Bullets):
+            out.append("\n".join(f"- {_md(item)}" for item in block.items))
+        elif isinstance(block, Table):
+            lines = ["| " + " | ".join(_md_cell(h) for h in block.header) + " |"]
+            lines.append("|" + "---|" * len(block.header))
+            lines += ["| " + " | ".join(_md_cell(cell(v)) for v in row) + " |" for row in block.rows]
+            out.append("\n".join(lines))
+        elif isinstance(block, Code):
+            fence = "````" if "```" in block.text else "```"
+            out.append(f"{fence}\n{block.text}\n{fence}")
+        elif isinstance(block, Image):
+            out.append(f"![{_md(block.alt)}]({_relative(block.path, base)})")
+    return "\n\n".join(out) + "\n"
+
+
+def to_html(blocks: list[Block], title: str) -> str:
+    """One HTML page with no external references: styles inline, images as data: URIs, no scripts."""
+    body: list[str] = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            body.append(f"<h{block.level}>{_h(block.text)}</h{block.level}>")
+        elif isinstance(block, Para):
+            body.append(f"<p>{_h(block.text)}</p>")
+        elif isinstance(block, Bullets):
+            body.append("<ul>" + "".join(f"<li>{_h(item)}</li>" for item in block.items) + "</ul>")
+        elif isinstance(block, Table):
+            head = "".join(f"<th>{_h(h)}</th>" for h in block.header)
+            rows = "".join(
+                "<tr>" + "".join(f"<td>{_h(cell(v))}</td>" for v in row) + "</tr>" for row in block.rows
+            )
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif isinstance(block, Code):
+            body.append(f"<pre><code>{_h(block.text)}</code></pre>")
+        elif isinstance(block, Image):
+            data = base64.b64encode(block.path.read_bytes()).decode("ascii")
+            body.append(f'<figure><img alt="{_h(block.alt)}" src="data:image/png;base64,{data}"></figure>')
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_h(title)}</title><style>{_STYLE}</style></head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
+
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}"
+    "table{border-collapse:collapse;margin:0.5rem 0 1rem}th,td{border:1px solid #ccc;padding:0.25rem 0.5rem;"
+    "text-align:left;font-variant-numeric:tabular-nums}th{background:#f3f3f3}"
+    "pre{background:#f6f8fa;padding:0.75rem;overflow-x:auto}img{max-width:100%}"
+)
+
+
+def _h(text: str) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _md(text: str) -> str:
+    return html.escape(str(text), quote=False).replace("\n", " ")
+
+
+def _md_cell(text: str) -> str:
+    return _md(text).replace("|", "\\|")
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.as_posix()

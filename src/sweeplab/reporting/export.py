@@ -1,0 +1,235 @@
+"""A trial as configs and commands: the preset that retrains it exactly, a focused search config, command lines.
+
+A trial's config is recomposed from its stored overrides (without quick validation) and flattened into
+the training groups' choices plus the values that differ from those groups' files. Written under
+`<cwd>/studies/conf/`, which sweeplab's search-path plugin adds to every Hydra app started from `<cwd>`,
+so `preset=optimized/<study>` and `search=focused/<study>` work without copying files.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import FrozenTrial
+
+from sweeplab.errors import SweeplabError
+from sweeplab.reporting.view import full_overrides
+from sweeplab.search.space import format_value
+from sweeplab.search.study import STUDIES_DIR
+
+log = logging.getLogger(__name__)
+
+# Groups that shape a sweep, not a training run: never part of an exported config.
+SWEEP_GROUPS = ("preset", "search", "hparams_search")
+GENERATED_CONF = "conf"  # studies/conf/: generated config groups
+PRESET_GROUP = "optimized"
+FOCUSED_GROUP = "focused"
+
+# overrides → the composed config with its `hydra` node (Hydra's config loader, in the sweeper or a runner)
+Composer = Callable[[list[str]], DictConfig]
+
+
+def generated_conf_dir(root_dir: str | Path) -> Path:
+    return Path(root_dir).resolve() / STUDIES_DIR / GENERATED_CONF
+
+
+def config_stem(study_name: str) -> str:
+    """A study name as a config file name (Hydra reads `.` and `/` in option names as structure)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", study_name).strip("_") or "study"
+
+
+@dataclass
+class FlatConfig:
+    """A composed training config as group choices plus the leaves that differ from those groups' files."""
+
+    choices: dict[str, str | None]
+    values: dict[str, Any]
+    added: set[str] = field(default_factory=set)  # keys no group file has (set with a leading +)
+    new_groups: set[str] = field(default_factory=set)  # groups the root config's defaults do not list
+    job: dict[str, Any] = field(default_factory=dict)  # the whole job config, unresolved
+
+
+class Flattener:
+    """Recomposes trials with one config loader; the root config's own choices are composed once."""
+
+    def __init__(self, compose: Composer, script: str = "runners/train.py") -> None:
+        self.compose = compose
+        self.script = script
+        self._defaults: dict[str, str | None] | None = None
+
+    @property
+    def default_choices(self) -> dict[str, str | None]:
+        if self._defaults is None:
+            self._defaults = _training_choices(self.compose([]))
+        return self._defaults
+
+    def flatten(self, overrides: list[str]) -> FlatConfig:
+        full = self.compose(list(overrides))
+        choices = _training_choices(full)
+        new_groups = {g for g in choices if g not in self.default_choices}
+        base = _job(self.compose([_choice_override(g, c, g in new_groups) for g, c in choices.items()]))
+        job = _job(full)
+        mine, theirs = _leaves(job), _leaves(base)
+        # a group file's node set to null (callbacks.progress=null) replaces its leaves; that is not a deletion
+        removed = sorted(k for k in theirs.keys() - mine.keys() if not any(p in mine for p in _prefixes(k)))
+        if removed:
+            raise SweeplabError(
+                f"the trial's config deletes {', '.join(removed)}; a preset can only set keys, so it cannot be exported"
+            )
+        values = {k: v for k, v in mine.items() if k not in theirs or theirs[k] != v}
+        existing = {p for k in theirs for p in [*_prefixes(k), k]}
+        return FlatConfig(choices, values, set(mine.keys() - existing), new_groups, job)
+
+    def command(self, flat: FlatConfig, multirun: bool = False) -> str:
+        """The single-run command line for a flattened config: changed group choices, then changed values."""
+        args = [
+            _choice_override(g, c, g in flat.new_groups)
+            for g, c in flat.choices.items()
+            if g in flat.new_groups or self.default_choices.get(g) != c
+        ]
+        args += [f"{'+' if k in flat.added else ''}{k}={_value_text(v)}" for k, v in flat.values.items()]
+        return shlex.join(["python", self.script, *(["-m"] if multirun else []), *args])
+
+    def trial_command(self, trial: FrozenTrial) -> str:
+        return self.command(self.flatten(full_overrides(trial)))
+
+
+@dataclass
+class Export:
+    name: str  # the option to pass: preset=<name> or search=<name>
+    path: Path
+    command: str
+
+
+def export_preset(
+    flattener: Flattener, trial: FrozenTrial, study_name: str, root_dir: str | Path, note: str
+) -> Export:
+    """Write the trial as `preset/optimized/<study>.yaml` and check that composing it gives the trial's config."""
+    flat = flattener.flatten(full_overrides(trial))
+    stem = config_stem(study_name)
+    name = f"{PRESET_GROUP}/{stem}"
+    path = generated_conf_dir(root_dir) / "preset" / PRESET_GROUP / f"{stem}.yaml"
+    defaults: list[Any] = [
+        {f"{'' if g in flat.new_groups else 'override '}/{g}": c} for g, c in flat.choices.items()
+    ]
+    body = {"defaults": [*defaults, "_self_"], **_nest(flat.values)}
+    _write_config(path, note, body)
+    rebuilt = _job(flattener.compose([f"preset={name}"]))
+    if rebuilt != flat.job:
+        path.unlink()
+        differing = sorted(k for k in _leaves(rebuilt).keys() ^ _leaves(flat.job).keys()) or sorted(
+            k for k, v in _leaves(flat.job).items() if _leaves(rebuilt).get(k) != v
+        )
+        raise SweeplabError(
+            f"preset={name} would not reproduce trial {trial.number} (keys {', '.join(differing[:5])} differ); not written"
+        )
+    return Export(name, path, shlex.join(["python", flattener.script, f"preset={name}"]))
+
+
+def export_focused(
+    flattener: Flattener,
+    best: FrozenTrial,
+    space: dict[str, str],
+    study_name: str,
+    root_dir: str | Path,
+    sweep_argv: list[str],
+    note: str,
+) -> Export:
+    """Write `search/focused/<study>.yaml` (the narrowed space, plus the best trial's non-default group choices)."""
+    flat = flattener.flatten(full_overrides(best))
+    stem = config_stem(study_name)
+    name = f"{FOCUSED_GROUP}/{stem}"
+    path = generated_conf_dir(root_dir) / "search" / FOCUSED_GROUP / f"{stem}.yaml"
+    searched = {k.lstrip("+") for k in space}
+    defaults = [
+        {f"override /{g}": c}
+        for g, c in flat.choices.items()
+        if g not in searched and g not in flat.new_groups and flattener.default_choices.get(g) != c
+    ]
+    body: dict[str, Any] = {"defaults": defaults} if defaults else {}
+    body["hydra"] = {"sweeper": {"params": dict(space)}}
+    _write_config(path, note, body)
+    drop = {*searched, "search", "hydra.sweeper.study_name", "hydra.sweeper.allow_space_change"}
+    kept = [
+        a for a in sweep_argv if a not in ("-m", "--multirun") and a.split("=", 1)[0].lstrip("+~") not in drop
+    ]
+    command = shlex.join(
+        [
+            "python",
+            flattener.script,
+            "-m",
+            *kept,
+            f"search={name}",
+            f"hydra.sweeper.study_name={study_name}_focused",
+        ]
+    )
+    return Export(name, path, command)
+
+
+def _write_config(path: Path, note: str, body: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    comments = "".join(f"# {line}\n" for line in note.splitlines())
+    path.write_text(f"# @package _global_\n{comments}" + OmegaConf.to_yaml(OmegaConf.create(body)))
+
+
+def _training_choices(cfg: DictConfig) -> dict[str, str | None]:
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    assert isinstance(choices, dict)
+    return {
+        str(g): c for g, c in choices.items() if not str(g).startswith("hydra") and str(g) not in SWEEP_GROUPS
+    }
+
+
+def _choice_override(group: str, choice: str | None, new: bool) -> str:
+    return f"{'+' if new else ''}{group}={'null' if choice is None else choice}"
+
+
+def _job(cfg: DictConfig) -> dict[str, Any]:
+    data = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(data, dict)
+    data.pop("hydra", None)
+    return data
+
+
+def _leaves(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, f"{path}."))
+        else:
+            out[path] = value
+    return out
+
+
+def _prefixes(dotted: str) -> list[str]:
+    """'a.b.c' → ['a', 'a.b']."""
+    parts = dotted.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    root: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        node = root
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return root
+
+
+def _value_text(value: Any) -> str:
+    """A config value as override text (lists and dicts in Hydra's grammar)."""
+    if isinstance(value, list):
+        return "[" + ",".join(_value_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_value_text(v)}" for k, v in value.items()) + "}"
+    return format_value(value)

@@ -1,0 +1,150 @@
+"""Optuna's own plots of a study, each as a self-contained HTML file (plotly) and a PNG (Optuna's matplotlib backend)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.importance import FanovaImportanceEvaluator
+
+from sweeplab.reporting.view import StudyView
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Plot:
+    name: str
+    title: str
+    html: Path | None = None
+    png: Path | None = None
+    skipped: str | None = None  # why it was not drawn
+
+
+def importances(view: StudyView) -> dict[str, float]:
+    """fANOVA importances of the params for the first objective (seeded, so reruns agree); {} below 2 trials."""
+    if len(view.complete) < 2 or not view.param_names:
+        return {}
+    try:
+        return optuna.importance.get_param_importances(
+            view.study, evaluator=_evaluator(), target=_target(view)
+        )
+    except (ValueError, RuntimeError) as exc:  # e.g. every complete trial has the same params
+        log.warning("parameter importances not computed: %s", exc)
+        return {}
+
+
+def write_plots(view: StudyView, out_dir: Path, ranked_params: list[str]) -> list[Plot]:
+    """Draw every plot that applies to the study into `out_dir`; a plot that cannot be drawn says why."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    import optuna.visualization as plotly_backend
+
+    plots = []
+    for name, title, why_not, draw in _specs(view, ranked_params):
+        plot = Plot(name, title)
+        plots.append(plot)
+        if why_not:
+            plot.skipped = why_not
+            continue
+        try:
+            fig = draw(plotly_backend)
+            fig.update_layout(title=f"{view.name}: {title}")
+            plot.html = out_dir / f"{name}.html"
+            fig.write_html(
+                plot.html, include_plotlyjs=True, full_html=True
+            )  # plotly.js inline: works offline
+            plot.png = out_dir / f"{name}.png"
+            _save_png(draw, plot.png)
+        except Exception as exc:  # Optuna refuses some studies (e.g. one distinct value); the report says why
+            plot.skipped = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            log.warning("plot %s not drawn: %s", name, plot.skipped)
+    return plots
+
+
+Draw = Callable[[Any], Any]
+
+
+def _specs(view: StudyView, ranked: list[str]) -> list[tuple[str, str, str | None, Draw]]:
+    study, target, label = view.study, _target(view), view.metric
+    no_complete = None if view.complete else "no complete trial yet"
+    reported = any(t.intermediate_values for t in view.trials)
+    specs: list[tuple[str, str, str | None, Draw]] = [
+        (
+            "optimization_history",
+            "optimization history",
+            no_complete,
+            lambda b: b.plot_optimization_history(study, target=target, target_name=label),
+        ),
+        (
+            "param_importances",
+            "parameter importances (fANOVA)",
+            None if len(view.complete) >= 2 else "needs 2 complete trials",
+            lambda b: b.plot_param_importances(
+                study, evaluator=_evaluator(), target=target, target_name=label
+            ),
+        ),
+        (
+            "parallel_coordinate",
+            "parallel coordinates",
+            no_complete,
+            lambda b: b.plot_parallel_coordinate(study, target=target, target_name=label),
+        ),
+        ("slice", "slices", no_complete, lambda b: b.plot_slice(study, target=target, target_name=label)),
+        (
+            "contour",
+            f"contour of {' and '.join(ranked[:2])}",
+            no_complete or (None if len(ranked) >= 2 else "needs 2 searched params"),
+            lambda b: b.plot_contour(study, params=ranked[:2], target=target, target_name=label),
+        ),
+    ]
+    if view.single:
+        specs.append(
+            (
+                "intermediate_values",
+                f"learning curves ({label} per epoch; pruned trials stop early)",
+                None if reported else "no trial reported a value yet",
+                lambda b: b.plot_intermediate_values(study),
+            )
+        )
+    else:
+        specs.append(
+            (
+                "pareto_front",
+                "Pareto front",
+                no_complete,
+                lambda b: b.plot_pareto_front(study, target_names=view.metrics),
+            )
+        )
+    return specs
+
+
+def _save_png(draw: Draw, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never a window
+    logging.getLogger("matplotlib.category").setLevel(logging.WARNING)  # "categorical units" notes on choices
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as mpl_backend
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        axes = draw(mpl_backend)
+    figure = np.asarray(axes).ravel()[0].figure
+    try:
+        figure.savefig(path, dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(figure)
+
+
+def _target(view: StudyView) -> Callable[[optuna.trial.FrozenTrial], float] | None:
+    return None if view.single else (lambda t: t.values[0])
+
+
+def _evaluator() -> FanovaImportanceEvaluator:
+    return FanovaImportanceEvaluator(seed=0)

@@ -1,0 +1,71 @@
+"""`runners/report.py`: check the arguments, open the study read-only in spirit, write its report."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hydra.core.global_hydra import GlobalHydra
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from sweeplab.errors import config_error
+from sweeplab.reporting.export import Flattener, config_stem
+from sweeplab.reporting.study_report import StudyReport, write_study_report
+from sweeplab.reporting.view import StudyView, check_name
+from sweeplab.search.study import STUDIES_DIR, STUDY_CONFIG_NAME, STUDY_SCRIPT, resolve_storage
+
+log = logging.getLogger("sweeplab.report")
+
+
+def report(cfg: DictConfig) -> StudyReport:
+    name = check_name(cfg.get("study_name"))
+    top_k, pruned_top_k = _positive(cfg, "top_k"), _positive(cfg, "pruned_top_k")
+    root = Path.cwd()
+    url = resolve_storage(cfg.get("storage"), name, root, key="storage")
+    if cfg.get("storage") is None and not Path(url[len("sqlite:///") :]).is_file():
+        here = sorted(p.stem for p in (root / STUDIES_DIR).glob("*.db"))
+        raise config_error(
+            "study_name",
+            name,
+            f"no study file {STUDIES_DIR}/{Path(url).name} under {root}; studies here: {', '.join(here) or 'none'} "
+            "(or pass storage=<url>)",
+        )
+    view = StudyView.load(name, url, key="storage")
+    out_dir = Path(cfg.get("out_dir") or Path("reports") / config_stem(name))
+    loader = GlobalHydra.instance().config_loader()
+    config_name = str(view.attr(STUDY_CONFIG_NAME) or "train")
+
+    def compose(overrides: list[str]) -> DictConfig:
+        return loader.load_configuration(config_name=config_name, overrides=overrides, run_mode=RunMode.RUN)
+
+    flattener = Flattener(compose, str(view.attr(STUDY_SCRIPT) or "runners/train.py"))
+    result = write_study_report(
+        view,
+        out_dir,
+        flattener,
+        root,
+        top_k=top_k,
+        pruned_top_k=pruned_top_k,
+        export=bool(cfg.get("export", True)),
+    )
+    running = sum(1 for t in view.trials if t.state.name == "RUNNING")
+    log.info(
+        "study %s: %d trials (%d running); report %s",
+        name,
+        len(view.trials),
+        running,
+        result.files["report_html"],
+    )
+    if result.preset:
+        log.info("best trial exported: %s", result.preset.command)
+    for note in result.notes:
+        log.warning("not produced: %s", note)
+    return result
+
+
+def _positive(cfg: DictConfig, key: str) -> int:
+    value = cfg.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise config_error(key, value, "must be an integer >= 1")
+    return value

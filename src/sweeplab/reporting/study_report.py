@@ -1,0 +1,366 @@
+"""Everything a finished (or running) study leaves behind, from its storage: files, plots, report, preset.
+
+Called by the sweeper at the end of a study (into the sweep dir) and by `runners/report.py` at any time.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from optuna.trial import TrialState
+
+from sweeplab.errors import SweeplabError
+from sweeplab.reporting import analysis
+from sweeplab.reporting.document import (
+    Block,
+    Bullets,
+    Code,
+    Heading,
+    Image,
+    Para,
+    Table,
+    cell,
+    to_html,
+    to_markdown,
+)
+from sweeplab.reporting.export import Export, Flattener, export_focused, export_preset
+from sweeplab.reporting.files import write_files
+from sweeplab.reporting.plots import Plot, importances, write_plots
+from sweeplab.reporting.view import StudyView
+from sweeplab.search.study import ATTR_EPOCHS, STUDY_COMMAND, STUDY_SCRIPT
+
+log = logging.getLogger("sweeplab.report")
+
+SEEDS = "42,777,2024"  # seed 002's validation seeds
+# Recomposing a trial fails like this when configs changed since the study ran (a group or key removed).
+EXPORT_ERRORS = (SweeplabError, HydraException, OmegaConfBaseException)
+
+
+@dataclass
+class StudyReport:
+    out_dir: Path
+    files: dict[str, Path]
+    plots: list[Plot]
+    preset: Export | None = None
+    focused: Export | None = None
+    notes: list[str] = field(default_factory=list)  # what could not be produced, and why
+
+
+def write_study_report(
+    view: StudyView,
+    out_dir: Path,
+    flattener: Flattener | None,
+    root_dir: str | Path,
+    top_k: int = 10,
+    pruned_top_k: int = 3,
+    export: bool = True,
+) -> StudyReport:
+    """Write files, plots, report.md/html into `out_dir`; with `export`, the best trial as a preset and a focused space.
+
+    `flattener` recomposes trials (for the export and for the commands in the report).
+    """
+    out_dir = Path(out_dir)
+    notes: list[str] = []
+    preset = focused = None
+    space = analysis.focused_space(view)
+    best = view.best
+    if flattener is None:
+        notes.append("no config loader: preset and commands not exported")
+    elif export and best is not None:
+        stamp = f"{view.metric}={best.values[0]:.6g}, exported {datetime.now().isoformat(timespec='seconds')}"
+        try:
+            preset = export_preset(
+                flattener,
+                best,
+                view.name,
+                root_dir,
+                f"Trial {best.number} of study {view.name} ({stamp}), trained in full (no quick validation).",
+            )
+            if space:
+                focused = export_focused(
+                    flattener,
+                    best,
+                    space,
+                    view.name,
+                    root_dir,
+                    list(view.attr(STUDY_COMMAND) or []),
+                    f"Search space narrowed from study {view.name}: spans its top "
+                    f"{analysis.focus_count(len(view.complete))} complete trials ({stamp}).",
+                )
+        except EXPORT_ERRORS as exc:  # the report is still worth writing; it says why the export is missing
+            notes.append(f"export failed: {_first_line(exc)}")
+            log.warning("export failed: %s", _first_line(exc))
+    retrain = preset.command if preset else None
+    files = write_files(view, out_dir, retrain)
+    weights = importances(view)
+    plots = write_plots(view, out_dir / "plots", list(weights) or view.param_names)
+    report = StudyReport(out_dir, files, plots, preset, focused, notes)
+    blocks = _blocks(view, report, flattener, space, weights, top_k, pruned_top_k)
+    (out_dir / "report.md").write_text(to_markdown(blocks, out_dir))
+    (out_dir / "report.html").write_text(to_html(blocks, f"Study {view.name}"))
+    files["report_md"], files["report_html"] = out_dir / "report.md", out_dir / "report.html"
+    return report
+
+
+def _blocks(
+    view: StudyView,
+    report: StudyReport,
+    flattener: Flattener | None,
+    space: dict[str, str] | None,
+    weights: dict[str, float],
+    top_k: int,
+    pruned_top_k: int,
+) -> list[Block]:
+    stats = analysis.study_stats(view)
+    counts = stats["trials"]
+    blocks: list[Block] = [
+        Heading(f"Study {view.name}", 1),
+        Para(
+            f"{len(view.trials)} trials: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
+            f"{counts['FAIL']} failed, {counts['RUNNING']} running. Objective: "
+            + ", ".join(f"{m} ({d})" for m, d in zip(view.metrics, view.directions, strict=True))
+            + "."
+        ),
+        Bullets(_summary(view, stats)),
+    ]
+    blocks += _ranking(view, top_k)
+    if weights:
+        blocks += [
+            Heading("Parameter importances"),
+            Para(f"fANOVA importance of each param for {view.metric}, over the complete trials."),
+            Table(["param", "importance"], [[p, w] for p, w in weights.items()]),
+        ]
+    blocks += _trends(view)
+    blocks += _statistics(view, stats)
+    blocks += _pruned(view, flattener, pruned_top_k)
+    blocks += _failures(view)
+    blocks += _plots(report.plots)
+    blocks += _next_steps(view, report, space)
+    return blocks
+
+
+def _summary(view: StudyView, stats: dict[str, Any]) -> list[str]:
+    items = []
+    best = stats.get("best")
+    if best:
+        z = f", z-score {best['z_score']:.2f} among complete trials" if best["z_score"] is not None else ""
+        items.append(f"best {view.metric}: {cell(best['value'])} (trial {best['trial']}{z})")
+    elif "pareto_front" in stats:
+        items.append(f"Pareto front: {len(stats['pareto_front'])} trials")
+    else:
+        items.append("no complete trial yet")
+    items.append(f"sampler {stats['sampler'] or '-'}, pruner {stats['pruner'] or '-'}")
+    epochs = stats["epochs"]
+    if epochs["unpruned"]:
+        items.append(
+            f"epochs run: {epochs['run']} of {epochs['unpruned']} an unpruned study would have run "
+            f"({100 * epochs['saved_fraction']:.0f}% saved by pruning)"
+        )
+    else:
+        items.append(f"epochs run: {epochs['run']}")
+    if stats["wall_time_s"] is not None:
+        items.append(
+            f"time: {stats['wall_time_s']:.0f} s from first start to last finish, {stats['trial_time_s']:.0f} s in trials"
+        )
+    items.append(f"stopped: {stats['stopped'] or '-'}")
+    items.append(f"storage: {view.storage_url}")
+    return items
+
+
+def _ranking(view: StudyView, top_k: int) -> list[Block]:
+    params = view.param_names
+    if view.single:
+        top = view.ranked()[:top_k]
+        title, rows_from = f"Top {len(top)} trials by {view.metric}", top
+    else:
+        rows_from = sorted(view.study.best_trials, key=lambda t: t.number)
+        title = "Pareto front"
+    if not rows_from:
+        return []
+    header = ["rank", "trial", *view.metrics, "state", "epochs", *params]
+    rows = [
+        [
+            i + 1,
+            t.number,
+            *t.values,
+            t.state.name,
+            t.user_attrs.get(ATTR_EPOCHS),
+            *(t.params.get(p) for p in params),
+        ]
+        for i, t in enumerate(rows_from)
+    ]
+    return [Heading(title), Table(header, rows)]
+
+
+def _trends(view: StudyView) -> list[Block]:
+    trends = analysis.param_trends(view)
+    if not trends:
+        return []
+    blocks: list[Block] = [
+        Heading("Per-parameter trends"),
+        Para(
+            f"Complete trials grouped by each param (numbers: quartile buckets; others: per choice), with the "
+            f"mean and best {view.metric} in each group."
+        ),
+    ]
+    for trend in trends:
+        title = trend.param
+        if trend.spearman is not None:
+            leaning = "larger" if trend.spearman * view.sign > 0 else "smaller"
+            title += f" (Spearman rho {trend.spearman:+.2f} with {view.metric}: {leaning} values did better)"
+        blocks += [
+            Heading(title, 3),
+            Table(
+                ["range" if trend.kind == "quantiles" else "choice", "trials", "mean", "best"],
+                [[b.label, b.n, b.mean, b.best] for b in trend.buckets],
+            ),
+        ]
+    return blocks
+
+
+def _statistics(view: StudyView, stats: dict[str, Any]) -> list[Block]:
+    every, clean = stats["values"], stats["values_without_outliers"]
+    if not every["n"]:
+        return []
+    rows = [[k, every[k], clean[k]] for k in ("n", "mean", "median", "std", "min", "max")]
+    blocks: list[Block] = [
+        Heading("Statistics"),
+        Para(
+            f"{view.metric} over the complete trials, and again without the {stats['outliers']} outlier(s) "
+            f"beyond {analysis.IQR_FENCE} IQR of the quartiles."
+        ),
+        Table(["statistic", "all complete", "without outliers"], rows),
+    ]
+    best = stats.get("best")
+    if best and best["z_score"] is not None:
+        blocks.append(Para(f"The best trial lies {best['z_score']:+.2f} standard deviations from the mean."))
+    return blocks
+
+
+def _pruned(view: StudyView, flattener: Flattener | None, top_k: int) -> list[Block]:
+    pruned = view.pruned
+    if not pruned:
+        return []
+    at: dict[int, int] = {}
+    for t in pruned:
+        epoch = t.user_attrs.get("pruned_at_epoch") or (
+            max(t.intermediate_values) if t.intermediate_values else 0
+        )
+        at[int(epoch)] = at.get(int(epoch), 0) + 1
+    blocks: list[Block] = [
+        Heading("Pruned trials"),
+        Para(f"{len(pruned)} trials were pruned. Epoch they stopped at, and how many stopped there:"),
+        Table(["epoch", "trials"], sorted(at.items())),
+    ]
+    suspects = analysis.pruned_too_early(view, top_k)
+    if not suspects:
+        blocks.append(
+            Para(f"No pruned trial ranked in the top {top_k} of the trials at the epoch it was pruned.")
+        )
+        return blocks
+    blocks += [
+        Heading("Possibly pruned too early", 3),
+        Para(
+            f"These ranked in the top {top_k} of all trials at the epoch they were pruned: the pruner compared "
+            "them with trials that were further along or luckier at that epoch. Each command trains one in full."
+        ),
+        Table(
+            ["trial", "pruned at epoch", view.metric, "rank at that epoch", "params"],
+            [
+                [s.trial.number, s.step, s.value, f"{s.rank} of {s.peers}", _params(s.trial.params)]
+                for s in suspects
+            ],
+        ),
+    ]
+    commands = []
+    for s in suspects:
+        try:
+            line = flattener.trial_command(s.trial) if flattener else None
+        except EXPORT_ERRORS as exc:
+            line = None
+            log.warning("no command for trial %d: %s", s.trial.number, _first_line(exc))
+        commands.append(
+            f"# trial {s.trial.number}\n{line}" if line else f"# trial {s.trial.number}: no command (see log)"
+        )
+    blocks.append(Code("\n".join(commands)))
+    return blocks
+
+
+def _failures(view: StudyView) -> list[Block]:
+    groups = analysis.failures(view)
+    if not groups:
+        return []
+    return [
+        Heading("Failures"),
+        Para('"interrupted" trials were stopped by a killed or interrupted sweep; their params ran again.'),
+        Table(
+            ["reason", "trials", "trial numbers"],
+            [[r, len(n), ", ".join(map(str, n))] for r, n in groups.items()],
+        ),
+    ]
+
+
+def _plots(plots: list[Plot]) -> list[Block]:
+    blocks: list[Block] = [Heading("Plots")]
+    drawn = [p for p in plots if p.png]
+    for plot in drawn:
+        blocks += [Heading(plot.title, 3), Image(plot.png, plot.title)]
+    blocks.append(
+        Bullets(
+            [f"{p.title}: plots/{p.name}.html (interactive, works offline)" for p in drawn]
+            + [f"{p.title}: not drawn ({p.skipped})" for p in plots if p.skipped]
+        )
+    )
+    return blocks
+
+
+def _next_steps(view: StudyView, report: StudyReport, space: dict[str, str] | None) -> list[Block]:
+    blocks: list[Block] = [Heading("Next steps")]
+    script = view.attr(STUDY_SCRIPT) or "runners/train.py"
+    if report.preset:
+        blocks += [
+            Para(f"Retrain the best trial in full (preset written to {report.preset.path}):"),
+            Code(report.preset.command),
+            Para(
+                "Check that it holds across seeds (a summary with mean and std is written to the sweep dir):"
+            ),
+            Code(shlex.join(["python", script, "-m", f"preset={report.preset.name}", f"seed={SEEDS}"])),
+        ]
+    if space:
+        yaml_text = OmegaConf.to_yaml(OmegaConf.create({"hydra": {"sweeper": {"params": space}}}))
+        where = f" (written to {report.focused.path})" if report.focused else ""
+        blocks += [
+            Para(
+                f"A narrower search space spanning the top {analysis.focus_count(len(view.complete))} complete "
+                f"trials{where}:"
+            ),
+            Code(f"# @package _global_\n{yaml_text}".rstrip()),
+        ]
+        if report.focused:
+            blocks += [Para("Run a focused study on it:"), Code(report.focused.command)]
+    command = view.attr(STUDY_COMMAND)
+    if command is not None:
+        finished = len([t for t in view.trials if t.state != TrialState.RUNNING])
+        more = [a for a in command if not a.startswith("hydra.sweeper.n_trials=")]
+        blocks += [
+            Para("Or continue this study with more trials (the stored trials count toward n_trials):"),
+            Code(shlex.join(["python", script, *more, f"hydra.sweeper.n_trials={finished + 25}"])),
+        ]
+    blocks += [Bullets([f"not produced: {note}" for note in report.notes])] if report.notes else []
+    return blocks
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={cell(v)}" for k, v in params.items())

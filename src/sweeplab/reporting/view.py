@@ -1,0 +1,167 @@
+"""A study as reports read it: loaded from its storage alone, with what sweeplab stored beside Optuna's data."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeplab.errors import SweeplabError, config_error, did_you_mean
+from sweeplab.search.study import (
+    ATTR_OVERRIDES,
+    ATTR_QUICK,
+    STUDY_METRICS,
+    masked,
+    open_storage,
+    space_from_json,
+    stored_space,
+)
+
+
+@dataclass
+class StudyView:
+    """One snapshot of a study (it may still be running): its trials and what they mean."""
+
+    study: optuna.Study
+    storage_url: str  # masked: safe to print and to write into files
+
+    @classmethod
+    def load(cls, study_name: str, storage_url: str, key: str = "storage") -> StudyView:
+        """Open `study_name` in `storage_url`; an unknown name fails with the names the storage holds.
+
+        A SQLite file that does not exist is an error here (opening it would create an empty study database).
+        """
+        if storage_url.startswith("sqlite:///") and not Path(storage_url[len("sqlite:///") :]).is_file():
+            raise config_error(key, storage_url, "no such SQLite file; has a study run from this directory?")
+        storage = open_storage(storage_url, key=key)
+        names = optuna.study.get_all_study_names(storage)
+        if study_name not in names:
+            listed = ", ".join(sorted(names)) or "none"
+            raise SweeplabError(
+                f"study_name={study_name!r}: no such study in {masked(storage_url)}"
+                f"{did_you_mean(study_name, names)}; studies there: {listed}"
+            )
+        return cls(optuna.load_study(study_name=study_name, storage=storage), masked(storage_url))
+
+    @property
+    def name(self) -> str:
+        return self.study.study_name
+
+    @cached_property
+    def trials(self) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False)
+
+    @cached_property
+    def directions(self) -> list[str]:
+        return [d.name.lower() for d in self.study.directions]
+
+    @property
+    def single(self) -> bool:
+        return len(self.directions) == 1
+
+    @property
+    def sign(self) -> float:
+        """+1 when larger values of the first objective are better."""
+        return 1.0 if self.directions[0] == "maximize" else -1.0
+
+    @cached_property
+    def metrics(self) -> list[str]:
+        """Names of the objectives (optimized_metric, then extra_objectives)."""
+        names = self.study.user_attrs.get(STUDY_METRICS) or []
+        if len(names) == len(self.directions):
+            return [str(n) for n in names]
+        return ["value"] if self.single else [f"value_{i}" for i in range(len(self.directions))]
+
+    @property
+    def metric(self) -> str:
+        return self.metrics[0]
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        return self.study.user_attrs.get(key, default)
+
+    def state(self, *states: TrialState) -> list[FrozenTrial]:
+        return [t for t in self.trials if t.state in states]
+
+    @property
+    def complete(self) -> list[FrozenTrial]:
+        return self.state(TrialState.COMPLETE)
+
+    @property
+    def pruned(self) -> list[FrozenTrial]:
+        return self.state(TrialState.PRUNED)
+
+    @property
+    def failed(self) -> list[FrozenTrial]:
+        return self.state(TrialState.FAIL)
+
+    def ranked(self) -> list[FrozenTrial]:
+        """Complete trials, best first by the first objective."""
+        return sorted(self.complete, key=lambda t: -self.sign * t.values[0])
+
+    @property
+    def best(self) -> FrozenTrial | None:
+        """The best complete trial (single objective), or None before the first one finishes."""
+        ranked = self.ranked()
+        return ranked[0] if ranked and self.single else None
+
+    @cached_property
+    def space(self) -> dict[str, BaseDistribution]:
+        """The searched distributions: as stored with the study, else as the trials sampled them."""
+        stored = stored_space(self.study)
+        if stored:
+            return space_from_json(stored)
+        space: dict[str, BaseDistribution] = {}
+        for t in self.trials:
+            for name, dist in t.distributions.items():
+                space.setdefault(name, dist)
+        return space
+
+    @property
+    def param_names(self) -> list[str]:
+        names = list(self.space)
+        for t in self.trials:
+            names.extend(n for n in t.params if n not in names)
+        return names
+
+
+def full_overrides(trial: FrozenTrial) -> list[str]:
+    """The overrides that train this trial in full: the job's overrides without its quick validation."""
+    quick = set(trial.user_attrs.get(ATTR_QUICK) or [])
+    return [o for o in trial.user_attrs.get(ATTR_OVERRIDES) or [] if o not in quick]
+
+
+def last_report(trial: FrozenTrial) -> tuple[int | None, float | None]:
+    """(step, value) of the trial's last intermediate report."""
+    if not trial.intermediate_values:
+        return None, None
+    step = max(trial.intermediate_values)
+    return step, trial.intermediate_values[step]
+
+
+def check_name(study_name: Any) -> str:
+    if not isinstance(study_name, str) or not study_name.strip():
+        raise config_error(
+            "study_name", study_name, "give the study to report, e.g. study_name=digits_test_resnet_fast"
+        )
+    return study_name
+
+
+def dumps(data: Any) -> str:
+    """JSON as files carry it: NaN and infinities become null (strict JSON readers refuse them)."""
+    return json.dumps(_finite(data), indent=2, sort_keys=False) + "\n"
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float) and (data != data or data in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(data, dict):
+        return {str(k): _finite(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite(v) for v in data]
+    return data

@@ -1,0 +1,259 @@
+"""Reports of studies built trial by trial in a real storage: statistics, trends, pruned suspects, escaping, browser."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from sweeplab.reporting import StudyView, analysis, write_study_report
+from sweeplab.reporting.view import dumps
+from sweeplab.search.space import SearchSpace
+from sweeplab.search.study import ATTR_EPOCHS, ATTR_FAIL_REASON, ATTR_MAX_EPOCHS, STUDY_METRICS
+from tests.conftest import PLOTS
+
+EVIL = "<script>document.title='pwned'</script>&\"'"
+SPACE = {
+    "lr": FloatDistribution(1e-4, 1e-1, log=True),
+    "wd": FloatDistribution(0.0, 0.1),
+    "depth": IntDistribution(1, 8),
+    "opt": CategoricalDistribution(["adamw", "sgd", EVIL]),
+}
+
+
+def _study(tmp_path: Path, directions: list[str] | None = None) -> optuna.Study:
+    storage = f"sqlite:///{tmp_path / 'studies' / 'synthetic.db'}"
+    (tmp_path / "studies").mkdir(exist_ok=True)
+    study = optuna.create_study(
+        study_name="synthetic", storage=storage, directions=directions or ["maximize"]
+    )
+    study.set_user_attr(
+        STUDY_METRICS, ["val/f1"] if not directions else ["val/f1", "time/epoch_s"][: len(directions)]
+    )
+    return study
+
+
+def _add(study, state, params, value=None, curve=(), **attrs):
+    values = None if value is None else (value if isinstance(value, list) else [value])
+    study.add_trial(
+        create_trial(
+            state=state,
+            params=params,
+            distributions={k: SPACE[k] for k in params},
+            values=values,
+            intermediate_values=dict(enumerate(curve, start=1)),
+            user_attrs={ATTR_EPOCHS: len(curve), ATTR_MAX_EPOCHS: 4, **attrs},
+        )
+    )
+
+
+def _filled(tmp_path: Path) -> optuna.Study:
+    """Eight complete trials whose value rises with lr, one outlier, two pruned, two failed."""
+    study = _study(tmp_path)
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        lr = 10 ** (-4 + 3 * i / 7)
+        value = 0.5 + 0.05 * i
+        _add(
+            study,
+            TrialState.COMPLETE,
+            {
+                "lr": lr,
+                "wd": float(rng.uniform(0, 0.1)),
+                "depth": i + 1,
+                "opt": ["adamw", "sgd", EVIL][i % 3],
+            },
+            value,
+            [value - 0.3, value - 0.2, value - 0.1, value],
+        )
+    _add(study, TrialState.COMPLETE, {"lr": 1e-4, "wd": 0.05, "depth": 2, "opt": "sgd"}, 0.01, [0.01] * 4)
+    # at epoch 1 this one ranks first of all trials: a suspect
+    _add(study, TrialState.PRUNED, {"lr": 0.05, "wd": 0.01, "depth": 3, "opt": "adamw"}, 0.95, [0.95])
+    # at epoch 2 this one ranks last: pruned fairly
+    _add(study, TrialState.PRUNED, {"lr": 2e-4, "wd": 0.02, "depth": 4, "opt": "sgd"}, 0.02, [0.01, 0.02])
+    _add(
+        study,
+        TrialState.FAIL,
+        {"lr": 0.09, "wd": 0.0, "depth": 8, "opt": "sgd"},
+        **{ATTR_FAIL_REASON: "ValueError: NaN"},
+    )
+    _add(
+        study,
+        TrialState.FAIL,
+        {"lr": 0.08, "wd": 0.0, "depth": 7, "opt": "sgd"},
+        **{ATTR_FAIL_REASON: "ValueError: NaN"},
+    )
+    return study
+
+
+def _view(study: optuna.Study) -> StudyView:
+    return StudyView(
+        optuna.load_study(study_name=study.study_name, storage=study._storage), "sqlite:///synthetic"
+    )
+
+
+def test_statistics_drop_the_outlier_and_place_the_best_trial(tmp_path):
+    view = _view(_filled(tmp_path))
+    stats = analysis.study_stats(view)
+    values = [t.value for t in view.complete]
+    assert stats["values"]["n"] == 9 and stats["values"]["mean"] == pytest.approx(np.mean(values))
+    assert stats["values"]["std"] == pytest.approx(np.std(values, ddof=1))
+    assert stats["outliers"] == 1 and stats["values_without_outliers"]["min"] == pytest.approx(0.5)
+    assert stats["best"]["trial"] == 7 and stats["best"]["value"] == pytest.approx(0.85)
+    assert stats["best"]["z_score"] == pytest.approx((0.85 - np.mean(values)) / np.std(values, ddof=1))
+    assert (
+        stats["trials"]["COMPLETE"] == 9 and stats["trials"]["PRUNED"] == 2 and stats["trials"]["FAIL"] == 2
+    )
+    # 9 complete × 4 epochs + 1 + 2 pruned epochs, out of 11 finished × 4
+    assert stats["epochs"] == {
+        "run": 39,
+        "unpruned": 44,
+        "saved_fraction": pytest.approx(1 - 39 / 44, abs=1e-4),
+    }
+
+
+def test_trends_bucket_every_complete_trial_and_see_that_larger_lr_did_better(tmp_path):
+    view = _view(_filled(tmp_path))
+    trends = {t.param: t for t in analysis.param_trends(view)}
+    lr = trends["lr"]
+    assert lr.kind == "quantiles" and sum(b.n for b in lr.buckets) == 9
+    assert lr.spearman > 0.5  # value rises with lr apart from the outlier
+    assert lr.buckets[-1].mean > lr.buckets[0].mean
+    opt = trends["opt"]
+    assert opt.kind == "choices" and sum(b.n for b in opt.buckets) == 9
+    sgd = next(b for b in opt.buckets if b.label == "sgd")
+    sgd_values = [t.value for t in view.complete if t.params["opt"] == "sgd"]
+    assert sgd.n == len(sgd_values) and sgd.mean == pytest.approx(np.mean(sgd_values))
+
+
+def test_a_pruned_trial_that_led_at_its_epoch_is_flagged_and_a_fair_one_is_not(tmp_path):
+    view = _view(_filled(tmp_path))
+    suspects = analysis.pruned_too_early(view, top_k=3)
+    assert [s.trial.number for s in suspects] == [9]
+    assert suspects[0].step == 1 and suspects[0].rank == 1 and suspects[0].peers == 11
+
+
+def test_failures_are_grouped_by_reason(tmp_path):
+    assert analysis.failures(_view(_filled(tmp_path))) == {"ValueError: NaN": [11, 12]}
+
+
+def test_the_focused_space_parses_and_spans_the_top_trials_inside_the_old_bounds(tmp_path):
+    view = _view(_filled(tmp_path))
+    space = analysis.focused_space(view)
+    parsed = SearchSpace.parse(space)
+    top = view.ranked()[: analysis.focus_count(len(view.complete))]
+    assert len(top) == 3
+    for name, dist in parsed.distributions.items():
+        old = SPACE[name]
+        if isinstance(dist, CategoricalDistribution):
+            assert set(dist.choices) == {t.params[name] for t in top}
+            continue
+        assert type(dist) is type(old) and dist.log == old.log
+        assert old.low <= dist.low and dist.high <= old.high
+        assert all(dist.low <= t.params[name] <= dist.high for t in top)
+        assert dist.high - dist.low < old.high - old.low
+    assert space["lr"].startswith("tag(log, interval(")
+
+
+def test_report_files_say_what_the_study_holds_and_escape_user_strings(tmp_path):
+    study = _filled(tmp_path)
+    view = _view(study)
+    report = write_study_report(view, tmp_path / "out", flattener=None, root_dir=tmp_path)
+    best = json.loads(report.files["best_params"].read_text())
+    assert best["trial"] == study.best_trial.number and best["params"] == study.best_trial.params
+    rows = list(csv.DictReader(report.files["all_trials"].open()))
+    assert [int(r["number"]) for r in rows] == [t.number for t in study.trials]
+    for row, t in zip(rows, study.trials, strict=True):
+        assert row["state"] == t.state.name and row["params_opt"] == t.params["opt"]
+        assert (float(row["value"]) if row["value"] else None) == (t.value if t.values else None)
+        if t.intermediate_values:
+            assert int(row["last_step"]) == max(t.intermediate_values)
+    assert rows[11]["fail_reason"] == "ValueError: NaN"
+
+    page = report.files["report_html"].read_text()
+    assert "<script" not in page and "&lt;script&gt;document.title=&#x27;pwned&#x27;&lt;/script&gt;" in page
+    assert 'src="http' not in page and "data:image/png;base64," in page  # self-contained
+    md = report.files["report_md"].read_text()
+    prose = "".join(md.split("```")[::2])  # fenced code (the focused space) shows text literally
+    assert "<script" not in prose and "&lt;script&gt;" in prose
+    assert "\n### Possibly pruned too early\n" in md and "| 9 | 1 | 0.95 | 1 of 11 |" in md
+    assert "| ValueError: NaN | 2 | 11, 12 |" in md
+    assert {p.name for p in report.plots if p.png} == PLOTS
+    for plot in report.plots:
+        assert plot.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        html = plot.html.read_text()
+        # plotly.js inline, no <script src=...>: works offline
+        assert "Plotly.newPlot" in html and not re.search(r"<script[^>]*\bsrc=", html)
+
+
+def test_a_two_objective_study_gets_a_pareto_front_in_files_and_plots(tmp_path):
+    study = _study(tmp_path, ["maximize", "minimize"])
+    for i in range(6):
+        _add(study, TrialState.COMPLETE, {"lr": 10 ** (-3 + i / 3), "depth": i + 1}, [0.5 + 0.1 * i, 1.0 + i])
+    report = write_study_report(_view(study), tmp_path / "out", flattener=None, root_dir=tmp_path)
+    best = json.loads(report.files["best_params"].read_text())
+    assert {p["trial"] for p in best["pareto_front"]} == {t.number for t in study.best_trials}
+    assert "pareto_front" in {p.name for p in report.plots if p.png}
+    assert "## Pareto front" in report.files["report_md"].read_text()
+
+
+def test_json_files_never_carry_nan(tmp_path):
+    assert json.loads(dumps({"a": math.nan, "b": [math.inf, 1.0]})) == {"a": None, "b": [None, 1.0]}
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("SWEEPLAB_REQUIRE_BROWSER"),
+    reason="no chromium (CI installs it and sets SWEEPLAB_REQUIRE_BROWSER=1)",
+)
+def test_report_html_renders_in_a_headless_browser_without_running_injected_script(tmp_path):
+    assert CHROMIUM, "SWEEPLAB_REQUIRE_BROWSER is set but chromium is not installed"
+    report = write_study_report(_view(_filled(tmp_path)), tmp_path / "out", flattener=None, root_dir=tmp_path)
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+    ]
+    page = report.files["report_html"].resolve().as_uri()
+    dom = subprocess.run(
+        [CHROMIUM, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120
+    ).stdout
+    title = re.search(r"<title>(.*?)</title>", dom).group(1)
+    assert title == "Study synthetic"  # the injected script never ran
+    assert "&lt;script&gt;document.title='pwned'" in dom  # shown as text
+    assert dom.count("<table>") >= 5 and "Possibly pruned too early" in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,2000", page], timeout=120)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+def test_a_study_without_a_complete_trial_still_gets_files_and_a_report_saying_so(tmp_path):
+    study = _study(tmp_path)
+    _add(study, TrialState.PRUNED, {"lr": 0.01}, 0.2, [0.2])
+    _add(study, TrialState.FAIL, {"lr": 0.02}, **{ATTR_FAIL_REASON: "RuntimeError: CUDA out of memory"})
+    report = write_study_report(_view(study), tmp_path / "out", flattener=None, root_dir=tmp_path)
+    assert json.loads(report.files["best_params"].read_text())["trial"] is None
+    assert len(list(csv.DictReader(report.files["all_trials"].open()))) == 2
+    md = report.files["report_md"].read_text()
+    assert "no complete trial yet" in md and "| RuntimeError: CUDA out of memory | 1 | 1 |" in md
+    assert {p.name: p.skipped for p in report.plots}["optimization_history"] == "no complete trial yet"
+    assert report.preset is None

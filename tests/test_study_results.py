@@ -1,0 +1,249 @@
+"""What a real study leaves behind, checked against its storage: files, plots, report, the exported preset."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+import shutil
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from sweeplab.reporting.export import SWEEP_GROUPS, Flattener
+from sweeplab.reporting.view import full_overrides
+from sweeplab.search.space import SearchSpace
+from tests.conftest import CONF, PLOTS, QUICK, run_cli
+
+STUDY = "rep_fast"
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    """One quick study (2-epoch quick validation, full training is 8 epochs) run as a user runs it."""
+    where = tmp_path_factory.mktemp("study")
+    result = run_cli(
+        [
+            "-m",
+            "hparams_search=optuna_fast",
+            "exp_name=rep",
+            "hydra.sweeper.n_trials=6",
+            "hydra.sweeper.quick_validation.epochs=2",
+            "hydra.sweeper.pruner.n_startup_trials=2",
+            *QUICK,
+        ],
+        cwd=where,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return where
+
+
+def _sweep_dir(root: Path) -> Path:
+    return sorted((root / "multirun" / "rep").iterdir())[-1]
+
+
+def _study(root: Path) -> optuna.Study:
+    return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{root / 'studies' / STUDY}.db")
+
+
+def test_study_files_say_what_the_storage_holds(root):
+    study, out = _study(root), _sweep_dir(root)
+    best = study.best_trial
+    best_params = json.loads((out / "best_params.json").read_text())
+    assert (best_params["trial"], best_params["value"], best_params["params"]) == (
+        best.number,
+        best.value,
+        best.params,
+    )
+    assert best_params["retrain"].endswith(f"preset=optimized/{STUDY}")
+
+    rows = list(csv.DictReader((out / "all_trials.csv").open()))
+    assert len(rows) == len(study.trials) == 6
+    for row, t in zip(rows, study.trials, strict=True):
+        assert (int(row["number"]), row["state"]) == (t.number, t.state.name)
+        assert float(row["value"]) == pytest.approx(t.value)
+        assert float(row["params_models.optimizer.lr"]) == pytest.approx(t.params["models.optimizer.lr"])
+        assert int(row["epochs_run"]) == t.user_attrs["epochs_run"] and int(row["max_epochs"]) == 2
+        assert int(row["last_step"]) == max(t.intermediate_values)
+        assert float(row["last_value"]) == pytest.approx(t.intermediate_values[max(t.intermediate_values)])
+
+    stats = json.loads((out / "study_stats.json").read_text())
+    for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+        assert stats["trials"][state.name] == len(study.get_trials(states=(state,)))
+    assert stats["epochs"]["run"] == sum(t.user_attrs["epochs_run"] for t in study.trials)
+    assert stats["epochs"]["unpruned"] == 2 * 6
+    complete = [t.value for t in study.get_trials(states=(TrialState.COMPLETE,))]
+    assert stats["values"]["mean"] == pytest.approx(np.mean(complete))
+    assert (stats["sampler"], stats["pruner"]) == ("TPESampler", "PercentilePruner")
+    assert stats["stopped"] == "the study has its 6 trials"
+
+    results = yaml.safe_load((out / "optimization_results.yaml").read_text())
+    assert results["best_trial"] == best.number and results["best_value"] == pytest.approx(best.value)
+
+    for name in PLOTS:
+        assert (out / "plots" / f"{name}.html").stat().st_size > 100_000  # plotly.js inline
+        assert (out / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    report = (out / "report.md").read_text()
+    assert f"| 1 | {best.number} | {best.value:.4g} | COMPLETE |" in report
+    assert f"preset=optimized/{STUDY}" in report and "seed=42,777,2024" in report
+    assert "<img alt=" in (out / "report.html").read_text()
+
+
+def _job_config(overrides: list[str]) -> tuple[dict, dict]:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    job = OmegaConf.to_container(cfg, resolve=False)
+    job.pop("hydra")
+    return job, choices
+
+
+def _training(choices: dict) -> dict:
+    return {g: c for g, c in choices.items() if not g.startswith("hydra") and g not in SWEEP_GROUPS}
+
+
+def test_the_exported_preset_reproduces_the_best_trials_config_trained_in_full(root, monkeypatch):
+    monkeypatch.chdir(root)  # generated configs are found under the directory the command runs from
+    best = _study(root).best_trial
+    trial_dir = _sweep_dir(root) / str(best.number)
+    ran = OmegaConf.to_container(OmegaConf.load(trial_dir / ".hydra" / "config.yaml"), resolve=False)
+    ran_choices = OmegaConf.load(trial_dir / ".hydra" / "hydra.yaml").hydra.runtime.choices
+    assert ran["trainer"]["max_epochs"] == 2  # quick validation ...
+
+    job, choices = _job_config([f"preset=optimized/{STUDY}"])
+    defaults, _ = _job_config([])
+    # ... reverts to full training
+    assert job["trainer"]["max_epochs"] == defaults["trainer"]["max_epochs"] == 8
+    ran["trainer"]["max_epochs"] = defaults["trainer"]["max_epochs"]
+    assert job == ran  # everything else as the trial ran it, searched values, fixed overrides and all
+    assert _training(choices) == _training(OmegaConf.to_container(ran_choices))
+    assert job["models"]["optimizer"]["lr"] == best.params["models.optimizer.lr"]
+    assert job["trainer"]["limit_train_batches"] == 5  # a fixed +key from the sweep's command line
+
+
+def test_the_focused_search_config_narrows_the_space_and_composes(root, monkeypatch):
+    monkeypatch.chdir(root)
+    path = root / "studies" / "conf" / "search" / "focused" / f"{STUDY}.yaml"
+    assert path.read_text().startswith("# @package _global_")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=["hparams_search=optuna_fast", f"search=focused/{STUDY}"],
+            return_hydra_config=True,
+        )
+    GlobalHydra.instance().clear()
+    focused = SearchSpace.parse(cfg.hydra.sweeper.params).distributions
+    stored = _study(root).trials[0].distributions
+    lr, old = focused["models.optimizer.lr"], stored["models.optimizer.lr"]
+    assert lr.log and old.low <= lr.low < lr.high <= old.high and (lr.low, lr.high) != (old.low, old.high)
+
+
+def test_the_report_runner_writes_the_same_files_from_the_storage_alone(root):
+    result = run_cli([f"study_name={STUDY}", "out_dir=again"], cwd=root, script="runners/report.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep, again = _sweep_dir(root), root / "again"
+    for name in (
+        "best_params.json",
+        "all_trials.csv",
+        "study_stats.json",
+        "optimization_results.yaml",
+        "report.md",
+    ):
+        assert (again / name).read_text() == (sweep / name).read_text(), name
+    assert {p.stem for p in (again / "plots").glob("*.png")} == PLOTS
+
+
+def test_the_report_runner_reports_a_study_that_is_still_running(root, tmp_path):
+    (tmp_path / "studies").mkdir()
+    shutil.copy(root / "studies" / f"{STUDY}.db", tmp_path / "studies" / f"{STUDY}.db")
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{tmp_path / 'studies' / STUDY}.db")
+    running = study.ask()  # a trial some worker is training right now
+    result = run_cli([f"study_name={STUDY}"], cwd=tmp_path, script="runners/report.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "reports" / STUDY
+    assert json.loads((out / "study_stats.json").read_text())["trials"]["RUNNING"] == 1
+    rows = {int(r["number"]): r for r in csv.DictReader((out / "all_trials.csv").open())}
+    assert rows[running.number]["state"] == "RUNNING"
+    assert "1 running" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "study_name=None: give the study to report"),
+        (["study_name=nope"], "study_name='nope': no study file studies/nope.db"),
+        (["study_name=x", "storage=sqlite:////no/such/dir/x.db"], "no such SQLite file"),
+        (["study_name=x", "top_k=0"], "top_k=0: must be an integer >= 1"),
+        (
+            ["study_name=x", "storage=postgresql://me:s3cret@127.0.0.1:9/db"],
+            "storage='postgresql://me:***@127.0.0.1:9/db'",
+        ),
+    ],
+)
+def test_report_runner_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
+    result = run_cli(args, cwd=tmp_path, script="runners/report.py")
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
+    ours = next(line for line in result.stderr.splitlines() if message in line)
+    assert "s3cret" not in ours  # (Hydra itself echoes the overrides as typed, above our line)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_seed_multirun_writes_a_summary_whose_numbers_are_the_jobs_metrics(tmp_path):
+    result = run_cli(
+        ["-m", "seed=1,2", "models.optimizer.lr=0.003,-1", "exp_name=seeds", "trainer.max_epochs=1", *QUICK],
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0  # the lr=-1 jobs fail, and Hydra's basic sweeper reports it ...
+    sweep = sorted((tmp_path / "multirun" / "seeds").iterdir())[-1]
+    summary = json.loads((sweep / "multirun_summary.json").read_text())  # ... after the summary was written
+    assert (summary["jobs"], summary["completed"]) == (4, 2)
+    assert [f["overrides"] for f in summary["failed"]] == [
+        ["seed=1", "models.optimizer.lr=-1"],
+        ["seed=2", "models.optimizer.lr=-1"],
+    ]
+    assert all("must be a number > 0" in f["error"] for f in summary["failed"])
+    metrics = [json.loads((sweep / str(n) / "metrics.json").read_text()) for n in (0, 2)]
+    for name, values in {
+        "val/f1": [m["best_val"]["val/f1"] for m in metrics],
+        "test/f1": [m["test"]["test/f1"] for m in metrics],
+    }.items():
+        stats = summary["metrics"][name]
+        assert stats["n"] == 2
+        assert stats["mean"] == pytest.approx(np.mean(values)) and stats["std"] == pytest.approx(
+            np.std(values, ddof=1)
+        )
+        assert (stats["min"], stats["max"]) == (pytest.approx(min(values)), pytest.approx(max(values)))
+    table = (sweep / "multirun_summary.md").read_text()
+    assert "| 0 | seed=1 models.optimizer.lr=0.003 | COMPLETED |" in table and "## Failed jobs" in table
+
+
+def test_the_command_given_for_a_trial_trains_exactly_its_config_in_full(root, monkeypatch):
+    monkeypatch.chdir(root)
+    trial = next(t for t in _study(root).trials if t.number != _study(root).best_trial.number)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        flattener = Flattener(lambda o: loader.load_configuration("train", o, run_mode=RunMode.RUN))
+        command = shlex.split(flattener.trial_command(trial))
+        cfg = compose("train", overrides=command[2:])
+        expected = flattener.flatten(full_overrides(trial)).job
+    GlobalHydra.instance().clear()
+    job = OmegaConf.to_container(cfg, resolve=False)
+    assert command[:2] == ["python", "runners/train.py"] or command[1].endswith("runners/train.py")
+    assert job == expected
+    assert (
+        job["trainer"]["max_epochs"] == 8
+        and job["models"]["optimizer"]["lr"] == trial.params["models.optimizer.lr"]
+    )
