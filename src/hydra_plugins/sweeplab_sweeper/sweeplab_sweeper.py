@@ -6,6 +6,7 @@ custom_search_space) with the same meaning; the work is done in `sweeplab.search
 """
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, RunMode, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 
 log = logging.getLogger("sweeplab.sweep")
 
@@ -54,7 +55,7 @@ class SweeplabSweeperConf:
     storage: Any = None  # null: sqlite:///<cwd>/studies/<study_name>.db
     study_name: str | None = None  # null: the job config's exp_name + study_suffix
     n_trials: int = 20  # the study's total, counted across reruns and workers
-    n_jobs: int = 1
+    n_jobs: int = 1  # trials at once; > 1 with the basic launcher: one process per trial, no batch barrier
     max_failure_rate: float = 0.0
     search_space: dict[str, Any] | None = None  # removed upstream; refused with a pointer to `params`
     params: dict[str, str] | None = None
@@ -67,6 +68,9 @@ class SweeplabSweeperConf:
     stop: StopConf = field(default_factory=StopConf)
     quick_validation: QuickValidationConf = field(default_factory=QuickValidationConf)
     allow_space_change: bool = False
+    # seconds between a running trial's heartbeats; a trial silent for 2 intervals is failed and re-run
+    heartbeat_interval: int | None = 60
+    share_gpus: bool = False  # allow n_jobs > visible GPUs (workers i and i+g share GPU i)
     # at the end: plots, report.md/html and the best trial as preset=optimized/<study> (result files always)
     report: bool = True
 
@@ -98,10 +102,12 @@ class SweeplabSweeper(Sweeper):
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher: Any = None
+        self.task_function: TaskFunction | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
         self.hydra_context = hydra_context
+        self.task_function = task_function
         HydraConfig.instance().set_config(config)  # so ${hydra:...} in the job config resolves for our checks
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
@@ -126,6 +132,8 @@ class SweeplabSweeper(Sweeper):
             root_dir=root_dir,
             config_name=str(self.config.hydra.job.config_name),
         )
+        pool = self._pool(plan.n_jobs, bool(sweeper_cfg.get("share_gpus", False)))
+        self._hide_password(plan.storage_url)
         study = open_study(plan)
         log.info(
             "study %s: %d trials in all, %d param(s) searched, sampler %s, pruner %s, %d at a time",
@@ -137,7 +145,7 @@ class SweeplabSweeper(Sweeper):
             plan.n_jobs,
         )
         sweep = StudySweep(plan, study, self.launcher.launch, sweeper_cfg)
-        stopped = sweep.run()
+        stopped = sweep.run(pool)
         study.set_user_attr(STUDY_STOPPED, stopped)
         view = StudyView(study, masked(plan.storage_url))
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -149,6 +157,39 @@ class SweeplabSweeper(Sweeper):
             preset = None
         _log_summary(view, stopped, sweep_dir, preset.command if preset else None)
         return view
+
+    def _hide_password(self, url: str) -> None:
+        """Jobs get a password-carrying storage URL through the environment, never through saved overrides."""
+        from sweeplab.search.study import STORAGE_ENV, has_password
+
+        if not has_password(url):
+            return
+        assert self.config is not None
+        os.environ[STORAGE_ENV] = url  # inherited by worker processes and read by in-process jobs
+        kept = [
+            o
+            for o in self.config.hydra.overrides.hydra
+            if o.split("=", 1)[0].lstrip("+~") != "hydra.sweeper.storage"
+        ]
+        with read_write(self.config.hydra.overrides):
+            self.config.hydra.overrides.hydra = [*kept, f"hydra.sweeper.storage=${{oc.env:{STORAGE_ENV}}}"]
+
+    def _pool(self, n_jobs: int, share_gpus: bool) -> Any:
+        """Worker processes for n_jobs > 1 under the basic launcher; other launchers get batches as usual."""
+        from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+
+        from sweeplab.search.workers import ProcessPool, assign_devices, visible_devices
+
+        if n_jobs == 1 or not isinstance(self.launcher, BasicLauncher):
+            return None
+        assert self.hydra_context is not None and self.task_function is not None and self.config is not None
+        slots = assign_devices(n_jobs, visible_devices(), share_gpus)
+        log.info(
+            "%d workers: %s",
+            n_jobs,
+            ", ".join(f"worker {i} on {'GPU ' + d if d is not None else 'CPU'}" for i, d in enumerate(slots)),
+        )
+        return ProcessPool(self.hydra_context, self.task_function, self.config, slots)
 
     def _compose(self, overrides: list[str]) -> DictConfig:
         """A job's config for `overrides`, composed as the launcher composes trials (run mode)."""

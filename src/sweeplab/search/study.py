@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import socket
+import sqlite3
+import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,10 @@ log = logging.getLogger(__name__)
 # The `_target_` of sweeplab's Hydra sweeper: how a job or a callback knows it runs inside a study.
 SWEEPER_TARGET = "hydra_plugins.sweeplab_sweeper.sweeplab_sweeper.SweeplabSweeper"
 
+# Where a sweep puts a storage URL that carries a password, for its jobs: the URL itself stays out of
+# the configs and overrides Hydra saves in every job's .hydra/ (they hold ${oc.env:SWEEPLAB_STORAGE}).
+STORAGE_ENV = "SWEEPLAB_STORAGE"
+
 # Where the embedded default lives, relative to the directory the command is started from.
 STUDIES_DIR = "studies"
 
@@ -35,9 +43,12 @@ ATTR_PRUNED_AT = "pruned_at_epoch"
 ATTR_RETRY_OF = "retry_of"
 ATTR_OVERRIDES = "overrides"
 ATTR_OUTPUT_DIR = "output_dir"
+ATTR_WORKER_PID = "worker_pid"  # the process that trains the trial (the sweeper's own for n_jobs=1)
+ATTR_LOST = "lost"  # how a trial's process died without a result (killed, crashed): then it is re-run
 ATTR_QUICK = "quick_overrides"  # the quick-validation part of `overrides`: dropped to train in full
 ATTR_MAX_EPOCHS = "max_epochs"  # the epochs the trial would have run unpruned
 INTERRUPTED = "interrupted"
+SURPLUS = "not run: other sweeps had started the study's last trials"  # see StudySweep.surplus
 # Study attributes: what reports and exports need, written by every run of the sweep.
 STUDY_CONFIG_NAME = "sweeplab:config_name"
 STUDY_SCRIPT = "sweeplab:script"
@@ -50,6 +61,9 @@ STUDY_STOPPED = "sweeplab:stopped"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own status line per trial replaces Optuna's
+# Heartbeats with ask/tell are what sweeplab does on purpose (each trial's process records its own).
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+warnings.filterwarnings("ignore", message="Argument ``heartbeat_interval`` is an experimental feature")
 
 
 def default_storage(study_name: str, root_dir: str | os.PathLike) -> str:
@@ -84,18 +98,53 @@ def masked_argument(argument: str) -> str:
     return f"{key}{sep}{masked(value)}" if sep and "://" in value else argument
 
 
-def open_storage(url: str, key: str = "hydra.sweeper.storage") -> optuna.storages.BaseStorage:
-    """An Optuna storage for `url`, failing with one line (naming `key`) when it cannot be opened."""
+def has_password(url: str) -> bool:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).password is not None
+    except Exception:
+        return bool(re.search(r"//[^:/@]+:[^@]*@", url))
+
+
+def open_storage(
+    url: str, key: str = "hydra.sweeper.storage", heartbeat_interval: int | None = None
+) -> optuna.storages.RDBStorage:
+    """An Optuna storage for `url`, failing with one line (naming `key`) when it cannot be opened.
+
+    With `heartbeat_interval`, trials of this storage that stop sending heartbeats become stale
+    (Optuna's heartbeat: see `recover_stale`).
+
+    SQLite runs in WAL mode (readers never block the writer; several worker processes write trials,
+    heartbeats and reports) with a 60 s busy timeout. Opening is tried three times: processes that
+    open a new database at once (several sweeps, a report) race to create Optuna's tables.
+    """
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(url[len("sqlite:///") :])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _wal(path)
         engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except Exception as exc:  # sqlalchemy/driver errors come in many types; all mean "cannot open"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise config_error(key, masked(url), f"cannot open it: {first}") from None
+    attempts = 3
+    for attempt in range(1, attempts + 1):
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval
+            )
+        except Exception as exc:  # sqlalchemy/driver errors come in many types; all mean "cannot open"
+            if attempt < attempts and not isinstance(exc, ImportError | ModuleNotFoundError):
+                time.sleep(1.0)
+                continue
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise config_error(key, masked(url), f"cannot open it: {first}") from None
+    raise AssertionError("unreachable")
+
+
+def _wal(path: Path) -> None:
+    """Switch the SQLite file to write-ahead logging (a property of the file: set once, kept)."""
+    with contextlib.closing(sqlite3.connect(path, timeout=60)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
 
 
 def stored_space(study: optuna.Study) -> dict[str, str] | None:
@@ -107,9 +156,13 @@ def space_from_json(data: dict[str, str]) -> dict[str, Any]:
     return {name: json_to_distribution(js) for name, js in data.items()}
 
 
+def counts(trial: FrozenTrial) -> bool:
+    """Whether a trial counts toward n_trials: an interrupted trial is re-run and a surplus one never ran."""
+    return trial.state in FINISHED and trial.user_attrs.get(ATTR_FAIL_REASON) not in (INTERRUPTED, SURPLUS)
+
+
 def counted(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
-    """Finished trials that count toward n_trials: an interrupted trial is re-run, so it does not count."""
-    return [t for t in trials if t.state in FINISHED and t.user_attrs.get(ATTR_FAIL_REASON) != INTERRUPTED]
+    return [t for t in trials if counts(t)]
 
 
 def owned_here() -> dict[str, Any]:
@@ -132,15 +185,43 @@ def is_orphaned(trial: FrozenTrial) -> bool:
     return False
 
 
-def close_interrupted(study: optuna.Study, trial_id: int, requeue: bool = True) -> None:
-    """Store a trial that never finished as FAIL ("interrupted") and queue its params to run again first."""
-    frozen = study._storage.get_trial(trial_id)
-    if frozen.state.is_finished():
-        return
-    study._storage.set_trial_user_attr(trial_id, ATTR_FAIL_REASON, INTERRUPTED)
-    study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
+def close_interrupted(
+    study: optuna.Study, trial_id: int, requeue: bool = True, how: str | None = None
+) -> bool:
+    """Store a trial that never finished as FAIL ("interrupted") and queue its params to run again first.
+
+    Safe when several sweeps find the same trial: only the one whose state change lands requeues it.
+    """
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial_id, ATTR_FAIL_REASON, INTERRUPTED)
+        if how:
+            storage.set_trial_user_attr(trial_id, ATTR_LOST, how)
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False  # it finished, or another sweep closed it first
+    frozen = storage.get_trial(trial_id)
     if requeue and frozen.params:
         study.enqueue_trial(frozen.params, user_attrs={ATTR_RETRY_OF: frozen.number}, skip_if_exists=False)
+    return True
+
+
+def recover_stale(study: optuna.Study) -> list[int]:
+    """Close RUNNING trials whose heartbeat stopped (their process or machine died); their params run again."""
+    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache wrapper
+    if not isinstance(storage, optuna.storages.RDBStorage) or storage.get_heartbeat_interval() is None:
+        return []
+    grace = storage.grace_period or 2 * storage.get_heartbeat_interval()
+    closed = [
+        storage.get_trial(trial_id).number
+        for trial_id in storage._get_stale_trial_ids(study._study_id)  # Optuna's own staleness query
+        if close_interrupted(
+            study, trial_id, how=f"no heartbeat for {grace}s: its process or machine stopped"
+        )
+    ]
+    if closed:
+        log.warning("trials %s stopped sending heartbeats: marked FAIL (interrupted), re-run first", closed)
+    return closed
 
 
 def recover_orphans(study: optuna.Study) -> list[int]:

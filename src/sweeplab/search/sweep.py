@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn
 from hydra.utils import get_method
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
@@ -28,6 +28,7 @@ from sweeplab.search.space import SearchSpace, format_value
 from sweeplab.search.study import (
     ATTR_EPOCHS,
     ATTR_FAIL_REASON,
+    ATTR_LOST,
     ATTR_OVERRIDES,
     ATTR_PRUNED_AT,
     ATTR_QUICK,
@@ -39,16 +40,20 @@ from sweeplab.search.study import (
     STUDY_SAMPLER,
     STUDY_SCRIPT,
     STUDY_STOPPED,
+    SURPLUS,
     close_interrupted,
     counted,
+    counts,
     masked,
     masked_argument,
     open_storage,
     owned_here,
     recover_orphans,
+    recover_stale,
     resolve_storage,
     stored_space,
 )
+from sweeplab.search.workers import Outcome, ProcessPool
 
 log = logging.getLogger("sweeplab.sweep")
 
@@ -75,6 +80,7 @@ class SweepPlan:
     target: float | None = None
     min_delta: float = 0.0
     allow_space_change: bool = False
+    heartbeat_interval: int | None = 60
     quick_overrides: list[str] = field(default_factory=list)
     custom_search_space: Callable[[DictConfig, optuna.Trial], None] | None = None
     script: str = "runners/train.py"
@@ -127,6 +133,13 @@ def make_plan(
     patience = stop.get("patience")
     if patience is not None and int(patience) < 1:
         raise config_error("hydra.sweeper.stop.patience", patience, "must be at least 1, or null")
+    heartbeat = sweeper.get("heartbeat_interval")
+    if heartbeat is not None and (
+        not isinstance(heartbeat, int) or isinstance(heartbeat, bool) or heartbeat < 1
+    ):
+        raise config_error(
+            "hydra.sweeper.heartbeat_interval", heartbeat, "must be a whole number of seconds >= 1, or null"
+        )
     target = stop.get("target")
     if target is not None and len(directions) > 1:
         raise config_error("hydra.sweeper.stop.target", target, "needs a single-objective study")
@@ -160,6 +173,7 @@ def make_plan(
         target=float(target) if target is not None else None,
         min_delta=float(stop.get("min_delta") or 0.0),
         allow_space_change=bool(sweeper.get("allow_space_change", False)),
+        heartbeat_interval=heartbeat,
         quick_overrides=quick,
         custom_search_space=custom,
         script=_script(),
@@ -171,9 +185,22 @@ def make_plan(
 
 def open_study(plan: SweepPlan) -> optuna.Study:
     """Load the study or create it; a different search space or direction is refused before any write."""
-    storage = open_storage(plan.storage_url)
-    names = {s.study_name: s for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)}
-    if plan.study_name in names:
+    storage = open_storage(plan.storage_url, heartbeat_interval=plan.heartbeat_interval)
+    study = None
+    if plan.study_name not in optuna.study.get_all_study_names(storage):
+        try:
+            study = optuna.create_study(
+                study_name=plan.study_name,
+                storage=storage,
+                sampler=plan.sampler,
+                pruner=plan.pruner,
+                directions=plan.directions,
+            )
+            study.set_user_attr(ATTR_SPACE, _json(plan.space.to_json()))
+            log.info("study %s created in %s", plan.study_name, masked(plan.storage_url))
+        except optuna.exceptions.DuplicatedStudyError:
+            study = None  # another sweep created it a moment ago: load it as below
+    if study is None:
         study = optuna.load_study(
             study_name=plan.study_name, storage=storage, sampler=plan.sampler, pruner=plan.pruner
         )
@@ -203,16 +230,6 @@ def open_study(plan: SweepPlan) -> optuna.Study:
             masked(plan.storage_url),
             len(study.trials),
         )
-    else:
-        study = optuna.create_study(
-            study_name=plan.study_name,
-            storage=storage,
-            sampler=plan.sampler,
-            pruner=plan.pruner,
-            directions=plan.directions,
-        )
-        study.set_user_attr(ATTR_SPACE, _json(plan.space.to_json()))
-        log.info("study %s created in %s", plan.study_name, masked(plan.storage_url))
     for key, value in {
         STUDY_CONFIG_NAME: plan.config_name,
         STUDY_SCRIPT: plan.script,
@@ -224,6 +241,7 @@ def open_study(plan: SweepPlan) -> optuna.Study:
     }.items():
         study.set_user_attr(key, value)
     recover_orphans(study)
+    recover_stale(study)
     return study
 
 
@@ -238,30 +256,79 @@ class StudySweep:
         self.session_failed = 0
 
     # -- the loop ---------------------------------------------------------------------------------
-    def run(self) -> str:
-        """Run trials until the study has n_trials finished ones (or a stop rule fires); returns why it stopped."""
+    def run(self, pool: ProcessPool | None = None) -> str:
+        """Run trials until the study has n_trials finished ones (or a stop rule fires); returns why it stopped.
+
+        With a pool, a trial starts whenever a worker is free; without one, batches of n_jobs go to the
+        Hydra launcher (in this process for the basic launcher, elsewhere for SLURM and the like).
+        """
+        asked: dict[int, optuna.Trial] = {}
+        try:
+            return self._run_pool(pool, asked) if pool is not None else self._run_batches(asked)
+        except BaseException:  # Ctrl-C, a config error, too many failures: never leave trials RUNNING
+            stopped = pool.stop_all() if pool is not None else []
+            open_trials = [t for t in asked.values() if not self._finished(t)]
+            for trial in open_trials:
+                close_interrupted(self.study, trial._trial_id)
+            if open_trials:
+                log.error(
+                    "sweep stopped: trials %s stored as FAIL (interrupted)%s; run the same command to resume",
+                    [t.number for t in open_trials],
+                    f", their {len(stopped)} worker process(es) stopped" if stopped else "",
+                )
+            raise
+
+    def _run_batches(self, asked: dict[int, optuna.Trial]) -> str:
         while True:
+            recover_stale(self.study)
             trials = self.study.get_trials(deepcopy=False)
-            running = [t for t in trials if t.state == TrialState.RUNNING]
-            remaining = self.plan.n_trials - len(counted(trials)) - len(running)
+            remaining = self.remaining(trials)
             if remaining <= 0:
-                return f"the study has its {self.plan.n_trials} trials"
+                return self.done_reason(trials)
             reason = self.stop_reason(trials)
             if reason:
                 return reason
-            batch = [self.ask() for _ in range(min(self.plan.n_jobs, remaining))]
-            try:
-                returns = self.launch_trials(batch)
-            except BaseException:  # Ctrl-C, SystemExit from a job: never leave trials RUNNING
-                for trial in batch:
-                    close_interrupted(self.study, trial._trial_id)
-                log.error(
-                    "sweep interrupted: trials %s stored as FAIL (interrupted); run the same command to resume",
-                    [t.number for t in batch],
-                )
-                raise
+            batch = [
+                t for t in (self.ask() for _ in range(min(self.plan.n_jobs, remaining))) if t is not None
+            ]
+            if not batch:
+                continue
+            asked.update((t.number, t) for t in batch)
+            returns = self.launch_trials(batch)
             for trial, ret in zip(batch, returns, strict=True):
-                self.tell(trial, ret)
+                self.tell(asked.pop(trial.number), Outcome.of(ret))
+
+    def _run_pool(self, pool: ProcessPool, asked: dict[int, optuna.Trial]) -> str:
+        stopping: str | None = None
+        while True:
+            recover_stale(self.study)  # trials of sweeps elsewhere that died
+            trials = self.study.get_trials(deepcopy=False)
+            stopping = stopping or self.stop_reason(trials)
+            remaining = self.remaining(trials)
+            while stopping is None and remaining > 0 and pool.free_slot() is not None:
+                trial = self.ask()
+                if trial is None:
+                    break
+                asked[trial.number] = trial
+                pool.start(trial.number, self.job_overrides(trial))
+                remaining -= 1
+            if not pool.running:
+                return stopping or self.done_reason(self.study.get_trials(deepcopy=False))
+            for number, outcome in pool.wait_any(timeout=self.plan.heartbeat_interval):
+                self.tell(asked.pop(number), outcome)
+
+    def remaining(self, trials: list[FrozenTrial]) -> int:
+        """Trials still to start: n_trials minus finished and running ones, on every worker and machine."""
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        return self.plan.n_trials - len(counted(trials)) - len(running)
+
+    def done_reason(self, trials: list[FrozenTrial]) -> str:
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        elsewhere = f" ({running} still running in other sweeps)" if running else ""
+        return f"the study has its {self.plan.n_trials} trials{elsewhere}"
+
+    def _finished(self, trial: optuna.Trial) -> bool:
+        return self.study._storage.get_trial(trial._trial_id).state.is_finished()
 
     def stop_reason(self, trials: list[FrozenTrial]) -> str | None:
         plan = self.plan
@@ -292,8 +359,13 @@ class StudySweep:
         return None
 
     # -- one trial --------------------------------------------------------------------------------
-    def ask(self) -> optuna.Trial:
+    def ask(self) -> optuna.Trial | None:
+        """A new trial, or None when other sweeps on the same storage took the last places first."""
         trial = self.study.ask(self.plan.space.distributions)
+        if self.surplus(trial):
+            trial.set_user_attr(ATTR_FAIL_REASON, SURPLUS)
+            self.study.tell(trial, state=TrialState.FAIL)
+            return None
         if self.plan.custom_search_space is not None:
             self.plan.custom_search_space(self.config, trial)
         for key, value in owned_here().items():
@@ -302,6 +374,18 @@ class StudySweep:
         trial.set_user_attr(ATTR_OVERRIDES, [*quick, *own])
         trial.set_user_attr(ATTR_QUICK, quick)
         return trial
+
+    def surplus(self, trial: optuna.Trial) -> bool:
+        """Whether `trial` would go past n_trials: places go by trial number, which the storage hands out in order.
+
+        Sweeps on several machines each see a free place and ask at the same moment; the later numbers lose.
+        """
+        places = sorted(
+            t.number
+            for t in self.study.get_trials(deepcopy=False)
+            if t.state in (TrialState.RUNNING, TrialState.WAITING) or counts(t)
+        )
+        return places.index(trial.number) >= self.plan.n_trials
 
     def task_overrides(self, params: dict[str, Any]) -> tuple[list[str], list[str]]:
         """(quick validation, the space's overrides); a searched or fixed key wins over a quick one."""
@@ -323,41 +407,41 @@ class StudySweep:
             return list(self.launch([self.job_overrides(t) for t in batch], numbers[0]))
         return [r for t in batch for r in self.launch([self.job_overrides(t)], t.number)]
 
-    def tell(self, trial: optuna.Trial, ret: JobReturn) -> None:
-        frozen = self.study._storage.get_trial(trial._trial_id)
-        error: BaseException | None = None
-        values: list[float] | None = None
-        if ret.status == JobStatus.COMPLETED:
-            values, problem = _values(ret._return_value, len(self.plan.directions))
-            if problem:
-                error = ValueError(problem)
-        else:
-            error = (
-                ret._return_value
-                if isinstance(ret._return_value, BaseException)
-                else RuntimeError("job failed")
+    def tell(self, trial: optuna.Trial, outcome: Outcome) -> None:
+        if outcome.lost:  # not the params' fault: run them again, as after an interrupted sweep
+            trial.set_user_attr(ATTR_LOST, outcome.error)
+            close_interrupted(self.study, trial._trial_id)
+            log.warning(
+                "trial %d lost (%s): stored FAIL (interrupted), its params run again",
+                trial.number,
+                outcome.error,
             )
-
-        if isinstance(error, optuna.TrialPruned) or (error is None and ATTR_PRUNED_AT in frozen.user_attrs):
+            self.status_line(self.study._storage.get_trial(trial._trial_id))
+            return
+        frozen = self.study._storage.get_trial(trial._trial_id)
+        values: list[float] | None = None
+        problem = outcome.error
+        if problem is None:
+            values, problem = _values(outcome.value, len(self.plan.directions))
+        if outcome.pruned or (problem is None and ATTR_PRUNED_AT in frozen.user_attrs):
             state = TrialState.PRUNED
             self.study.tell(trial, state=state)
-        elif error is None:
+        elif problem is None:
             state = TrialState.COMPLETE
             self.study.tell(trial, values)
         else:
             state = TrialState.FAIL
-            reason = f"{type(error).__name__}: {error}".splitlines()[0]
-            trial.set_user_attr(ATTR_FAIL_REASON, reason)
+            trial.set_user_attr(ATTR_FAIL_REASON, problem)
             self.study.tell(trial, state=state)
             self.session_failed += 1
         self.session_finished += 1
         self.status_line(self.study._storage.get_trial(trial._trial_id))
-        if isinstance(error, SweeplabError):
-            raise error  # a config problem fails every trial alike: stop now, with its one line
+        if outcome.config_error:  # a config problem fails every trial alike: stop now, with its one line
+            raise SweeplabError(problem.removeprefix(f"{SweeplabError.__name__}: "))
         allowed = self.plan.max_failure_rate * self.plan.n_trials
         if state == TrialState.FAIL and self.session_failed > allowed:
             raise SweeplabError(
-                f"trial {trial.number} failed ({trial.user_attrs.get(ATTR_FAIL_REASON)}); {self.session_failed} "
+                f"trial {trial.number} failed ({problem}); {self.session_failed} "
                 f"failures exceed hydra.sweeper.max_failure_rate={self.plan.max_failure_rate:g} of "
                 f"n_trials={self.plan.n_trials}"
             )
@@ -394,11 +478,11 @@ def _values(raw: Any, n: int) -> tuple[list[float] | None, str | None]:
     try:
         values = [float(raw)] if n == 1 else [float(v) for v in raw]
     except (TypeError, ValueError):
-        return None, f"the job returned {raw!r}; the study needs {n} number(s)"
+        return None, f"ValueError: the job returned {raw!r}; the study needs {n} number(s)"
     if len(values) != n:
-        return None, f"the job returned {len(values)} values; the study has {n} directions"
+        return None, f"ValueError: the job returned {len(values)} values; the study has {n} directions"
     if any(math.isnan(v) for v in values):
-        return None, "the job's value is NaN (training diverged or never validated)"
+        return None, "ValueError: the job's value is NaN (training diverged or never validated)"
     return values, None
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,7 @@ from sweeplab.search.study import (
     ATTR_EPOCHS,
     ATTR_OUTPUT_DIR,
     ATTR_PRUNED_AT,
+    ATTR_WORKER_PID,
     SWEEPER_TARGET,
     open_storage,
     resolve_storage,
@@ -30,10 +33,31 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class StudyTrial:
-    """The Optuna trial this job is, with the study's pruner."""
+    """The Optuna trial this job is, with the study's pruner, sending heartbeats while it trains."""
 
     study: optuna.Study
     trial: optuna.Trial
+    heartbeat_interval: int | None = None
+    _stop: threading.Event | None = None
+
+    def start_heartbeat(self) -> None:
+        """Record a heartbeat every interval until `close()`: a sweep anywhere sees this trial is alive."""
+        if not self.heartbeat_interval:
+            return
+        storage, trial_id, stop = self.study._storage, self.trial._trial_id, threading.Event()
+        self._stop = stop
+
+        def beat() -> None:
+            while True:
+                storage.record_heartbeat(trial_id)
+                if stop.wait(self.heartbeat_interval):
+                    return
+
+        threading.Thread(target=beat, name=f"heartbeat-trial-{self.number}", daemon=True).start()
+
+    def close(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
 
     @property
     def number(self) -> int:
@@ -63,7 +87,11 @@ def current_trial() -> StudyTrial | None:
     trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, int(hydra_cfg.job.num))
     trial = optuna.Trial(study, trial_id)
     trial.set_user_attr(ATTR_OUTPUT_DIR, str(hydra_cfg.runtime.output_dir))
-    return StudyTrial(study, trial)
+    trial.set_user_attr(ATTR_WORKER_PID, os.getpid())
+    interval = sweeper.get("heartbeat_interval")
+    study_trial = StudyTrial(study, trial, int(interval) if interval else None)
+    study_trial.start_heartbeat()
+    return study_trial
 
 
 class PruningCallback(L.Callback):

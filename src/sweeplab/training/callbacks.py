@@ -42,6 +42,11 @@ class MetricHistory(L.Callback):
         metrics[self.optimized_metric] = float(trainer.callback_metrics[self.optimized_metric])
         metrics["epoch"] = trainer.current_epoch
         self.epochs.append(metrics)
+        diverged = [k for k in ("train/loss", "val/loss") if math.isnan(metrics.get(k, 0.0))]
+        if diverged:  # every later epoch would be NaN too: fail now, with the reason
+            raise FloatingPointError(
+                f"{diverged[0]} is NaN after epoch {trainer.current_epoch + 1}: training diverged"
+            )
 
     def values(self) -> list[float]:
         return [e[self.optimized_metric] for e in self.epochs]

@@ -61,11 +61,17 @@ def train(cfg: DictConfig) -> float | list[float]:
         cfg.models.net.name,
     )
 
-    trainer.fit(module, datamodule=dm)
-    pruned = pruning is not None and pruning.pruned_at is not None
-    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-    best_path = checkpoint.best_model_path if checkpoint is not None else ""
-    test = [] if pruned else trainer.test(module, datamodule=dm, ckpt_path=best_path or None, verbose=False)
+    try:
+        trainer.fit(module, datamodule=dm)
+        pruned = pruning is not None and pruning.pruned_at is not None
+        checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+        best_path = checkpoint.best_model_path if checkpoint is not None else ""
+        test = (
+            [] if pruned else trainer.test(module, datamodule=dm, ckpt_path=best_path or None, verbose=False)
+        )
+    finally:
+        if study_trial:
+            study_trial.close()  # heartbeats stop; the sweeper stores the trial's end
 
     best = history.best(mode)
     value = best[cfg.optimized_metric] if best else math.nan

@@ -1,0 +1,262 @@
+"""Studies with several trials at once (n_jobs > 1): no batch barrier, workers that die, injected faults."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
+
+from sweeplab.errors import SweeplabError
+from sweeplab.search.study import (
+    ATTR_FAIL_REASON,
+    ATTR_LOST,
+    ATTR_RETRY_OF,
+    ATTR_WORKER_PID,
+    INTERRUPTED,
+    counted,
+    open_storage,
+    recover_stale,
+)
+from sweeplab.search.trial import StudyTrial
+from sweeplab.search.workers import assign_devices
+from tests.conftest import QUICK, ROOT, load_trials, run_cli
+
+PARALLEL = ["-m", "hparams_search=optuna_fast", "hydra.sweeper.n_jobs=2", *QUICK]
+
+
+def _max_overlap(trials) -> int:
+    """The most trials that were running at one moment."""
+    events = sorted(
+        [(t.datetime_start, 1) for t in trials] + [(t.datetime_complete, -1) for t in trials],
+        key=lambda e: (e[0], e[1]),
+    )
+    now = peak = 0
+    for _, step in events:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def test_two_workers_run_two_trials_at_once_each_in_its_own_process(tmp_path):
+    result = run_cli([*PARALLEL, "exp_name=par", "hydra.sweeper.n_trials=4"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = load_trials(tmp_path, "par_fast")
+    assert len(counted(trials)) == 4
+    assert _max_overlap(trials) == 2  # overlapping, and never more than n_jobs
+    pids = {t.user_attrs[ATTR_WORKER_PID] for t in trials}
+    assert len(pids) == 4  # one process per trial ...
+    assert all(f"trial {t.number} started in worker" in result.stdout + result.stderr for t in trials)
+    sweep = sorted((tmp_path / "multirun" / "par").iterdir())[-1]
+    assert all((sweep / str(t.number) / "worker.log").is_file() for t in trials)  # ... its output in its dir
+    assert (sweep / "report.md").is_file()
+
+
+def test_a_worker_killed_with_sigkill_is_rerun_and_the_study_still_has_n_trials(tmp_path):
+    args = [
+        *PARALLEL,
+        "exp_name=kill",
+        "hydra.sweeper.n_trials=4",
+        "trainer.max_epochs=3",
+        "hydra.sweeper.quick_validation.epochs=3",
+        "++trainer.limit_train_batches=30",
+    ]
+    log = (tmp_path / "sweep.log").open("w")
+    sweep = subprocess.Popen(
+        [sys.executable, str(ROOT / "runners/train.py"), *args],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    db = tmp_path / "studies" / "kill_fast.db"
+    victim = None
+    deadline = time.monotonic() + 240
+    while victim is None and time.monotonic() < deadline and sweep.poll() is None:
+        time.sleep(1)
+        if db.exists():
+            try:
+                running = optuna.load_study(study_name="kill_fast", storage=f"sqlite:///{db}").get_trials(
+                    states=(TrialState.RUNNING,)
+                )
+            except Exception:  # the sweeper may be creating the tables right now
+                continue
+            victim = next((t for t in running if t.user_attrs.get("epochs_run")), None)
+    assert victim is not None, (tmp_path / "sweep.log").read_text()[-3000:]
+    os.kill(victim.user_attrs[ATTR_WORKER_PID], signal.SIGKILL)
+    assert sweep.wait(timeout=600) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
+
+    trials = load_trials(tmp_path, "kill_fast")
+    assert len(counted(trials)) == 4
+    killed = next(t for t in trials if t.number == victim.number)
+    assert killed.state == TrialState.FAIL and killed.user_attrs[ATTR_FAIL_REASON] == INTERRUPTED
+    assert "SIGKILL" in killed.user_attrs[ATTR_LOST]
+    rerun = [t for t in trials if t.user_attrs.get(ATTR_RETRY_OF) == victim.number]
+    assert len(rerun) == 1 and rerun[0].params == killed.params and rerun[0].state != TrialState.RUNNING
+
+
+def test_a_raising_a_diverging_and_an_out_of_memory_trial_fail_with_their_reasons_and_the_study_goes_on(
+    tmp_path,
+):
+    result = run_cli(
+        [
+            *PARALLEL,
+            "exp_name=faults",
+            "hydra.sweeper.n_trials=5",
+            "hydra.sweeper.max_failure_rate=0.6",
+            "hydra.sweeper.quick_validation.epochs=2",
+            "+callbacks.fault._target_=tests.faults.InjectFault",
+            "+callbacks.fault.exception=1",
+            "+callbacks.fault.nan=2",
+            "+callbacks.fault.oom=3",
+        ],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = {t.number: t for t in load_trials(tmp_path, "faults_fast")}
+    assert len(counted(trials.values())) == 5
+    reasons = {n: trials[n].user_attrs.get(ATTR_FAIL_REASON) for n in (1, 2, 3)}
+    assert reasons[1] == "RuntimeError: injected failure"
+    assert reasons[2].startswith("FloatingPointError: ") and "is NaN after epoch 2" in reasons[2]
+    assert reasons[3].startswith("OutOfMemoryError: CUDA out of memory")
+    assert all(trials[n].state == TrialState.FAIL for n in (1, 2, 3))
+    assert {trials[n].state for n in (0, 4)} <= {TrialState.COMPLETE, TrialState.PRUNED}
+
+
+def test_workers_get_gpus_round_robin_and_share_them_only_when_asked():
+    assert assign_devices(4, ["0", "1"], share=True) == ["0", "1", "0", "1"]
+    assert assign_devices(2, ["3", "5"], share=False) == ["3", "5"]
+    assert assign_devices(3, [], share=False) == [None, None, None]
+    with pytest.raises(SweeplabError, match=r"hydra.sweeper.n_jobs=3: .*set hydra.sweeper.share_gpus=true"):
+        assign_devices(3, ["0", "1"], share=False)
+
+
+POSTGRES = os.environ.get("SWEEPLAB_TEST_POSTGRES")  # e.g. postgresql://sweeplab:pw@127.0.0.1:5432/sweeplab
+
+
+@pytest.mark.skipif(
+    not POSTGRES and not os.environ.get("SWEEPLAB_REQUIRE_POSTGRES"),
+    reason="no PostgreSQL server: .ci/postgres starts one; then set SWEEPLAB_TEST_POSTGRES to its URL",
+)
+def test_three_sweeps_with_two_workers_each_share_one_postgresql_study_without_leaking_its_password(tmp_path):
+    assert POSTGRES, "SWEEPLAB_REQUIRE_POSTGRES is set but SWEEPLAB_TEST_POSTGRES is not"
+    name = f"pg_{uuid.uuid4().hex[:8]}"
+    args = [
+        *PARALLEL,
+        "exp_name=pg",
+        f"hydra.sweeper.storage={POSTGRES}",
+        f"hydra.sweeper.study_name={name}",
+        "hydra.sweeper.n_trials=8",
+        "hydra.sweeper.quick_validation.epochs=2",
+    ]
+    machines = [tmp_path / f"machine{i}" for i in range(3)]
+    sweeps = []
+    for machine in machines:
+        machine.mkdir()
+        log = (machine / "sweep.log").open("w")
+        sweeps.append(
+            subprocess.Popen(
+                [sys.executable, str(ROOT / "runners/train.py"), *args],
+                cwd=machine,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+    for machine, sweep in zip(machines, sweeps, strict=True):
+        assert sweep.wait(timeout=900) == 0, (machine / "sweep.log").read_text()[-3000:]
+
+    trials = optuna.load_study(study_name=name, storage=POSTGRES).get_trials()
+    assert len(counted(trials)) == 8
+    ran = [t for t in trials if t.user_attrs.get("output_dir")]
+    job_dirs = [Path(t.user_attrs["output_dir"]) for t in ran]
+    assert len(set(job_dirs)) == len(job_dirs) and all(
+        d.name == str(t.number) for d, t in zip(job_dirs, ran, strict=True)
+    )
+    on_disk = [p.name for m in machines for p in (m / "multirun" / "pg").glob("*/*") if p.name.isdigit()]
+    assert sorted(on_disk, key=int) == sorted(str(t.number) for t in ran)  # each job ran once, on one machine
+    assert sum((m / "multirun").exists() for m in machines) >= 2  # the work was shared
+
+    password = make_url(POSTGRES).password
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert password.encode() not in path.read_bytes(), path
+
+
+def test_a_trial_whose_heartbeat_stops_is_failed_and_rerun_once(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'hb.db'}", heartbeat_interval=1)
+    study = optuna.create_study(study_name="hb", storage=storage)
+    trial = study.ask({"x": FloatDistribution(0.0, 1.0)})
+    live = StudyTrial(study, trial, heartbeat_interval=1)
+    live.start_heartbeat()
+    time.sleep(3)
+    assert recover_stale(study) == []  # beating: alive
+    live.close()  # as if its process died: no more heartbeats
+    time.sleep(3)  # > grace period of 2 intervals
+    assert recover_stale(study) == [trial.number]
+    assert recover_stale(study) == []  # a second sweep finding it does nothing
+    closed = study.trials[trial.number]
+    assert closed.state == TrialState.FAIL and closed.user_attrs[ATTR_FAIL_REASON] == INTERRUPTED
+    assert "no heartbeat" in closed.user_attrs[ATTR_LOST]
+    (rerun,) = study.get_trials(states=(TrialState.WAITING,))
+    assert (
+        rerun.system_attrs["fixed_params"] == closed.params
+        and rerun.user_attrs[ATTR_RETRY_OF] == trial.number
+    )
+
+
+def test_ctrl_c_stops_every_worker_marks_their_trials_interrupted_and_the_same_command_resumes(tmp_path):
+    args = [
+        *PARALLEL,
+        "exp_name=intr",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.quick_validation.epochs=3",
+        "++trainer.limit_train_batches=30",
+    ]
+    log = (tmp_path / "sweep.log").open("w")
+    sweep = subprocess.Popen(
+        [sys.executable, str(ROOT / "runners/train.py"), *args],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    db = tmp_path / "studies" / "intr_fast.db"
+    workers: list[int] = []
+    deadline = time.monotonic() + 240
+    while len(workers) < 2 and time.monotonic() < deadline and sweep.poll() is None:
+        time.sleep(0.5)
+        if db.exists():
+            try:
+                running = optuna.load_study(study_name="intr_fast", storage=f"sqlite:///{db}").get_trials(
+                    states=(TrialState.RUNNING,)
+                )
+            except Exception:  # the sweeper may be creating the tables right now
+                continue
+            workers = [t.user_attrs[ATTR_WORKER_PID] for t in running if ATTR_WORKER_PID in t.user_attrs]
+    assert len(workers) == 2, (tmp_path / "sweep.log").read_text()[-3000:]
+    pressed = time.monotonic()
+    sweep.send_signal(signal.SIGINT)
+    assert sweep.wait(timeout=60) != 0
+    assert time.monotonic() - pressed < 15  # within seconds
+    for pid in workers:
+        assert (
+            not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+        )
+    trials = load_trials(tmp_path, "intr_fast")
+    interrupted = [t for t in trials if t.user_attrs.get(ATTR_FAIL_REASON) == INTERRUPTED]
+    assert len(interrupted) >= 2 and not any(t.state == TrialState.RUNNING for t in trials)
+    assert all(t.state == TrialState.FAIL for t in interrupted)
+
+    resumed = run_cli(args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trials = load_trials(tmp_path, "intr_fast")
+    assert len(counted(trials)) == 4
+    assert {t.user_attrs.get(ATTR_RETRY_OF) for t in trials} >= {t.number for t in interrupted}
