@@ -47,6 +47,44 @@ def _max_overlap(trials) -> int:
     return peak
 
 
+def _background_sweep(tmp_path: Path, name: str) -> tuple[subprocess.Popen, list[str]]:
+    """A 4-trial, 2-worker study with slower trials (30 batches an epoch), started in the background."""
+    args = [
+        *PARALLEL,
+        f"exp_name={name}",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.quick_validation.epochs=3",
+        "++trainer.limit_train_batches=30",
+    ]
+    log = (tmp_path / "sweep.log").open("w")
+    sweep = subprocess.Popen(
+        [sys.executable, str(ROOT / "runners/train.py"), *args],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    return sweep, args
+
+
+def _wait_for_running(tmp_path: Path, study: str, sweep: subprocess.Popen, enough) -> list:
+    """Poll the study until `enough(running trials)` holds (or the sweep ends, or 4 minutes pass)."""
+    db = tmp_path / "studies" / f"{study}.db"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and sweep.poll() is None:
+        time.sleep(0.5)
+        if not db.exists():
+            continue
+        try:
+            running = optuna.load_study(study_name=study, storage=f"sqlite:///{db}").get_trials(
+                states=(TrialState.RUNNING,)
+            )
+        except Exception:  # the sweeper may be creating the tables right now
+            continue
+        if enough(running):
+            return running
+    raise AssertionError((tmp_path / "sweep.log").read_text()[-3000:])
+
+
 def test_two_workers_run_two_trials_at_once_each_in_its_own_process(tmp_path):
     result = run_cli([*PARALLEL, "exp_name=par", "hydra.sweeper.n_trials=4"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -62,35 +100,11 @@ def test_two_workers_run_two_trials_at_once_each_in_its_own_process(tmp_path):
 
 
 def test_a_worker_killed_with_sigkill_is_rerun_and_the_study_still_has_n_trials(tmp_path):
-    args = [
-        *PARALLEL,
-        "exp_name=kill",
-        "hydra.sweeper.n_trials=4",
-        "trainer.max_epochs=3",
-        "hydra.sweeper.quick_validation.epochs=3",
-        "++trainer.limit_train_batches=30",
-    ]
-    log = (tmp_path / "sweep.log").open("w")
-    sweep = subprocess.Popen(
-        [sys.executable, str(ROOT / "runners/train.py"), *args],
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    sweep, _ = _background_sweep(tmp_path, "kill")
+    running = _wait_for_running(
+        tmp_path, "kill_fast", sweep, lambda ts: any(t.user_attrs.get("epochs_run") for t in ts)
     )
-    db = tmp_path / "studies" / "kill_fast.db"
-    victim = None
-    deadline = time.monotonic() + 240
-    while victim is None and time.monotonic() < deadline and sweep.poll() is None:
-        time.sleep(1)
-        if db.exists():
-            try:
-                running = optuna.load_study(study_name="kill_fast", storage=f"sqlite:///{db}").get_trials(
-                    states=(TrialState.RUNNING,)
-                )
-            except Exception:  # the sweeper may be creating the tables right now
-                continue
-            victim = next((t for t in running if t.user_attrs.get("epochs_run")), None)
-    assert victim is not None, (tmp_path / "sweep.log").read_text()[-3000:]
+    victim = next(t for t in running if t.user_attrs.get("epochs_run"))
     os.kill(victim.user_attrs[ATTR_WORKER_PID], signal.SIGKILL)
     assert sweep.wait(timeout=600) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
 
@@ -214,34 +228,11 @@ def test_a_trial_whose_heartbeat_stops_is_failed_and_rerun_once(tmp_path):
 
 
 def test_ctrl_c_stops_every_worker_marks_their_trials_interrupted_and_the_same_command_resumes(tmp_path):
-    args = [
-        *PARALLEL,
-        "exp_name=intr",
-        "hydra.sweeper.n_trials=4",
-        "hydra.sweeper.quick_validation.epochs=3",
-        "++trainer.limit_train_batches=30",
-    ]
-    log = (tmp_path / "sweep.log").open("w")
-    sweep = subprocess.Popen(
-        [sys.executable, str(ROOT / "runners/train.py"), *args],
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    sweep, args = _background_sweep(tmp_path, "intr")
+    running = _wait_for_running(
+        tmp_path, "intr_fast", sweep, lambda ts: sum(ATTR_WORKER_PID in t.user_attrs for t in ts) == 2
     )
-    db = tmp_path / "studies" / "intr_fast.db"
-    workers: list[int] = []
-    deadline = time.monotonic() + 240
-    while len(workers) < 2 and time.monotonic() < deadline and sweep.poll() is None:
-        time.sleep(0.5)
-        if db.exists():
-            try:
-                running = optuna.load_study(study_name="intr_fast", storage=f"sqlite:///{db}").get_trials(
-                    states=(TrialState.RUNNING,)
-                )
-            except Exception:  # the sweeper may be creating the tables right now
-                continue
-            workers = [t.user_attrs[ATTR_WORKER_PID] for t in running if ATTR_WORKER_PID in t.user_attrs]
-    assert len(workers) == 2, (tmp_path / "sweep.log").read_text()[-3000:]
+    workers = [t.user_attrs[ATTR_WORKER_PID] for t in running]
     pressed = time.monotonic()
     sweep.send_signal(signal.SIGINT)
     assert sweep.wait(timeout=60) != 0
