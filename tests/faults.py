@@ -25,3 +25,14 @@ class InjectFault(L.Callback):
             with torch.no_grad():
                 for p in pl_module.parameters():
                     p.fill_(math.nan)
+
+
+class RecordDevice(L.Callback):
+    """Writes the GPUs this trial's process may see into `device.txt` in its output dir."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import os
+        from pathlib import Path
+
+        out = Path(HydraConfig.get().runtime.output_dir) / "device.txt"
+        out.write_text(os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))

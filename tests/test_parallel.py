@@ -251,3 +251,23 @@ def test_ctrl_c_stops_every_worker_marks_their_trials_interrupted_and_the_same_c
     trials = load_trials(tmp_path, "intr_fast")
     assert len(counted(trials)) == 4
     assert {t.user_attrs.get(ATTR_RETRY_OF) for t in trials} >= {t.number for t in interrupted}
+
+
+def test_each_worker_sees_only_its_own_gpu(tmp_path):
+    """CPU training, but the device each worker's process is given is what a GPU run would use."""
+    result = run_cli(
+        [
+            *PARALLEL,
+            "exp_name=gpus",
+            "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.quick_validation.epochs=1",
+            "+callbacks.device._target_=tests.faults.RecordDevice",
+        ],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": "3,5"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 workers: worker 0 on GPU 3, worker 1 on GPU 5" in result.stdout + result.stderr
+    sweep = sorted((tmp_path / "multirun" / "gpus").iterdir())[-1]
+    seen = {(sweep / str(n) / "device.txt").read_text() for n in range(4)}
+    assert seen == {"3", "5"}
