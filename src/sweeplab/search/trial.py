@@ -89,9 +89,7 @@ def current_trial() -> StudyTrial | None:
     trial.set_user_attr(ATTR_OUTPUT_DIR, str(hydra_cfg.runtime.output_dir))
     trial.set_user_attr(ATTR_WORKER_PID, os.getpid())
     interval = sweeper.get("heartbeat_interval")
-    study_trial = StudyTrial(study, trial, int(interval) if interval else None)
-    study_trial.start_heartbeat()
-    return study_trial
+    return StudyTrial(study, trial, int(interval) if interval else None)
 
 
 class PruningCallback(L.Callback):

@@ -62,6 +62,8 @@ def train(cfg: DictConfig) -> float | list[float]:
     )
 
     try:
+        if study_trial:
+            study_trial.start_heartbeat()
         trainer.fit(module, datamodule=dm)
         pruned = pruning is not None and pruning.pruned_at is not None
         checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
