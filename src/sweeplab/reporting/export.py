@@ -63,6 +63,9 @@ class Flattener:
         self.compose = compose
         self.script = script
         self._defaults: dict[str, str | None] | None = None
+        self._flat: dict[
+            tuple[str, ...], FlatConfig
+        ] = {}  # the preset and the focused space flatten the best trial
 
     @property
     def default_choices(self) -> dict[str, str | None]:
@@ -71,7 +74,13 @@ class Flattener:
         return self._defaults
 
     def flatten(self, overrides: list[str]) -> FlatConfig:
-        full = self.compose(list(overrides))
+        key = tuple(overrides)
+        if key not in self._flat:
+            self._flat[key] = self._flatten(list(overrides))
+        return self._flat[key]
+
+    def _flatten(self, overrides: list[str]) -> FlatConfig:
+        full = self.compose(overrides)
         choices = _training_choices(full)
         new_groups = {g for g in choices if g not in self.default_choices}
         base = _job(self.compose([_choice_override(g, c, g in new_groups) for g, c in choices.items()]))

@@ -22,8 +22,10 @@ from sweeplab.search.study import (
 )
 
 
-def write_files(view: StudyView, out_dir: Path, retrain: str | None) -> dict[str, Path]:
-    """Write the four result files into `out_dir`; `retrain` is the command that trains the best trial."""
+def write_files(
+    view: StudyView, out_dir: Path, retrain: str | None, stats: dict[str, Any] | None = None
+) -> dict[str, Path]:
+    """Write the four result files into `out_dir`; `retrain` trains the best trial; `stats` if already computed."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "best_params": out_dir / "best_params.json",
@@ -33,7 +35,7 @@ def write_files(view: StudyView, out_dir: Path, retrain: str | None) -> dict[str
     }
     paths["best_params"].write_text(dumps(best_params(view, retrain)))
     write_trials_csv(view, paths["all_trials"])
-    paths["study_stats"].write_text(dumps(study_stats(view)))
+    paths["study_stats"].write_text(dumps(stats if stats is not None else study_stats(view)))
     OmegaConf.save(OmegaConf.create(results_payload(view, retrain)), paths["optimization_results"])
     return paths
 

@@ -99,11 +99,12 @@ def write_study_report(
             notes.append(f"export failed: {_first_line(exc)}")
             log.warning("export failed: %s", _first_line(exc))
     retrain = preset.command if preset else None
-    files = write_files(view, out_dir, retrain)
+    stats = analysis.study_stats(view)
+    files = write_files(view, out_dir, retrain, stats)
     weights = importances(view)
     plots = write_plots(view, out_dir / "plots", list(weights) or view.param_names)
     report = StudyReport(out_dir, files, plots, preset, focused, notes)
-    blocks = _blocks(view, report, flattener, space, weights, top_k, pruned_top_k)
+    blocks = _blocks(view, stats, report, flattener, space, weights, top_k, pruned_top_k)
     (out_dir / "report.md").write_text(to_markdown(blocks, out_dir))
     (out_dir / "report.html").write_text(to_html(blocks, f"Study {view.name}"))
     files["report_md"], files["report_html"] = out_dir / "report.md", out_dir / "report.html"
@@ -112,6 +113,7 @@ def write_study_report(
 
 def _blocks(
     view: StudyView,
+    stats: dict[str, Any],
     report: StudyReport,
     flattener: Flattener | None,
     space: dict[str, str] | None,
@@ -119,7 +121,6 @@ def _blocks(
     top_k: int,
     pruned_top_k: int,
 ) -> list[Block]:
-    stats = analysis.study_stats(view)
     counts = stats["trials"]
     blocks: list[Block] = [
         Heading(f"Study {view.name}", 1),

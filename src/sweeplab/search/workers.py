@@ -110,7 +110,6 @@ class ProcessPool:
         self.slots = slots
         # resolved once here, so ${now:...} is cached in the master config and every job copies that cache
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
         self.running: dict[int, _Running] = {}  # by trial number
         # CPU threads per trial: the cores shared out, so k trials do not oversubscribe them
         self.threads = max(1, (os.cpu_count() or 1) // len(slots))
