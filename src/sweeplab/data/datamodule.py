@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,8 +13,15 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from sweeplab.data.augment import BatchAugment
+from sweeplab.data.cache import resident
 from sweeplab.data.sources import ImageSet
 from sweeplab.errors import config_error
+
+log = logging.getLogger(__name__)
+
+
+def _is_cuda(device: str | None) -> bool:
+    return device is not None and str(device).startswith("cuda")
 
 
 class _Rows(Dataset):
@@ -47,6 +55,9 @@ class ImageDataModule(L.LightningDataModule):
         std: Sequence[float] = (0.5,),
         augment: Mapping[str, Any] | None = None,
         channels_last: bool = False,
+        resident: bool | str = "auto",
+        resident_max_gb: float = 4.0,
+        device: str | None = None,
     ) -> None:
         super().__init__()
         if int(img_size) < 1:
@@ -79,6 +90,13 @@ class ImageDataModule(L.LightningDataModule):
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
         self.split_seed = int(split_seed)
         self.channels_last = bool(channels_last)
+        if str(resident) not in ("auto", "True", "False"):
+            raise config_error("data.resident", resident, "allowed: auto, true, false")
+        if float(resident_max_gb) < 0:
+            raise config_error("data.resident_max_gb", resident_max_gb, "must be 0 or more (GiB)")
+        self.resident, self.resident_max_gb = str(resident), float(resident_max_gb)
+        self.device = device
+        self.resident_device: str | None = None  # set by load(): where the uint8 tensors live
         self.augment = BatchAugment(**dict(augment or {}))
         self.register_stats(mean, std)
         self.data: ImageSet | None = None
@@ -94,7 +112,40 @@ class ImageDataModule(L.LightningDataModule):
         if self.data is None:
             self.data = self.source.load(self.img_size, self.in_chans)
             self.splits = self._split(self.data.labels.numpy())
+            self.resident_device = self._resident_device(self.data)
         return self.data
+
+    def _resident_device(self, data: ImageSet) -> str | None:
+        """Where batches are gathered from (None: a DataLoader copies them to the device per step).
+
+        Resident data skips workers, pinning and the host-to-device copy: the uint8 tensors go to the
+        training device once per process (shared by every trial there), a step is one index gather.
+        """
+        if self.resident == "False" or (self.resident == "auto" and not _is_cuda(self.device)):
+            return None
+        device = self.device or "cpu"
+        size_gb = (data.images.nbytes + data.labels.nbytes) / 2**30
+        fits = size_gb <= self.resident_max_gb
+        if fits and _is_cuda(device) and self.resident == "auto":
+            free, _ = torch.cuda.mem_get_info(torch.device(device))
+            fits = size_gb <= 0.5 * free / 2**30  # leave the other half for the model
+        if not fits:
+            if self.resident == "True":
+                raise config_error(
+                    "data.resident",
+                    True,
+                    f"the data takes {size_gb:.2f} GiB, over data.resident_max_gb={self.resident_max_gb}; "
+                    "raise the cap or use data.resident=auto (falls back to a DataLoader)",
+                )
+            log.info(
+                "data: %.2f GiB does not fit on %s (cap %.2f GiB); using a DataLoader",
+                size_gb,
+                device,
+                self.resident_max_gb,
+            )
+            return None
+        log.info("data: %.3f GiB of uint8 images resident on %s", size_gb, device)
+        return device
 
     def _split(self, labels: np.ndarray) -> dict[str, np.ndarray]:
         idx = np.arange(len(labels))
@@ -126,16 +177,20 @@ class ImageDataModule(L.LightningDataModule):
 
     # -- loaders ---------------------------------------------------------------------------------
     def _loader(self, split: str, train: bool) -> DataLoader:
-        ds = _Rows(self.load(), self.splits[split])
+        data = self.load()
+        if self.resident_device is not None:
+            data = resident(data, self.resident_device)
+        ds = _Rows(data, self.splits[split])
         base = RandomSampler(ds) if train else SequentialSampler(ds)
         drop_last = train and len(ds) > self.batch_size
+        workers = 0 if self.resident_device is not None else self.num_workers
         return DataLoader(
             ds,
             sampler=BatchSampler(base, self.batch_size, drop_last=drop_last),
             batch_size=None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=self.resident_device is None and _is_cuda(self.device),
         )
 
     def train_dataloader(self) -> DataLoader:

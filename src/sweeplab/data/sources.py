@@ -57,6 +57,35 @@ class DigitsSource:
         )
 
 
+class SyntheticSource:
+    """Random uint8 images with random labels, made in memory: throughput benchmarks at any image size
+    without a dataset on disk (nothing here can be learned; the values say nothing about a model)."""
+
+    def __init__(self, num_images: int = 2048, num_classes: int = 17, seed: int = 0) -> None:
+        if int(num_classes) < 2:
+            raise config_error("data.num_classes", num_classes, "must be at least 2")
+        if int(num_images) < 10 * int(num_classes):
+            raise config_error(
+                "data.num_images", num_images, f"must be at least 10 per class ({10 * int(num_classes)})"
+            )
+        self.num_images, self.num_classes, self.seed = int(num_images), int(num_classes), int(seed)
+
+    def cache_key(self, img_size: int, in_chans: int) -> tuple:
+        return ("synthetic", self.num_images, self.num_classes, self.seed, img_size, in_chans)
+
+    def load(self, img_size: int, in_chans: int) -> ImageSet:
+        return cached(self.cache_key(img_size, in_chans), lambda: self._make(img_size, in_chans))
+
+    def _make(self, img_size: int, in_chans: int) -> ImageSet:
+        gen = torch.Generator().manual_seed(self.seed)
+        shape = (self.num_images, in_chans, img_size, img_size)
+        images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen)
+        labels = torch.arange(self.num_images) % self.num_classes  # every class equally often
+        count("images_decoded", self.num_images)
+        classes = tuple(f"class_{i}" for i in range(self.num_classes))
+        return ImageSet(images, labels, classes, tuple(f"synthetic_{i}" for i in range(self.num_images)))
+
+
 class ImageFolderSource:
     """Images on disk, in the competition layout or one sub-folder per class.
 

@@ -45,7 +45,7 @@ def build_datamodule(cfg: DictConfig) -> ImageDataModule:
     gpu = uses_gpu(cfg)
     channels_last = resolve_auto(cfg.models.get("channels_last", "auto"), True, False, gpu)
     try:
-        dm = dm_cls(source=source, channels_last=channels_last, **node)
+        dm = dm_cls(source=source, channels_last=channels_last, device="cuda" if gpu else None, **node)
     except TypeError as exc:
         raise config_error("data", dm_cls.__name__, str(exc)) from None
     dm.load()  # decode (or reuse the process cache) and split now, so bad files fail before training
@@ -60,8 +60,9 @@ def build_module(cfg: DictConfig, dm: ImageDataModule) -> ImageClassifier:
     check_input_size(net, cfg.models.net.name, dm.img_size)
     if dm.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    if cfg.models.get("compile", False):
-        net = torch.compile(net)
+    compile_args = compile_options(cfg)
+    if compile_args is not None:
+        net = torch.compile(net, **compile_args)
     return ImageClassifier(
         net=net,
         num_classes=dm.num_classes,
@@ -70,6 +71,27 @@ def build_module(cfg: DictConfig, dm: ImageDataModule) -> ImageClassifier:
         label_smoothing=cfg.models.loss.label_smoothing,
         mixup=cfg.models.get("mixup"),
         class_names=dm.classes,
+    )
+
+
+def compile_options(cfg: DictConfig) -> dict[str, Any] | None:
+    """`models.compile`: false, true, or torch.compile's keyword arguments ({mode: max-autotune, ...})."""
+    node = cfg.models.get("compile", False)
+    if node is None or node is False:
+        return None
+    if node is True:
+        return {}
+    if isinstance(node, DictConfig):
+        options = OmegaConf.to_container(node, resolve=True)
+        allowed = set(inspect.signature(torch.compile).parameters) - {"model"}
+        unknown = sorted(set(options) - allowed)  # type: ignore[arg-type]
+        if unknown:
+            raise config_error(
+                f"models.compile.{unknown[0]}", options[unknown[0]], f"allowed: {', '.join(sorted(allowed))}"
+            )
+        return options  # type: ignore[return-value]
+    raise config_error(
+        "models.compile", node, "allowed: false, true, or torch.compile's arguments as a mapping"
     )
 
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import statistics
 import time
+from typing import Any
 
 import lightning.pytorch as L
+import torch
 
 from sweeplab.errors import SweeplabError
+
+log = logging.getLogger(__name__)
 
 
 class MetricHistory(L.Callback):
@@ -58,3 +64,44 @@ class MetricHistory(L.Callback):
             return None
         pick = max if mode == "max" else min
         return pick(finite, key=lambda e: e[self.optimized_metric])
+
+
+class CompileTimer(L.Callback):
+    """Times the first training steps: with torch.compile the first one also compiles, so
+    compile time = first step - median of the next `sample` steps. Synchronises the GPU on those
+    steps only (none after), so it costs nothing for the rest of the fit."""
+
+    def __init__(self, sample: int = 10) -> None:
+        self.sample = sample
+        self.steps: list[float] = []
+        self._started = 0.0
+
+    def _sync(self, pl_module: L.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
+        if len(self.steps) <= self.sample:
+            self._sync(pl_module)
+            self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
+        if len(self.steps) <= self.sample:
+            self._sync(pl_module)
+            self.steps.append(time.perf_counter() - self._started)
+            if len(self.steps) == self.sample + 1 or len(self.steps) == trainer.num_training_batches:
+                log.info(
+                    "torch.compile: first step %.2fs, later steps %.4fs: about %.2fs compiling",
+                    self.steps[0],
+                    self.step_s or 0.0,
+                    self.compile_s or 0.0,
+                )
+
+    @property
+    def step_s(self) -> float | None:
+        return statistics.median(self.steps[1:]) if len(self.steps) > 1 else None
+
+    @property
+    def compile_s(self) -> float | None:
+        """First step minus a typical step (None before two steps were timed)."""
+        return max(0.0, self.steps[0] - self.step_s) if self.step_s is not None else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -10,14 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from sweeplab.errors import config_error
 from sweeplab.search.study import ATTR_MAX_EPOCHS
 from sweeplab.search.trial import PruningCallback, current_trial
-from sweeplab.training.build import build_datamodule, build_module, build_trainer
-from sweeplab.training.callbacks import MetricHistory
+from sweeplab.training.build import build_datamodule, build_module, build_trainer, compile_options
+from sweeplab.training.callbacks import CompileTimer, MetricHistory
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,22 @@ def train(cfg: DictConfig) -> float | list[float]:
     sweeplab study, the value is reported to the trial every epoch and the fit stops when it is pruned
     (the test split is then skipped: a pruned trial is not a candidate).
     """
+    try:
+        return _train(cfg)
+    finally:
+        release_memory()
+
+
+def release_memory() -> None:
+    """Free the finished run's model, optimizer and activations (Lightning holds them in reference
+    cycles), so the next trial in this process starts with the GPU memory the first one had. The
+    process-wide data cache stays: sharing it is the point."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _train(cfg: DictConfig) -> float | list[float]:
     started = time.perf_counter()
     mode = str(cfg.get("optimized_mode", "max"))
     if mode not in ("max", "min"):
@@ -49,6 +67,9 @@ def train(cfg: DictConfig) -> float | list[float]:
         study_trial.set(ATTR_MAX_EPOCHS, int(cfg.trainer.max_epochs))  # the budget pruning saves from
     if pruning:
         callbacks.append(pruning)
+    compile_timer = CompileTimer() if compile_options(cfg) is not None else None
+    if compile_timer:
+        callbacks.append(compile_timer)
     trainer = build_trainer(cfg, extra_callbacks=callbacks)
     log.info(
         "%sdata: %d train / %d val / %d test images, %d classes, %dpx; model: %s",
@@ -93,6 +114,8 @@ def train(cfg: DictConfig) -> float | list[float]:
         "best_checkpoint": best_path or None,
         "wall_time_s": round(time.perf_counter() - started, 3),
     }
+    if compile_timer:
+        result["compile_s"] = compile_timer.compile_s
     write_json(output_dir / "metrics.json", result)
     log.info(
         "%s best %.4f (epoch %s)%s; test %s; %.1fs",
