@@ -99,6 +99,16 @@ def test_two_workers_run_two_trials_at_once_each_in_its_own_process(tmp_path):
     assert (sweep / "report.md").is_file()
 
 
+def test_synchronous_sweep_starts_a_batch_only_when_the_whole_previous_batch_ended(tmp_path):
+    args = [*PARALLEL, "exp_name=sync", "hydra.sweeper.n_trials=4", "hydra.sweeper.synchronous=true"]
+    result = run_cli([*args, "hydra.sweeper.report=false"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = sorted(load_trials(tmp_path, "sync_fast"), key=lambda t: t.number)
+    assert len(counted(trials)) == 4 and _max_overlap(trials) == 2
+    first, second = trials[:2], trials[2:]
+    assert min(t.datetime_start for t in second) >= max(t.datetime_complete for t in first)
+
+
 def test_a_worker_killed_with_sigkill_is_rerun_and_the_study_still_has_n_trials(tmp_path):
     sweep, _ = _background_sweep(tmp_path, "kill")
     running = _wait_for_running(

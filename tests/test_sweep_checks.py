@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from sweeplab.errors import SweeplabError
 from sweeplab.search.sweep import make_plan, open_study
-from tests.conftest import CONF
+from tests.conftest import CONF, QUICK, load_trials, run_cli
 
 
 def _group_options(name: str) -> list[str] | None:
@@ -246,3 +246,23 @@ def test_ctrl_c_stores_the_running_trial_as_interrupted_and_queues_its_params(pl
     queued = trials[2]
     assert queued.state == optuna.trial.TrialState.WAITING and queued.user_attrs[ATTR_RETRY_OF] == 1
     assert queued.system_attrs["fixed_params"] == killed.params
+
+
+def test_a_grid_smaller_than_n_trials_runs_each_point_once_and_stops(tmp_path):
+    args = [
+        "-m",
+        "hparams_search=optuna_fast",
+        "~search",
+        "hydra/sweeper/sampler=grid",
+        "models.optimizer.lr=choice(0.001, 0.002)",
+        "hydra.sweeper.n_trials=5",
+        "hydra.sweeper.report=false",
+        "exp_name=grid",
+        *QUICK,
+    ]
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = load_trials(tmp_path, "grid_fast")
+    assert sorted(t.params["models.optimizer.lr"] for t in trials) == [0.001, 0.002]
+    assert all(t.state.is_finished() for t in trials)
+    assert "the grid sampler has run every point of its grid" in result.stdout + result.stderr

@@ -43,6 +43,20 @@ class QuickValidationConf:
 
 
 @dataclass
+class GuardConf:
+    """Rules that veto the pruner (sweeplab.search.guard); all off here, on in hparams_search=optuna."""
+
+    leader: bool = False  # never prune the best value any trial reported at this step
+    margin: float | None = None  # ... nor one within this of the best finished trial's value
+    threshold: float | None = None  # ... nor one past this absolute value (in the study's direction)
+
+
+@dataclass
+class RescueConf:
+    top_k: int = 0  # after n_trials: run the k best-ranked pruned trials again, unpruned, as new trials
+
+
+@dataclass
 class SweeplabSweeperConf:
     _target_: str = "hydra_plugins.sweeplab_sweeper.sweeplab_sweeper.SweeplabSweeper"
     _recursive_: bool = False  # sampler and pruner are built by the sweeper, after its checks
@@ -63,6 +77,8 @@ class SweeplabSweeperConf:
 
     # --- sweeplab's own ---
     pruner: Any = None
+    guard: GuardConf = field(default_factory=GuardConf)
+    rescue: RescueConf = field(default_factory=RescueConf)
     study_suffix: str = ""
     timeout: float | None = None  # seconds for this invocation of the study
     stop: StopConf = field(default_factory=StopConf)
@@ -70,6 +86,8 @@ class SweeplabSweeperConf:
     allow_space_change: bool = False
     # seconds between a running trial's heartbeats; a trial silent for 2 intervals is failed and re-run
     heartbeat_interval: int | None = 60
+    # true: start the next n_jobs trials only when the whole batch has ended (the stock plugin's way)
+    synchronous: bool = False
     share_gpus: bool = False  # allow n_jobs > visible GPUs (workers i and i+g share GPU i)
     # at the end: plots, report.md/html and the best trial as preset=optimized/<study> (result files always)
     report: bool = True

@@ -11,6 +11,7 @@ from optuna.trial import FrozenTrial
 
 from sweeplab.reporting.analysis import study_stats
 from sweeplab.reporting.view import StudyView, dumps, last_report
+from sweeplab.search.guard import ATTR_GUARD_SAVED, ATTR_RESCUE_OF
 from sweeplab.search.study import (
     ATTR_EPOCHS,
     ATTR_FAIL_REASON,
@@ -84,6 +85,11 @@ def trial_row(view: StudyView, t: FrozenTrial) -> dict[str, Any]:
         pruned_at_epoch=t.user_attrs.get(ATTR_PRUNED_AT),
         fail_reason=t.user_attrs.get(ATTR_FAIL_REASON),
         retry_of=t.user_attrs.get(ATTR_RETRY_OF),
+        rescue_of=t.user_attrs.get(ATTR_RESCUE_OF),
+        guard_saved="; ".join(
+            f"{rule} at epoch {step}" for step, rule in t.user_attrs.get(ATTR_GUARD_SAVED, [])
+        )
+        or None,
         output_dir=t.user_attrs.get(ATTR_OUTPUT_DIR),
     )
     return row

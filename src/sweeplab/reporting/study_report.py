@@ -35,6 +35,7 @@ from sweeplab.reporting.export import Export, Flattener, export_focused, export_
 from sweeplab.reporting.files import write_files
 from sweeplab.reporting.plots import Plot, importances, write_plots
 from sweeplab.reporting.view import StudyView
+from sweeplab.search.guard import ATTR_GUARD_SAVED, ATTR_RESCUE_OF
 from sweeplab.search.study import ATTR_EPOCHS, STUDY_COMMAND, STUDY_SCRIPT
 
 log = logging.getLogger("sweeplab.report")
@@ -142,6 +143,7 @@ def _blocks(
     blocks += _trends(view)
     blocks += _statistics(view, stats)
     blocks += _pruned(view, flattener, pruned_top_k)
+    blocks += _guard_and_rescue(view)
     blocks += _failures(view)
     blocks += _plots(report.plots)
     blocks += _next_steps(view, report, space)
@@ -292,6 +294,60 @@ def _pruned(view: StudyView, flattener: Flattener | None, top_k: int) -> list[Bl
             f"# trial {s.trial.number}\n{line}" if line else f"# trial {s.trial.number}: no command (see log)"
         )
     blocks.append(Code("\n".join(commands)))
+    return blocks
+
+
+def _guard_and_rescue(view: StudyView) -> list[Block]:
+    """The prunes the guard vetoed (rule, epoch) and the pruned trials run again in full."""
+    by_number = {t.number: t for t in view.trials}
+    saved = [t for t in view.trials if t.user_attrs.get(ATTR_GUARD_SAVED)]
+    rescues = [t for t in view.trials if ATTR_RESCUE_OF in t.user_attrs]
+    blocks: list[Block] = []
+    if saved:
+        blocks += [
+            Heading("Saved by the guard"),
+            Para(
+                "The pruner would have stopped these trials; a guard rule (hydra.sweeper.guard) kept them running."
+            ),
+            Table(
+                ["trial", "state", view.metric, "saved at epoch (rule)"],
+                [
+                    [
+                        t.number,
+                        t.state.name,
+                        t.values[0] if t.values else None,
+                        ", ".join(f"{step} ({rule})" for step, rule in t.user_attrs[ATTR_GUARD_SAVED]),
+                    ]
+                    for t in saved
+                ],
+            ),
+        ]
+    if rescues:
+        rows = []
+        for t in rescues:
+            original = by_number.get(int(t.user_attrs[ATTR_RESCUE_OF]))
+            step = original.last_step if original else None
+            at_prune = original.intermediate_values.get(step) if original and step is not None else None
+            rows.append(
+                [
+                    t.number,
+                    t.user_attrs[ATTR_RESCUE_OF],
+                    step,
+                    at_prune,
+                    t.state.name,
+                    t.values[0] if t.values else None,
+                ]
+            )
+        blocks += [
+            Heading("Rescued"),
+            Para(
+                "Pruned trials that ranked best at their prune step, run again unpruned with the same params "
+                "(hydra.sweeper.rescue.top_k); their results count like any trial's."
+            ),
+            Table(
+                ["trial", "rescue of", "pruned at epoch", f"{view.metric} then", "state", view.metric], rows
+            ),
+        ]
     return blocks
 
 

@@ -10,6 +10,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 
 from sweeplab.config import instantiate_node
 from sweeplab.errors import SweeplabError, config_error
+from sweeplab.search.guard import Guard, GuardedPruner
 
 
 def build_sampler(
@@ -19,23 +20,41 @@ def build_sampler(
     if node is None or not node.get("_target_"):
         return optuna.samplers.TPESampler()
     node = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
-    if node._target_.endswith("GridSampler") and node.get("search_space") is None:
+    if node._target_ == "optuna.samplers.GridSampler":
         with open_dict(node):
-            node.search_space = grid_of(distributions)
+            node._target_ = f"{__name__}.GridSampler"
+            if node.get("search_space") is None:
+                node.search_space = grid_of(distributions)
     sampler = instantiate_node(node, "hydra.sweeper.sampler")
     if not isinstance(sampler, optuna.samplers.BaseSampler):
         raise config_error("hydra.sweeper.sampler._target_", node._target_, "is not an Optuna sampler")
     return sampler
 
 
-def build_pruner(node: DictConfig | None) -> optuna.pruners.BasePruner:
-    """The configured pruner; none configured (or `pruner=none`) never prunes."""
+def build_pruner(node: DictConfig | None, guard: DictConfig | None = None) -> optuna.pruners.BasePruner:
+    """The configured pruner (none configured, or `pruner=none`, never prunes), inside the guard
+    (`hydra.sweeper.guard`) when any of its rules is on."""
+    rules = Guard.from_config(OmegaConf.to_container(guard, resolve=True) if guard is not None else None)
     if node is None or not node.get("_target_"):
         return optuna.pruners.NopPruner()
     pruner = instantiate_node(node, "hydra.sweeper.pruner")
     if not isinstance(pruner, optuna.pruners.BasePruner):
         raise config_error("hydra.sweeper.pruner._target_", node._target_, "is not an Optuna pruner")
-    return pruner
+    return GuardedPruner(pruner, rules) if rules.active else pruner
+
+
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler for a sweep that asks and tells: once every point has run it sets
+    `exhausted` (the sweep then stops) instead of calling `study.stop()`, which raises outside
+    `study.optimize` and would leave the last trial unfinished."""
+
+    exhausted = False
+
+    def after_trial(self, study: optuna.Study, trial: Any, state: Any, values: Any) -> None:
+        unvisited = self._get_unvisited_grid_ids(study)  # the trial being told still counts as unvisited
+        grid_id = study._storage.get_trial_system_attrs(trial._trial_id).get("grid_id")
+        if not unvisited or unvisited == [grid_id]:
+            self.exhausted = True
 
 
 def grid_of(distributions: dict[str, BaseDistribution]) -> dict[str, list[Any]]:

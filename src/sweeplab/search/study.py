@@ -20,6 +20,7 @@ from optuna.distributions import json_to_distribution
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.errors import config_error
+from sweeplab.search.guard import ATTR_RESCUE_OF
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,12 @@ def close_interrupted(
         return False  # it finished, or another sweep closed it first
     frozen = storage.get_trial(trial_id)
     if requeue and frozen.params:
-        study.enqueue_trial(frozen.params, user_attrs={ATTR_RETRY_OF: frozen.number}, skip_if_exists=False)
+        rescue = (
+            {ATTR_RESCUE_OF: frozen.user_attrs[ATTR_RESCUE_OF]} if ATTR_RESCUE_OF in frozen.user_attrs else {}
+        )
+        study.enqueue_trial(
+            frozen.params, user_attrs={ATTR_RETRY_OF: frozen.number, **rescue}, skip_if_exists=False
+        )
     return True
 
 

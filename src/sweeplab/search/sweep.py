@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.errors import SweeplabError, config_error
 from sweeplab.search.algorithms import build_pruner, build_sampler
+from sweeplab.search.guard import ATTR_RESCUE_OF, rescue_candidates
 from sweeplab.search.space import SearchSpace, format_value
 from sweeplab.search.study import (
     ATTR_EPOCHS,
@@ -81,6 +82,9 @@ class SweepPlan:
     min_delta: float = 0.0
     allow_space_change: bool = False
     heartbeat_interval: int | None = 60
+    rescue_top_k: int = 0
+    # wait for every trial of a batch of n_jobs before asking the next (the stock plugin's behaviour)
+    synchronous: bool = False
     quick_overrides: list[str] = field(default_factory=list)
     custom_search_space: Callable[[DictConfig, optuna.Trial], None] | None = None
     script: str = "runners/train.py"
@@ -166,7 +170,7 @@ def make_plan(
         n_jobs=n_jobs,
         space=space,
         sampler=build_sampler(sweeper.get("sampler"), space.distributions),
-        pruner=build_pruner(sweeper.get("pruner")),
+        pruner=build_pruner(sweeper.get("pruner"), sweeper.get("guard")),
         max_failure_rate=max_failure_rate,
         timeout=float(timeout) if timeout is not None else None,
         patience=int(patience) if patience is not None else None,
@@ -174,6 +178,10 @@ def make_plan(
         min_delta=float(stop.get("min_delta") or 0.0),
         allow_space_change=bool(sweeper.get("allow_space_change", False)),
         heartbeat_interval=heartbeat,
+        synchronous=bool(sweeper.get("synchronous", False)),
+        rescue_top_k=_int_at_least(
+            sweeper.get("rescue") or DictConfig({"top_k": 0}), "top_k", 0, "hydra.sweeper.rescue.top_k"
+        ),
         quick_overrides=quick,
         custom_search_space=custom,
         script=_script(),
@@ -284,6 +292,8 @@ class StudySweep:
             trials = self.study.get_trials(deepcopy=False)
             remaining = self.remaining(trials)
             if remaining <= 0:
+                if self.enqueue_rescues():
+                    continue
                 return self.done_reason(trials)
             reason = self.stop_reason(trials)
             if reason:
@@ -305,7 +315,8 @@ class StudySweep:
             trials = self.study.get_trials(deepcopy=False)
             stopping = stopping or self.stop_reason(trials)
             remaining = self.remaining(trials)
-            while stopping is None and remaining > 0 and pool.free_slot() is not None:
+            barrier = self.plan.synchronous and bool(pool.running)
+            while not barrier and stopping is None and remaining > 0 and pool.free_slot() is not None:
                 trial = self.ask()
                 if trial is None:
                     break
@@ -313,19 +324,52 @@ class StudySweep:
                 pool.start(trial.number, self.job_overrides(trial))
                 remaining -= 1
             if not pool.running:
+                if stopping is None and self.enqueue_rescues():
+                    continue
                 return stopping or self.done_reason(self.study.get_trials(deepcopy=False))
             for number, outcome in pool.wait_any(timeout=self.plan.heartbeat_interval):
                 self.tell(asked.pop(number), outcome)
 
     def remaining(self, trials: list[FrozenTrial]) -> int:
-        """Trials still to start: n_trials minus finished and running ones, on every worker and machine."""
-        running = [t for t in trials if t.state == TrialState.RUNNING]
-        return self.plan.n_trials - len(counted(trials)) - len(running)
+        """Trials still to start: n_trials minus finished and running ones, on every worker and machine,
+        plus rescues waiting to start (they come on top of n_trials)."""
+        own = [t for t in trials if ATTR_RESCUE_OF not in t.user_attrs]
+        running = [t for t in own if t.state == TrialState.RUNNING]
+        rescues = [t for t in trials if ATTR_RESCUE_OF in t.user_attrs and t.state == TrialState.WAITING]
+        return self.plan.n_trials - len(counted(own)) - len(running) + len(rescues)
+
+    def enqueue_rescues(self) -> int:
+        """Once the study's own n_trials are finished everywhere: queue the pruned trials that ranked best
+        at their prune step (up to rescue.top_k, counting earlier rescues), to run unpruned. Returns how many."""
+        if not self.plan.rescue_top_k or len(self.plan.directions) > 1:
+            return 0
+        trials = self.study.get_trials(deepcopy=False)
+        own = [t for t in trials if ATTR_RESCUE_OF not in t.user_attrs]
+        busy = any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in own)
+        if busy or len(counted(own)) < self.plan.n_trials:
+            return 0
+        done = {int(t.user_attrs[ATTR_RESCUE_OF]) for t in trials if ATTR_RESCUE_OF in t.user_attrs}
+        picked = rescue_candidates(
+            own, self.study.direction, self.plan.rescue_top_k - len(done), exclude=done
+        )
+        for t in picked:
+            self.study.enqueue_trial(t.params, user_attrs={ATTR_RESCUE_OF: t.number}, skip_if_exists=False)
+        if picked:
+            log.info(
+                "rescue: pruned trials %s ranked best at their prune step; running them again, unpruned",
+                ", ".join(
+                    f"{t.number} (epoch {t.last_step}: {t.intermediate_values[t.last_step]:.4f})"
+                    for t in picked
+                ),
+            )
+        return len(picked)
 
     def done_reason(self, trials: list[FrozenTrial]) -> str:
         running = sum(t.state == TrialState.RUNNING for t in trials)
         elsewhere = f" ({running} still running in other sweeps)" if running else ""
-        return f"the study has its {self.plan.n_trials} trials{elsewhere}"
+        rescued = sum(ATTR_RESCUE_OF in t.user_attrs for t in trials)
+        rescues = f" and {rescued} rescued" if rescued else ""
+        return f"the study has its {self.plan.n_trials} trials{rescues}{elsewhere}"
 
     def _finished(self, trial: optuna.Trial) -> bool:
         return self.study._storage.get_trial(trial._trial_id).state.is_finished()
@@ -334,6 +378,8 @@ class StudySweep:
         plan = self.plan
         if plan.timeout is not None and time.monotonic() - self.started >= plan.timeout:
             return f"hydra.sweeper.timeout={plan.timeout:g}s reached"
+        if getattr(plan.sampler, "exhausted", False):
+            return "the grid sampler has run every point of its grid"
         if len(plan.directions) > 1:
             return None
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -380,10 +426,13 @@ class StudySweep:
 
         Sweeps on several machines each see a free place and ask at the same moment; the later numbers lose.
         """
+        if ATTR_RESCUE_OF in trial.user_attrs:
+            return False  # a rescue comes on top of n_trials
         places = sorted(
             t.number
             for t in self.study.get_trials(deepcopy=False)
-            if t.state in (TrialState.RUNNING, TrialState.WAITING) or counts(t)
+            if (t.state in (TrialState.RUNNING, TrialState.WAITING) or counts(t))
+            and ATTR_RESCUE_OF not in t.user_attrs
         )
         return places.index(trial.number) >= self.plan.n_trials
 
@@ -499,14 +548,14 @@ def _directions(raw: Any) -> list[str]:
     return items
 
 
-def _int_at_least(node: DictConfig, key: str, low: int) -> int:
+def _int_at_least(node: DictConfig, key: str, low: int, name: str | None = None) -> int:
     value = node.get(key)
     try:
         number = int(value)
     except (TypeError, ValueError):
         number = low - 1
     if number < low or (isinstance(value, float) and not value.is_integer()):
-        raise config_error(f"hydra.sweeper.{key}", value, f"must be an integer >= {low}")
+        raise config_error(name or f"hydra.sweeper.{key}", value, f"must be an integer >= {low}")
     return number
 
 

@@ -18,6 +18,7 @@ import lightning.pytorch as L
 import optuna
 
 from sweeplab.search.algorithms import build_pruner
+from sweeplab.search.guard import ATTR_RESCUE_OF
 from sweeplab.search.study import (
     ATTR_EPOCHS,
     ATTR_OUTPUT_DIR,
@@ -82,7 +83,7 @@ def current_trial() -> StudyTrial | None:
     if not study_name:
         return None  # launched without the sweeper (e.g. a job re-run by hand): nothing to report to
     storage = open_storage(resolve_storage(sweeper.get("storage"), study_name, hydra_cfg.runtime.cwd))
-    pruner = build_pruner(sweeper.get("pruner"))
+    pruner = build_pruner(sweeper.get("pruner"), sweeper.get("guard"))
     study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
     trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, int(hydra_cfg.job.num))
     trial = optuna.Trial(study, trial_id)
@@ -102,6 +103,8 @@ class PruningCallback(L.Callback):
         self.study_trial = study_trial
         self.metric = metric
         self.pruned_at: int | None = None
+        # a rescue re-runs a pruned trial to its full budget: it reports, and is never pruned
+        self.rescue = ATTR_RESCUE_OF in study_trial.trial.user_attrs
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.metric not in trainer.callback_metrics:
@@ -113,7 +116,7 @@ class PruningCallback(L.Callback):
         if math.isnan(value) or len(self.study_trial.study.directions) > 1:
             return  # NaN is not comparable (the trial fails when it ends); Optuna prunes single objectives only
         trial.report(value, step)
-        if trial.should_prune():
+        if not self.rescue and trial.should_prune():
             self.pruned_at = step
             self.study_trial.set(ATTR_PRUNED_AT, step)
             log.info("trial %d pruned after epoch %d (%s=%.4f)", trial.number, step, self.metric, value)

@@ -1,0 +1,169 @@
+"""The guard keeps a would-be winner from being pruned; rescue runs the best-ranked pruned trials again."""
+
+from __future__ import annotations
+
+import csv
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sweeplab.errors import SweeplabError
+from sweeplab.search.guard import ATTR_GUARD_SAVED, ATTR_RESCUE_OF, Guard, GuardedPruner, rescue_candidates
+from sweeplab.search.replay import CurveTable, replay
+from tests.conftest import QUICK, load_trials, run_cli
+
+STEADY = [0.90, 0.970, 0.972, 0.974, 0.975, 0.975, 0.975, 0.975]
+# a late bloomer: a hair under the median at epochs 2-4, the best of all at the end
+BLOOMER = [0.80, 0.966, 0.969, 0.971, 0.976, 0.980, 0.985, 0.990]
+
+
+def _table(*curves: list[float]) -> CurveTable:
+    return CurveTable([{"row": str(i)} for i in range(len(curves))], [list(c) for c in curves])
+
+
+def _median() -> optuna.pruners.MedianPruner:
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+
+
+def test_unguarded_median_pruning_kills_the_eventual_best_and_the_guarded_one_keeps_it():
+    table = _table(*[[v - 0.001 * i for v in STEADY] for i in range(5)], BLOOMER)
+    order = range(len(table))
+    unpruned_best = max(max(c) for c in table.curves)
+
+    plain = replay(table, order, _median())
+    guarded = replay(table, order, GuardedPruner(_median(), Guard(leader=True, margin=0.01)))
+
+    assert 5 in plain.pruned and plain.best < unpruned_best  # the winner was thrown away at epoch 2
+    assert guarded.best == unpruned_best and guarded.best_config == 5
+    # below the median at epochs 2-4, but within 0.01 of the best finished value (0.975)
+    assert guarded.saved[5] == [[2, "margin"], [3, "margin"], [4, "margin"]]
+    assert guarded.epochs > plain.epochs
+
+
+def _always_prune_study(guard: Guard, direction: str = "maximize") -> optuna.Study:
+    # ThresholdPruner with an impossible bar says "prune" at every step: only the guard can keep a trial
+    inner = (
+        optuna.pruners.ThresholdPruner(lower=2.0)
+        if direction == "maximize"
+        else optuna.pruners.ThresholdPruner(upper=-2.0)
+    )
+    return optuna.create_study(direction=direction, pruner=GuardedPruner(inner, guard))
+
+
+def _run(study: optuna.Study, curve: list[float]) -> optuna.trial.FrozenTrial:
+    trial = study.ask()
+    for step, value in enumerate(curve, 1):
+        trial.report(value, step)
+        if trial.should_prune():
+            study.tell(trial, state=TrialState.PRUNED)
+            break
+    else:
+        study.tell(trial, max(curve))
+    return study.trials[-1]
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_each_guard_rule_vetoes_only_its_own_case(direction):
+    sign = 1 if direction == "maximize" else -1
+    leader = _always_prune_study(Guard(leader=True), direction)
+    first = _run(leader, [sign * 0.5, sign * 0.6])
+    second = _run(leader, [sign * 0.4, sign * 0.7])
+    assert first.state == TrialState.COMPLETE and first.user_attrs[ATTR_GUARD_SAVED] == [
+        [1, "leader"],
+        [2, "leader"],
+    ]
+    assert second.state == TrialState.PRUNED and second.last_step == 1  # behind trial 0 at epoch 1
+
+    threshold = _always_prune_study(Guard(threshold=sign * 0.5), direction)
+    assert _run(threshold, [sign * 0.6, sign * 0.4]).user_attrs[ATTR_GUARD_SAVED] == [[1, "threshold"]]
+    assert threshold.trials[-1].state == TrialState.PRUNED and threshold.trials[-1].last_step == 2
+
+    margin = _always_prune_study(Guard(margin=0.05), direction)
+    assert _run(margin, [sign * 0.9]).state == TrialState.PRUNED  # nothing finished yet: no bar
+    margin.enqueue_trial({})
+    done = margin.ask()
+    margin.tell(done, sign * 0.9)
+    assert _run(margin, [sign * 0.86, sign * 0.8]).user_attrs[ATTR_GUARD_SAVED] == [[1, "margin"]]
+
+
+@pytest.mark.parametrize(
+    ("node", "key"),
+    [
+        ({"margin": -0.1}, "margin"),
+        ({"threshold": "high"}, "threshold"),
+        ({"leader": "yes"}, "leader"),
+        ({"lead": True}, "lead"),
+    ],
+)
+def test_bad_guard_settings_name_the_key(node, key):
+    with pytest.raises(SweeplabError, match=rf"^hydra\.sweeper\.guard\.{key}="):
+        Guard.from_config(node)
+
+
+def test_rescue_picks_the_pruned_trials_that_ranked_best_at_their_prune_step():
+    study = optuna.create_study(direction="maximize")
+    curves = [[0.5, 0.6, 0.7], [0.4, 0.5, 0.6], [0.45], [0.55, 0.58], [0.1]]  # trials 0-4
+    for curve in curves:
+        trial = study.ask()
+        for step, value in enumerate(curve, 1):
+            trial.report(value, step)
+        if len(curve) == 3:
+            study.tell(trial, max(curve))
+        else:
+            study.tell(trial, state=TrialState.PRUNED)
+    # at their step: trial 3 beats 1 of 2 others at epoch 2 (0.58 > 0.5), trial 2 beats 1 of 3, trial 4 none
+    assert [t.number for t in rescue_candidates(study.trials, study.direction, 2)] == [3, 2]
+    assert [t.number for t in rescue_candidates(study.trials, study.direction, 2, exclude=[3])] == [2, 4]
+
+
+def test_replayed_rescue_runs_exactly_k_pruned_trials_in_full():
+    table = _table(*[[v - 0.002 * i for v in STEADY] for i in range(8)], BLOOMER)
+    result = replay(table, range(len(table)), _median(), rescue_top_k=2)
+    assert len(result.rescued) == 2 and set(result.rescued).isdisjoint(result.pruned)
+    assert result.best == max(max(table.curves[c]) for c in [*range(len(table))] if c not in result.pruned)
+
+
+def test_rescue_reruns_exactly_k_pruned_trials_with_their_params_to_the_full_budget(tmp_path):
+    args = [
+        "-m",
+        "hparams_search=optuna_fast",
+        "exp_name=rescue",
+        "hydra.sweeper.n_trials=8",
+        "hydra/sweeper/pruner=threshold",
+        "hydra.sweeper.pruner.lower=1.1",  # says prune after every epoch: only the guard keeps a trial
+        "hydra.sweeper.guard.leader=true",
+        "hydra.sweeper.rescue.top_k=2",
+        *QUICK,
+    ]
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = {t.number: t for t in load_trials(tmp_path, "rescue_fast")}
+    rescues = [t for t in trials.values() if ATTR_RESCUE_OF in t.user_attrs]
+    own = [t for t in trials.values() if ATTR_RESCUE_OF not in t.user_attrs]
+    assert len(own) == 8 and len(rescues) == 2
+    assert trials[0].state == TrialState.COMPLETE and trials[0].user_attrs[ATTR_GUARD_SAVED][0] == [
+        1,
+        "leader",
+    ]
+    for rescue in rescues:
+        original = trials[rescue.user_attrs[ATTR_RESCUE_OF]]
+        assert original.state == TrialState.PRUNED
+        assert rescue.params == original.params
+        assert rescue.state == TrialState.COMPLETE
+        assert rescue.user_attrs["epochs_run"] == rescue.user_attrs["max_epochs"] == 3
+    expected = rescue_candidates(own, optuna.study.StudyDirection.MAXIMIZE, 2)
+    assert sorted(r.user_attrs[ATTR_RESCUE_OF] for r in rescues) == sorted(t.number for t in expected)
+
+    # the same command again: the study is done and rescued; nothing more runs
+    again = run_cli(args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(load_trials(tmp_path, "rescue_fast")) == 10
+
+    sweep = sorted((tmp_path / "multirun" / "rescue").iterdir())[0]
+    report = (sweep / "report.md").read_text()
+    assert "## Saved by the guard" in report and "## Rescued" in report
+    with (sweep / "all_trials.csv").open() as f:
+        rows = {int(r["number"]): r for r in csv.DictReader(f)}
+    assert {n for n, r in rows.items() if r["rescue_of"]} == {r.number for r in rescues}
+    assert rows[0]["guard_saved"].startswith("leader at epoch 1")
