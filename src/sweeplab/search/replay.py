@@ -76,7 +76,10 @@ def replay(
 ) -> ReplayResult:
     """Replay one study: the configurations `order`, in that order, under `pruner`; then rescue."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction=direction, pruner=pruner, sampler=optuna.samplers.RandomSampler(0))
+    # a fixed name: Hyperband picks a trial's bracket from a hash of study name and trial number
+    study = optuna.create_study(
+        study_name="replay", direction=direction, pruner=pruner, sampler=optuna.samplers.RandomSampler(0)
+    )
     maximize = direction == "maximize"
     epochs = 0
     for config in order:

@@ -1,0 +1,49 @@
+"""Helpers the benchmark commands share: run a command and time it, run sweeplab's train.py."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "runners" / "train.py"
+# no augmentation, no LR monitor, no progress bar: the same work as the hand-written baselines
+PLAIN = [
+    "data.augment.scale=[1.0,1.0]",
+    "data.augment.rotate=0",
+    "data.augment.translate=0",
+    "callbacks.lr_monitor=null",
+    "callbacks.progress=null",
+]
+
+
+def timed(cmd: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None) -> float:
+    """Wall seconds from launching `cmd` to its exit; its output goes to `log`; a failure stops the benchmark."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with log.open("w") as out:
+        rc = subprocess.call(
+            cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+    elapsed = time.perf_counter() - started
+    if rc != 0:
+        sys.exit(f"{' '.join(cmd)} failed (exit {rc}); its output: {log}")
+    return elapsed
+
+
+def sweeplab(*overrides: str) -> list[str]:
+    return [sys.executable, str(TRAIN), *overrides]
+
+
+def machine() -> str:
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {gpu}; "
+        f"Python {platform.python_version()}, torch {torch.__version__}"
+    )

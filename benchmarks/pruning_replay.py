@@ -1,0 +1,85 @@
+"""Issue 7's evidence: whole studies replayed on recorded learning curves, with and without guard and rescue.
+
+Method: `benchmarks/data/digits_curves.csv` holds real, unpruned learning curves (val/f1 after each epoch)
+recorded by `benchmarks/pruning_payoff.py --curves`. A replayed study draws `--trials` of those
+configurations in a seeded random order and feeds each curve, epoch by epoch, to a real Optuna trial
+under the pruner being judged (`sweeplab.search.replay`); nothing is trained, so `--studies` seeds run in
+seconds and the same seed gives the same result. The pruners are sweeplab's own configs (`median.yaml`,
+`hyperband.yaml`), the guard is the one `hparams_search=optuna` turns on (leader + margin 0.01), rescue
+re-runs the top `--rescue` pruned trials in full. Per setting: how often the study's best equals the best
+of the same configurations unpruned, the mean gap to it, and the epochs spent relative to no pruning.
+
+    python benchmarks/pruning_replay.py --studies 500 --trials 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from pathlib import Path
+
+import optuna
+from omegaconf import OmegaConf
+
+from sweeplab.search.guard import Guard, GuardedPruner
+from sweeplab.search.replay import CurveTable, best_of, replay
+
+from _common import ROOT
+
+PRUNERS = ROOT / "src" / "hydra_plugins" / "sweeplab_sweeper" / "conf" / "hydra" / "sweeper" / "pruner"
+
+
+def pruner(name: str) -> optuna.pruners.BasePruner:
+    from sweeplab.search.algorithms import build_pruner
+
+    return build_pruner(OmegaConf.load(PRUNERS / f"{name}.yaml"))
+
+
+def settings(rescue: int, margin: float) -> dict[str, tuple]:
+    """name -> (pruner factory, rescue top_k)"""
+    guard = Guard(leader=True, margin=margin)
+    return {
+        "no pruning": (lambda: optuna.pruners.NopPruner(), 0),
+        "median": (lambda: pruner("median"), 0),
+        "median + guard": (lambda: GuardedPruner(pruner("median"), guard), 0),
+        f"median + guard + rescue {rescue}": (lambda: GuardedPruner(pruner("median"), guard), rescue),
+        "hyperband": (lambda: pruner("hyperband"), 0),
+        "hyperband + guard": (lambda: GuardedPruner(pruner("hyperband"), guard), 0),
+        f"hyperband + guard + rescue {rescue}": (lambda: GuardedPruner(pruner("hyperband"), guard), rescue),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--curves", type=Path, default=ROOT / "benchmarks" / "data" / "digits_curves.csv")
+    parser.add_argument("--studies", type=int, default=500)
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--rescue", type=int, default=3)
+    parser.add_argument("--margin", type=float, default=0.01, help="the guard's margin (optuna.yaml: 0.01)")
+    args = parser.parse_args()
+    table = CurveTable.from_csv(args.curves)
+    started = time.perf_counter()
+    orders = [random.Random(seed).sample(range(len(table)), args.trials) for seed in range(args.studies)]
+    unpruned = [max(best_of(table.curves[c]) for c in order) for order in orders]
+    full_epochs = args.trials * len(table.curves[0])
+    print(
+        f"{len(table)} recorded curves of {len(table.curves[0])} epochs; {args.studies} studies of {args.trials} trials each"
+    )
+    print("| setting | best = unpruned best | mean gap to it | worst gap | epochs spent |")
+    print("|---|---|---|---|---|")
+    for name, (make, rescue) in settings(args.rescue, args.margin).items():
+        results = [replay(table, order, make(), rescue_top_k=rescue) for order in orders]
+        gaps = [u - r.best for u, r in zip(unpruned, results, strict=True)]
+        hits = sum(g <= 1e-12 for g in gaps) / len(gaps)
+        epochs = statistics.mean(r.epochs for r in results) / full_epochs
+        print(
+            f"| {name} | {hits:.1%} | {statistics.mean(gaps):.4f} | {max(gaps):.4f} | {epochs:.1%} |",
+            flush=True,
+        )
+    print(f"replayed in {time.perf_counter() - started:.1f}s")
+
+
+if __name__ == "__main__":
+    main()
