@@ -41,6 +41,21 @@ def sweeplab(*overrides: str) -> list[str]:
     return [sys.executable, str(TRAIN), *overrides]
 
 
+def grid_study(lrs: list[str], report: bool = False) -> list[str]:
+    """`train.py -m` arguments of a study that runs exactly these learning rates, unpruned, at full epochs."""
+    return [
+        "-m",
+        "hparams_search=optuna_fast",
+        "~search",
+        "hydra/sweeper/sampler=grid",
+        "hydra/sweeper/pruner=none",
+        f"models.optimizer.lr=choice({','.join(lrs)})",
+        f"hydra.sweeper.n_trials={len(lrs)}",
+        "hydra.sweeper.quick_validation.enabled=false",
+        f"hydra.sweeper.report={str(report).lower()}",
+    ]
+
+
 def machine() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (

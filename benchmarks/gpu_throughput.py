@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from _common import ROOT, machine, sweeplab, timed
+from _common import ROOT, grid_study, machine, sweeplab, timed
 
 BENCH = ROOT / "benchmarks"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -76,15 +76,7 @@ def trial_command(args: argparse.Namespace, model: str) -> list[str]:
     # enough training images for warmup + steps batches in the first epoch
     images = int((args.warmup + args.steps + 2) * args.batch / 0.8) + 1
     return sweeplab(
-        "-m",
-        "hparams_search=optuna_fast",
-        "~search",
-        "hydra/sweeper/sampler=grid",
-        "hydra/sweeper/pruner=none",
-        "models.optimizer.lr=choice(1e-3)",
-        "hydra.sweeper.n_trials=1",
-        "hydra.sweeper.quick_validation.enabled=false",
-        "hydra.sweeper.report=false",
+        *grid_study(["1e-3"]),
         "data=synthetic",
         f"data.num_images={images}",
         f"data.num_classes={args.classes}",

@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import PLAIN, machine, sweeplab, timed
+from _common import PLAIN, grid_study, machine, sweeplab, timed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,15 +69,7 @@ def main() -> None:
 
     def study(report: bool) -> list[str]:
         return sweeplab(
-            "-m",
-            "hparams_search=optuna_fast",
-            "~search",
-            "hydra/sweeper/sampler=grid",
-            "hydra/sweeper/pruner=none",
-            f"models.optimizer.lr=choice({','.join(lrs)})",
-            f"hydra.sweeper.n_trials={args.trials}",
-            "hydra.sweeper.quick_validation.enabled=false",
-            f"hydra.sweeper.report={str(report).lower()}",
+            *grid_study(lrs, report),
             f"trainer.max_epochs={args.epochs}",
             "data.batch_size=64",
             "trainer.accelerator=cpu",
