@@ -15,7 +15,7 @@ runs again, unpruned, the pruned trials that ranked best at the step they were p
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +68,7 @@ class Guard:
         if math.isnan(value):
             return None
         better = _better(study.direction)
-        if self.threshold is not None and better(value, self.threshold, inclusive=True):
+        if self.threshold is not None and better(value, self.threshold):
             return "threshold"
         others = study.get_trials(deepcopy=False)
         if self.leader:
@@ -77,14 +77,14 @@ class Guard:
                 for t in others
                 if t.number != trial.number and step in t.intermediate_values
             ]
-            if all(better(value, v, inclusive=True) for v in at_step if not math.isnan(v)):
+            if all(better(value, v) for v in at_step if not math.isnan(v)):
                 return "leader"
         if self.margin is not None:
             done = [t.value for t in others if t.state == TrialState.COMPLETE and t.value is not None]
             if done:
                 best = max(done) if study.direction == StudyDirection.MAXIMIZE else min(done)
                 bar = best - self.margin if study.direction == StudyDirection.MAXIMIZE else best + self.margin
-                if better(value, bar, inclusive=True):
+                if better(value, bar):
                     return "margin"
         return None
 
@@ -133,16 +133,14 @@ def rescue_candidates(
             if step in o.intermediate_values and o.number != t.number
         ]
         field = [v for v in field if not math.isnan(v)]
-        rank = sum(better(value, v, inclusive=True) for v in field) / len(field) if field else 1.0
+        rank = sum(better(value, v) for v in field) / len(field) if field else 1.0
         scored.append((rank, step, value if direction == StudyDirection.MAXIMIZE else -value, t))
     scored.sort(key=lambda s: (s[0], s[1], s[2], -s[3].number), reverse=True)
     return [s[3] for s in scored[:k]]
 
 
-def _better(direction: StudyDirection):  # noqa: ANN202
-    def better(a: float, b: float, inclusive: bool = False) -> bool:
-        if direction == StudyDirection.MAXIMIZE:
-            return a >= b if inclusive else a > b
-        return a <= b if inclusive else a < b
-
-    return better
+def _better(direction: StudyDirection) -> Callable[[float, float], bool]:
+    """a is at least as good as b, in the study's direction."""
+    if direction == StudyDirection.MAXIMIZE:
+        return lambda a, b: a >= b
+    return lambda a, b: a <= b

@@ -295,7 +295,7 @@ class StudySweep:
                 if self.enqueue_rescues():
                     continue
                 return self.done_reason(trials)
-            reason = self.stop_reason(trials)
+            reason = None if _waiting_rescues(trials) else self.stop_reason(trials)
             if reason:
                 return reason
             batch = [
@@ -313,7 +313,8 @@ class StudySweep:
         while True:
             recover_stale(self.study)  # trials of sweeps elsewhere that died
             trials = self.study.get_trials(deepcopy=False)
-            stopping = stopping or self.stop_reason(trials)
+            # stop rules end the study's own trials; queued rescues run regardless
+            stopping = stopping or (None if _waiting_rescues(trials) else self.stop_reason(trials))
             remaining = self.remaining(trials)
             barrier = self.plan.synchronous and bool(pool.running)
             while not barrier and stopping is None and remaining > 0 and pool.free_slot() is not None:
@@ -335,8 +336,7 @@ class StudySweep:
         plus rescues waiting to start (they come on top of n_trials)."""
         own = [t for t in trials if ATTR_RESCUE_OF not in t.user_attrs]
         running = [t for t in own if t.state == TrialState.RUNNING]
-        rescues = [t for t in trials if ATTR_RESCUE_OF in t.user_attrs and t.state == TrialState.WAITING]
-        return self.plan.n_trials - len(counted(own)) - len(running) + len(rescues)
+        return self.plan.n_trials - len(counted(own)) - len(running) + len(_waiting_rescues(trials))
 
     def enqueue_rescues(self) -> int:
         """Once the study's own n_trials are finished everywhere: queue the pruned trials that ranked best
@@ -521,6 +521,10 @@ class StudySweep:
         except ValueError:
             return "-"
         return f"{best.value:.4f} (trial {best.number})"
+
+
+def _waiting_rescues(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    return [t for t in trials if ATTR_RESCUE_OF in t.user_attrs and t.state == TrialState.WAITING]
 
 
 def _values(raw: Any, n: int) -> tuple[list[float] | None, str | None]:
