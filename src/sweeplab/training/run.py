@@ -40,8 +40,13 @@ def train(cfg: DictConfig) -> float | list[float]:
 def release_memory() -> None:
     """Free the finished run's model, optimizer and activations (Lightning holds them in reference
     cycles), so the next trial in this process starts with the GPU memory the first one had. The
-    process-wide data cache stays: sharing it is the point."""
+    process-wide data cache stays: sharing it is the point.
+
+    What survives the collection (modules, caches) lives as long as the process, so it is frozen out
+    of later collections: the next trial's collection walks only that trial's objects (about 1 ms
+    instead of 0.2-0.5 s with torch, Lightning and timm loaded)."""
     gc.collect()
+    gc.freeze()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
