@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import optuna
 import pytest
@@ -167,3 +168,5 @@ def test_rescue_reruns_exactly_k_pruned_trials_with_their_params_to_the_full_bud
         rows = {int(r["number"]): r for r in csv.DictReader(f)}
     assert {n for n, r in rows.items() if r["rescue_of"]} == {r.number for r in rescues}
     assert rows[0]["guard_saved"].startswith("leader at epoch 1")
+    stats = json.loads((sweep / "study_stats.json").read_text())
+    assert stats["pruner"] == "ThresholdPruner (guard: leader)"

@@ -135,6 +135,7 @@ class SweeplabSweeper(Sweeper):
         from sweeplab.reporting import StudyView, write_study_report
         from sweeplab.reporting.export import Flattener
         from sweeplab.reporting.files import write_files
+        from sweeplab.search.guard import describe
         from sweeplab.search.study import STUDY_STOPPED, masked
         from sweeplab.search.sweep import StudySweep, make_plan, open_study
 
@@ -159,7 +160,7 @@ class SweeplabSweeper(Sweeper):
             plan.n_trials,
             len(plan.space.distributions),
             type(plan.sampler).__name__,
-            type(plan.pruner).__name__,
+            describe(plan.pruner),
             plan.n_jobs,
         )
         sweep = StudySweep(plan, study, self.launcher.launch, sweeper_cfg)

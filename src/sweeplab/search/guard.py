@@ -95,6 +95,15 @@ class GuardedPruner(optuna.pruners.BasePruner):
     def __init__(self, pruner: optuna.pruners.BasePruner, guard: Guard) -> None:
         self.pruner, self.guard = pruner, guard
 
+    def __str__(self) -> str:
+        rules = [r for r in ("leader",) if self.guard.leader]
+        rules += [
+            f"{r} {v:g}"
+            for r, v in (("margin", self.guard.margin), ("threshold", self.guard.threshold))
+            if v is not None
+        ]
+        return f"{type(self.pruner).__name__} (guard: {', '.join(rules)})"
+
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         if not self.pruner.prune(study, trial):
             return False
@@ -109,6 +118,11 @@ class GuardedPruner(optuna.pruners.BasePruner):
         saved = [*stored.get(ATTR_GUARD_SAVED, []), [step, rule]]
         study._storage.set_trial_user_attr(trial._trial_id, ATTR_GUARD_SAVED, saved)
         return False
+
+
+def describe(pruner: optuna.pruners.BasePruner) -> str:
+    """The pruner's class name, with the guard's rules when it is guarded (for logs, attrs, reports)."""
+    return str(pruner) if isinstance(pruner, GuardedPruner) else type(pruner).__name__
 
 
 def rescue_candidates(

@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.errors import SweeplabError, config_error
 from sweeplab.search.algorithms import build_pruner, build_sampler
-from sweeplab.search.guard import ATTR_RESCUE_OF, rescue_candidates
+from sweeplab.search.guard import ATTR_RESCUE_OF, describe, rescue_candidates
 from sweeplab.search.space import SearchSpace, format_value
 from sweeplab.search.study import (
     ATTR_EPOCHS,
@@ -244,7 +244,7 @@ def open_study(plan: SweepPlan) -> optuna.Study:
         STUDY_COMMAND: plan.command,
         STUDY_METRICS: plan.metrics,
         STUDY_SAMPLER: type(plan.sampler).__name__,
-        STUDY_PRUNER: type(plan.pruner).__name__,
+        STUDY_PRUNER: describe(plan.pruner),
         STUDY_STOPPED: f"not finished: a sweep started {time.strftime('%Y-%m-%d %H:%M:%S')} is running or was killed",
     }.items():
         study.set_user_attr(key, value)
