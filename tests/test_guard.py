@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 from sweeplab.errors import SweeplabError
 from sweeplab.search.guard import ATTR_GUARD_SAVED, ATTR_RESCUE_OF, Guard, GuardedPruner, rescue_candidates
 from sweeplab.search.replay import CurveTable, replay
+from sweeplab.search.space import format_value
 from tests.conftest import QUICK, load_trials, run_cli
 
 STEADY = [0.90, 0.970, 0.972, 0.974, 0.975, 0.975, 0.975, 0.975]
@@ -170,3 +171,63 @@ def test_rescue_reruns_exactly_k_pruned_trials_with_their_params_to_the_full_bud
     assert rows[0]["guard_saved"].startswith("leader at epoch 1")
     stats = json.loads((sweep / "study_stats.json").read_text())
     assert stats["pruner"] == "ThresholdPruner (guard: leader)"
+
+
+def test_a_focused_study_searches_inside_the_earlier_space_and_starts_from_its_best(tmp_path):
+    first = run_cli(
+        [
+            "-m",
+            "hparams_search=optuna_fast",
+            "exp_name=stage",
+            "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.report=false",
+            *QUICK,
+        ],
+        cwd=tmp_path,
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    earlier = optuna.load_study(
+        study_name="stage_fast", storage=f"sqlite:///{tmp_path / 'studies' / 'stage_fast.db'}"
+    )
+    focused_args = [
+        "-m",
+        "hparams_search=optuna_focused",
+        "exp_name=stage",
+        "hydra.sweeper.focus.from=stage_fast",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.quick_validation.epochs=2",
+        "hydra.sweeper.report=false",
+        *QUICK,
+    ]
+    result = run_cli(focused_args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(
+        study_name="stage_focused", storage=f"sqlite:///{tmp_path / 'studies' / 'stage_focused.db'}"
+    )
+    assert study.user_attrs["sweeplab:focused_from"] == "stage_fast"
+    trials = sorted(study.trials, key=lambda t: t.number)
+    assert len(trials) == 2
+    overrides = trials[0].user_attrs["overrides"]
+    for name, value in earlier.best_trial.params.items():  # the earlier best runs first
+        # a choice narrowed to one value is no longer searched: every trial gets it as a fixed override
+        assert trials[0].params.get(name) == value or f"{name}={format_value(value)}" in overrides
+    old_space = earlier.best_trial.distributions
+    for t in trials:
+        for name, dist in t.distributions.items():  # every range lies inside the earlier one
+            old = old_space[name]
+            best = earlier.best_trial.params[name]
+            if hasattr(dist, "low"):
+                assert old.low <= dist.low <= best <= dist.high <= old.high
+            else:
+                assert set(dist.choices) <= set(old.choices) and best in dist.choices
+
+    missing = run_cli(
+        ["-m", "hparams_search=optuna_focused", "exp_name=stage", "hydra.sweeper.focus.from=nope", *QUICK],
+        cwd=tmp_path,
+    )
+    assert missing.returncode == 1
+    assert "hydra.sweeper.focus.from=" in missing.stderr and "nope" in missing.stderr
+    study = optuna.load_study(
+        study_name="stage_focused", storage=f"sqlite:///{tmp_path / 'studies' / 'stage_focused.db'}"
+    )
+    assert len(study.trials) == 2  # the refused run wrote nothing

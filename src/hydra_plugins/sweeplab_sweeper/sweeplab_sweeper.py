@@ -78,6 +78,8 @@ class SweeplabSweeperConf:
     # --- sweeplab's own ---
     pruner: Any = None
     guard: GuardConf = field(default_factory=GuardConf)
+    # staged search: {from: <earlier study>} searches the space narrowed around its top trials
+    focus: Any = field(default_factory=lambda: {"from": None})
     rescue: RescueConf = field(default_factory=RescueConf)
     study_suffix: str = ""
     timeout: float | None = None  # seconds for this invocation of the study

@@ -93,6 +93,36 @@ class SweepPlan:
     metrics: list[str] = field(default_factory=list)
     # the sweep's command-line arguments, any password in a URL masked
     command: list[str] = field(default_factory=list)
+    focus: Focus | None = None
+
+
+@dataclass(frozen=True)
+class Focus:
+    """Staged search: the earlier study, the space narrowed around its top trials, and its best params."""
+
+    study_name: str
+    space: dict[str, str]
+    best_params: dict[str, Any]
+
+
+def _focus(sweeper: DictConfig, root_dir: str) -> Focus | None:
+    """`hydra.sweeper.focus.from=<study>`: read the earlier study (same storage) before anything is written."""
+    from sweeplab.reporting.analysis import focused_space
+    from sweeplab.reporting.view import StudyView
+
+    source = (sweeper.get("focus") or {}).get("from")
+    if not source:
+        return None
+    url = resolve_storage(sweeper.get("storage"), str(source), root_dir)
+    view = StudyView.load(str(source), url, key="hydra.sweeper.focus.from")
+    space = focused_space(view) if view.single else None
+    if space is None or view.best is None:
+        raise config_error(
+            "hydra.sweeper.focus.from",
+            source,
+            f"needs a single-objective study with at least 2 complete trials; it has {len(view.complete)}",
+        )
+    return Focus(str(source), space, dict(view.best.params))
 
 
 def make_plan(
@@ -148,7 +178,9 @@ def make_plan(
     if target is not None and len(directions) > 1:
         raise config_error("hydra.sweeper.stop.target", target, "needs a single-objective study")
 
-    space = SearchSpace.parse(sweeper.get("params"), arguments)
+    focus = _focus(sweeper, root_dir)
+    # a focused study searches the narrowed space of the earlier one (plus the command line's params)
+    space = SearchSpace.parse(focus.space if focus else sweeper.get("params"), arguments)
     custom = _custom_search_space(sweeper.get("custom_search_space"))
     if not space.distributions and custom is None:
         raise SweeplabError(
@@ -188,6 +220,7 @@ def make_plan(
         config_name=config_name,
         metrics=[str(job_cfg.get("optimized_metric")), *map(str, extra)],
         command=[masked_argument(a) for a in sys.argv[1:]],
+        focus=focus,
     )
 
 
@@ -206,6 +239,8 @@ def open_study(plan: SweepPlan) -> optuna.Study:
             )
             study.set_user_attr(ATTR_SPACE, _json(plan.space.to_json()))
             log.info("study %s created in %s", plan.study_name, masked(plan.storage_url))
+            if plan.focus is not None:
+                _start_focused(study, plan)
         except optuna.exceptions.DuplicatedStudyError:
             study = None  # another sweep created it a moment ago: load it as below
     if study is None:
@@ -251,6 +286,19 @@ def open_study(plan: SweepPlan) -> optuna.Study:
     recover_orphans(study)
     recover_stale(study)
     return study
+
+
+def _start_focused(study: optuna.Study, plan: SweepPlan) -> None:
+    """Link the new study to the earlier one and make the earlier best its first trial."""
+    assert plan.focus is not None
+    study.set_user_attr(STUDY_FOCUSED_FROM, plan.focus.study_name)
+    best = {k: v for k, v in plan.focus.best_params.items() if k in plan.space.distributions}
+    study.enqueue_trial(best, user_attrs={ATTR_FOCUS_BEST: plan.focus.study_name})
+    log.info(
+        "focused on study %s: %s; its best params run first",
+        plan.focus.study_name,
+        ", ".join(f"{k}: {v}" for k, v in plan.focus.space.items()),
+    )
 
 
 class StudySweep:
@@ -521,6 +569,10 @@ class StudySweep:
         except ValueError:
             return "-"
         return f"{best.value:.4f} (trial {best.number})"
+
+
+STUDY_FOCUSED_FROM = "sweeplab:focused_from"  # the earlier study a focused one narrows
+ATTR_FOCUS_BEST = "best_of"  # on the first trial of a focused study: the study whose best params it re-runs
 
 
 def _waiting_rescues(trials: list[FrozenTrial]) -> list[FrozenTrial]:
