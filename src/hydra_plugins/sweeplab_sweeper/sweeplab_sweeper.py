@@ -138,7 +138,7 @@ class SweeplabSweeper(Sweeper):
         from sweeplab.reporting.export import Flattener
         from sweeplab.reporting.files import write_files
         from sweeplab.search.guard import describe
-        from sweeplab.search.study import STUDY_STOPPED, masked
+        from sweeplab.search.study import STUDY_STOPPED, checkpoint, masked
         from sweeplab.search.sweep import StudySweep, make_plan, open_study
 
         assert self.config is not None and self.hydra_context is not None
@@ -166,8 +166,11 @@ class SweeplabSweeper(Sweeper):
             plan.n_jobs,
         )
         sweep = StudySweep(plan, study, self.launcher.launch, sweeper_cfg)
-        stopped = sweep.run(pool)
-        study.set_user_attr(STUDY_STOPPED, stopped)
+        try:
+            stopped = sweep.run(pool)
+            study.set_user_attr(STUDY_STOPPED, stopped)
+        finally:
+            checkpoint(plan.storage_url)  # the .db file alone holds the study, even after Ctrl-C
         view = StudyView(study, masked(plan.storage_url))
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         if sweeper_cfg.get("report", True):

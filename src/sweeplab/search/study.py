@@ -142,6 +142,17 @@ def open_storage(
     raise AssertionError("unreachable")
 
 
+def checkpoint(url: str) -> None:
+    """Fold SQLite's write-ahead log back into the database file, so that the .db file alone holds the
+    study (to copy or send); the WAL is otherwise folded only when the last connection closes cleanly."""
+    if not url.startswith("sqlite:///"):
+        return
+    path = Path(url[len("sqlite:///") :])
+    if path.is_file():
+        with contextlib.closing(sqlite3.connect(path, timeout=60)) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
 def _wal(path: Path) -> None:
     """Switch the SQLite file to write-ahead logging (a property of the file: set once, kept)."""
     with contextlib.closing(sqlite3.connect(path, timeout=60)) as db:
