@@ -90,11 +90,12 @@ class ImageDataModule(L.LightningDataModule):
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
         self.split_seed = int(split_seed)
         self.channels_last = bool(channels_last)
-        if str(resident) not in ("auto", "True", "False"):
+        if resident not in ("auto", True, False):
             raise config_error("data.resident", resident, "allowed: auto, true, false")
         if float(resident_max_gb) < 0:
             raise config_error("data.resident_max_gb", resident_max_gb, "must be 0 or more (GiB)")
-        self.resident, self.resident_max_gb = str(resident), float(resident_max_gb)
+        self.resident: bool | None = None if resident == "auto" else bool(resident)  # None: auto
+        self.resident_max_gb = float(resident_max_gb)
         self.device = device
         self.resident_device: str | None = None  # set by load(): where the uint8 tensors live
         self.augment = BatchAugment(**dict(augment or {}))
@@ -121,16 +122,16 @@ class ImageDataModule(L.LightningDataModule):
         Resident data skips workers, pinning and the host-to-device copy: the uint8 tensors go to the
         training device once per process (shared by every trial there), a step is one index gather.
         """
-        if self.resident == "False" or (self.resident == "auto" and not _is_cuda(self.device)):
+        if self.resident is False or (self.resident is None and not _is_cuda(self.device)):
             return None
         device = self.device or "cpu"
         size_gb = (data.images.nbytes + data.labels.nbytes) / 2**30
         fits = size_gb <= self.resident_max_gb
-        if fits and _is_cuda(device) and self.resident == "auto":
+        if fits and _is_cuda(device) and self.resident is None:
             free, _ = torch.cuda.mem_get_info(torch.device(device))
             fits = size_gb <= 0.5 * free / 2**30  # leave the other half for the model
         if not fits:
-            if self.resident == "True":
+            if self.resident:
                 raise config_error(
                     "data.resident",
                     True,

@@ -48,6 +48,7 @@ ATTR_WORKER_PID = "worker_pid"  # the process that trains the trial (the sweeper
 ATTR_LOST = "lost"  # how a trial's process died without a result (killed, crashed): then it is re-run
 ATTR_QUICK = "quick_overrides"  # the quick-validation part of `overrides`: dropped to train in full
 ATTR_MAX_EPOCHS = "max_epochs"  # the epochs the trial would have run unpruned
+ATTR_FOCUS_BEST = "best_of"  # on the first trial of a focused study: the study whose best params it re-runs
 INTERRUPTED = "interrupted"
 SURPLUS = "not run: other sweeps had started the study's last trials"  # see StudySweep.surplus
 # Study attributes: what reports and exports need, written by every run of the sweep.
@@ -56,6 +57,7 @@ STUDY_SCRIPT = "sweeplab:script"
 STUDY_COMMAND = "sweeplab:command"
 STUDY_METRICS = "sweeplab:metrics"
 STUDY_SAMPLER = "sweeplab:sampler"
+STUDY_FOCUSED_FROM = "sweeplab:focused_from"  # the earlier study a focused one narrows
 STUDY_PRUNER = "sweeplab:pruner"
 STUDY_STOPPED = "sweeplab:stopped"
 

@@ -29,6 +29,7 @@ from sweeplab.search.space import SearchSpace, format_value
 from sweeplab.search.study import (
     ATTR_EPOCHS,
     ATTR_FAIL_REASON,
+    ATTR_FOCUS_BEST,
     ATTR_LOST,
     ATTR_OVERRIDES,
     ATTR_PRUNED_AT,
@@ -36,6 +37,7 @@ from sweeplab.search.study import (
     ATTR_SPACE,
     STUDY_COMMAND,
     STUDY_CONFIG_NAME,
+    STUDY_FOCUSED_FROM,
     STUDY_METRICS,
     STUDY_PRUNER,
     STUDY_SAMPLER,
@@ -569,10 +571,6 @@ class StudySweep:
         except ValueError:
             return "-"
         return f"{best.value:.4f} (trial {best.number})"
-
-
-STUDY_FOCUSED_FROM = "sweeplab:focused_from"  # the earlier study a focused one narrows
-ATTR_FOCUS_BEST = "best_of"  # on the first trial of a focused study: the study whose best params it re-runs
 
 
 def _waiting_rescues(trials: list[FrozenTrial]) -> list[FrozenTrial]:
