@@ -40,6 +40,8 @@ class QuickValidationConf:
     epochs: int | None = None
     batch_size: int | None = None
     train_fraction: float | None = None
+    # k: every trial trains k models on stratified folds (data.folds=k); its value is their mean
+    folds: int | None = None
 
 
 @dataclass

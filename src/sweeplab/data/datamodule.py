@@ -9,7 +9,7 @@ from typing import Any
 import lightning.pytorch as L
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from sweeplab.data.augment import BatchAugment
@@ -22,6 +22,19 @@ log = logging.getLogger(__name__)
 
 def _is_cuda(device: str | None) -> bool:
     return device is not None and str(device).startswith("cuda")
+
+
+def _check_folds(folds: int | None, fold: int) -> tuple[int | None, int]:
+    """`data.folds`: null (one train/val split) or k >= 2 stratified folds; `fold` picks the val fold."""
+    if folds is None:
+        return None, 0
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise config_error(
+            "data.folds", folds, "must be an integer >= 2 (k-fold), or null for one train/val split"
+        )
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
+        raise config_error("data.fold", fold, f"must be an integer in [0, {folds - 1}] (data.folds={folds})")
+    return folds, fold
 
 
 class _Rows(Dataset):
@@ -58,6 +71,8 @@ class ImageDataModule(L.LightningDataModule):
         resident: bool | str = "auto",
         resident_max_gb: float = 4.0,
         device: str | None = None,
+        folds: int | None = None,
+        fold: int = 0,
     ) -> None:
         super().__init__()
         if int(img_size) < 1:
@@ -84,6 +99,7 @@ class ImageDataModule(L.LightningDataModule):
                 list(mean),
                 f"needs one value per channel (data.in_chans={in_chans}), as does data.std",
             )
+        self.folds, self.fold = _check_folds(folds, fold)
         self.source = source
         self.img_size, self.in_chans = int(img_size), int(in_chans)
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
@@ -149,21 +165,41 @@ class ImageDataModule(L.LightningDataModule):
         return device
 
     def _split(self, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """Test split first (the same for every fold), then train/val: one stratified split by
+        val_fraction, or with `folds=k` the `fold`-th of k stratified folds as val (val_fraction unused)."""
         idx = np.arange(len(labels))
         rest, test = idx, idx[:0]
         if self.test_fraction > 0:
             rest, test = train_test_split(
                 idx, test_size=self.test_fraction, stratify=labels, random_state=self.split_seed
             )
-        val_share = self.val_fraction / (1.0 - self.test_fraction)
-        train, val = train_test_split(
-            rest, test_size=val_share, stratify=labels[rest], random_state=self.split_seed
-        )
+        if self.folds is not None:
+            train, val = self._fold_split(rest, labels[rest])
+        else:
+            val_share = self.val_fraction / (1.0 - self.test_fraction)
+            train, val = train_test_split(
+                rest, test_size=val_share, stratify=labels[rest], random_state=self.split_seed
+            )
         return {
             "train": np.sort(train),
             "val": np.sort(val),
             "test": np.sort(test) if len(test) else np.sort(val),
         }
+
+    def _fold_split(self, rest: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        assert self.folds is not None
+        classes, counts = np.unique(labels, return_counts=True)
+        if counts.min() < self.folds:
+            name = self.data.classes[int(classes[counts.argmin()])] if self.data is not None else classes[0]
+            raise config_error(
+                "data.folds",
+                self.folds,
+                f"class {name!r} has {counts.min()} images outside the test split; "
+                f"stratified folds need at least {self.folds} per class (lower data.folds)",
+            )
+        splitter = StratifiedKFold(n_splits=self.folds, shuffle=True, random_state=self.split_seed)
+        train, val = list(splitter.split(rest, labels))[self.fold]
+        return rest[train], rest[val]
 
     @property
     def num_classes(self) -> int:

@@ -48,6 +48,7 @@ ATTR_WORKER_PID = "worker_pid"  # the process that trains the trial (the sweeper
 ATTR_LOST = "lost"  # how a trial's process died without a result (killed, crashed): then it is re-run
 ATTR_QUICK = "quick_overrides"  # the quick-validation part of `overrides`: dropped to train in full
 ATTR_MAX_EPOCHS = "max_epochs"  # the epochs the trial would have run unpruned
+ATTR_FOLD_VALUES = "fold_values"  # a k-fold trial's value of each fold it finished (its value is their mean)
 ATTR_FOCUS_BEST = "best_of"  # on the first trial of a focused study: the study whose best params it re-runs
 INTERRUPTED = "interrupted"
 SURPLUS = "not run: other sweeps had started the study's last trials"  # see StudySweep.surplus

@@ -628,6 +628,13 @@ def _quick_overrides(node: DictConfig | None) -> list[str]:
                 "hydra.sweeper.quick_validation.batch_size", node.batch_size, "must be at least 1"
             )
         out.append(f"data.batch_size={int(node.batch_size)}")
+    if node.get("folds") is not None:
+        folds = node.folds
+        if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+            raise config_error(
+                "hydra.sweeper.quick_validation.folds", folds, "must be an integer >= 2 (k-fold), or null"
+            )
+        out.append(f"data.folds={folds}")
     if node.get("train_fraction") is not None:
         fraction = float(node.train_fraction)
         if not 0.0 < fraction <= 1.0:

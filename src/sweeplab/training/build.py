@@ -32,11 +32,14 @@ def resolve_auto(value: Any, gpu_value: Any, cpu_value: Any, gpu: bool) -> Any:
     return (gpu_value if gpu else cpu_value) if value == "auto" else value
 
 
-def build_datamodule(cfg: DictConfig) -> ImageDataModule:
+def build_datamodule(cfg: DictConfig, fold: int | None = None) -> ImageDataModule:
     """`data._target_` is the datamodule, `data.source._target_` the image source; every other key of
-    `data` goes to the datamodule if its signature names it, else to the source (so `data.root=...`)."""
+    `data` goes to the datamodule if its signature names it, else to the source (so `data.root=...`).
+    `fold`: which of `data.folds` stratified folds validates (k-fold runs build one datamodule per fold)."""
     node = OmegaConf.to_container(cfg.data, resolve=True)
     assert isinstance(node, dict)
+    if fold is not None:
+        node["fold"] = fold
     dm_cls = get_class(node.pop("_target_"))
     source_node = node.pop("source")
     dm_params = inspect.signature(dm_cls).parameters

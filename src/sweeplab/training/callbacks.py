@@ -23,6 +23,7 @@ class MetricHistory(L.Callback):
         self.optimized_metric = optimized_metric
         self.epochs: list[dict[str, float]] = []
         self._epoch_started = time.perf_counter()
+        self._epoch_times: list[float] = []
         self.params = 0
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -37,8 +38,11 @@ class MetricHistory(L.Callback):
         metrics = {
             k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))
         }
-        # what a multi-objective study may trade the optimized metric against
-        metrics["time/epoch_s"] = time.perf_counter() - self._epoch_started
+        # what a multi-objective study may trade the optimized metric against: this epoch's seconds
+        # (training + validation), and their median so far (the first epoch's warm-up does not count twice)
+        self._epoch_times.append(time.perf_counter() - self._epoch_started)
+        metrics["time/epoch_s"] = self._epoch_times[-1]
+        metrics["time/median_epoch_s"] = statistics.median(self._epoch_times)
         metrics["model/params"] = float(self.params)
         if self.optimized_metric not in trainer.callback_metrics:
             logged = ", ".join(sorted(trainer.callback_metrics)) or "none"

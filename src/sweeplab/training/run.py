@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab.errors import config_error
-from sweeplab.search.study import ATTR_MAX_EPOCHS
-from sweeplab.search.trial import PruningCallback, current_trial
+from sweeplab.search.study import ATTR_FOLD_VALUES, ATTR_MAX_EPOCHS
+from sweeplab.search.trial import PruningCallback, StudyTrial, current_trial
 from sweeplab.training.build import build_datamodule, build_module, build_trainer, compile_options
 from sweeplab.training.callbacks import CompileTimer, MetricHistory
 
@@ -51,34 +53,132 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
+@dataclass
+class FoldRun:
+    """One fitted model: its validation metrics per epoch, test metrics and where it stopped (plain
+    values only: the callbacks would keep the trainer and model alive)."""
+
+    epochs: list[dict[str, float]]
+    best: dict[str, float] | None
+    test: dict[str, float]
+    best_checkpoint: str | None
+    pruned_at: int | None
+    compile_s: float | None = None
+
+
 def _train(cfg: DictConfig) -> float | list[float]:
     started = time.perf_counter()
     mode = str(cfg.get("optimized_mode", "max"))
     if mode not in ("max", "min"):
         raise config_error("optimized_mode", mode, "allowed: max, min")
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     # Hydra keeps the unresolved config in .hydra/; this is what the run actually used.
     (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
-    dm = build_datamodule(cfg)
+    folds = cfg.data.get("folds")
+    study_trial = current_trial()
+    if study_trial:  # the budget pruning saves from: every fold's epochs
+        study_trial.set(ATTR_MAX_EPOCHS, int(cfg.trainer.max_epochs) * (folds or 1))
+    runs: list[FoldRun] = []
+    try:
+        if study_trial:
+            study_trial.start_heartbeat()
+        for fold in [None] if folds is None else range(int(folds)):
+            run = _fit(cfg, mode, study_trial, fold, epochs_before=sum(len(r.epochs) for r in runs))
+            runs.append(run)
+            if fold is not None:
+                log.info(
+                    "fold %d/%d: %s %.4f%s",
+                    fold + 1,
+                    folds,
+                    cfg.optimized_metric,
+                    _value(run, cfg),
+                    " [pruned]" if run.pruned_at is not None else "",
+                )
+                if study_trial:
+                    study_trial.set(ATTR_FOLD_VALUES, [_value(r, cfg) for r in runs])
+            if run.pruned_at is not None:
+                break  # a pruned trial is not a candidate: no later folds, no test
+            release_memory()
+    finally:
+        if study_trial:
+            study_trial.close()  # heartbeats stop; the sweeper stores the trial's end
+
+    # k folds: the value is the mean of the folds' best values (each fold's best epoch, as for one run)
+    value = _mean([_value(r, cfg) for r in runs])
+    extra = [str(m) for m in cfg.get("extra_objectives") or []]
+    extra_values = [_mean([_metric_at(r.best, m) for r in runs]) for m in extra]
+    pruned_at = runs[-1].pruned_at
+    one = runs[0] if folds is None else None
+    result = {
+        "optimized_metric": str(cfg.optimized_metric),
+        "optimized_mode": mode,
+        "value": value,
+        "extra_objectives": dict(zip(extra, extra_values, strict=True)),
+        # k folds: each key's mean over the folds' best epochs (and test metrics)
+        "best_val": one.best if one else _mean_dicts([r.best for r in runs], drop="epoch"),
+        "last_val": one.epochs[-1] if one and one.epochs else None,
+        "test": one.test if one else (_mean_dicts([r.test for r in runs]) or {}),  # {}: pruned
+        "epochs_run": sum(len(r.epochs) for r in runs),
+        "pruned_at_epoch": pruned_at,
+        "trial": study_trial.number if study_trial else None,
+        "best_checkpoint": one.best_checkpoint if one else None,
+        "wall_time_s": round(time.perf_counter() - started, 3),
+    }
+    if folds is not None:
+        result["folds"] = [
+            {
+                "fold": i,
+                "value": _value(r, cfg),
+                "best_epoch": r.best["epoch"] if r.best else None,
+                "epochs_run": len(r.epochs),
+                "test": r.test,
+                "best_checkpoint": r.best_checkpoint,
+            }
+            for i, r in enumerate(runs)
+        ]
+    if runs[0].compile_s is not None:
+        result["compile_s"] = runs[0].compile_s
+    write_json(output_dir / "metrics.json", result)
+    log.info(
+        "%s best %.4f (%s)%s; test %s; %.1fs",
+        cfg.optimized_metric,
+        value,
+        f"epoch {one.best['epoch']}" if one and one.best else f"mean of {len(runs)} fold(s)",
+        " [pruned]" if pruned_at is not None else "",
+        ", ".join(f"{k}={v:.4f}" for k, v in result["test"].items()) or "skipped",
+        result["wall_time_s"],
+    )
+    return [float(value), *extra_values] if extra else float(value)
+
+
+def _fit(
+    cfg: DictConfig, mode: str, study_trial: StudyTrial | None, fold: int | None, epochs_before: int
+) -> FoldRun:
+    """Build and fit one model (fold `fold` of a k-fold run, in its own `fold_<i>/` dir), then test it."""
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)  # each fold starts from the same seed
+    if fold is not None:
+        cfg = copy.deepcopy(cfg)
+        with open_dict(cfg):  # checkpoints and logs of each fold in its own dir
+            cfg.paths.output_dir = str(Path(cfg.paths.output_dir) / f"fold_{fold}")
+    dm = build_datamodule(cfg, fold)
     module = build_module(cfg, dm)
     history = MetricHistory(str(cfg.optimized_metric))
     callbacks: list[L.Callback] = [history]
-    study_trial = current_trial()
-    pruning = PruningCallback(study_trial, str(cfg.optimized_metric)) if study_trial else None
+    pruning = None
     if study_trial:
-        study_trial.set(ATTR_MAX_EPOCHS, int(cfg.trainer.max_epochs))  # the budget pruning saves from
-    if pruning:
+        offset = (fold or 0) * int(cfg.trainer.max_epochs)
+        pruning = PruningCallback(study_trial, str(cfg.optimized_metric), offset, epochs_before)
         callbacks.append(pruning)
     compile_timer = CompileTimer() if compile_options(cfg) is not None else None
     if compile_timer:
         callbacks.append(compile_timer)
     trainer = build_trainer(cfg, extra_callbacks=callbacks)
     log.info(
-        "%sdata: %d train / %d val / %d test images, %d classes, %dpx; model: %s",
+        "%s%sdata: %d train / %d val / %d test images, %d classes, %dpx; model: %s",
         f"trial {study_trial.number}: " if study_trial else "",
+        f"fold {fold + 1}/{dm.folds}: " if fold is not None else "",
         len(dm.splits["train"]),
         len(dm.splits["val"]),
         len(dm.splits["test"]),
@@ -86,55 +186,42 @@ def _train(cfg: DictConfig) -> float | list[float]:
         dm.img_size,
         cfg.models.net.name,
     )
-
-    try:
-        if study_trial:
-            study_trial.start_heartbeat()
-        trainer.fit(module, datamodule=dm)
-        pruned = pruning is not None and pruning.pruned_at is not None
-        checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-        best_path = checkpoint.best_model_path if checkpoint is not None else ""
-        test = (
-            [] if pruned else trainer.test(module, datamodule=dm, ckpt_path=best_path or None, verbose=False)
-        )
-    finally:
-        if study_trial:
-            study_trial.close()  # heartbeats stop; the sweeper stores the trial's end
-
-    best = history.best(mode)
-    value = best[cfg.optimized_metric] if best else math.nan
-    extra = [str(m) for m in cfg.get("extra_objectives") or []]
-    extra_values = [_metric_at(best, m, history) for m in extra]
-    result = {
-        "optimized_metric": str(cfg.optimized_metric),
-        "optimized_mode": mode,
-        "value": value,
-        "extra_objectives": dict(zip(extra, extra_values, strict=True)),
-        "best_val": best,
-        "last_val": history.epochs[-1] if history.epochs else None,
-        "test": {k: float(v) for k, v in (test[0] if test else {}).items()},
-        "epochs_run": len(history.epochs),
-        "pruned_at_epoch": pruning.pruned_at if pruning else None,
-        "trial": study_trial.number if study_trial else None,
-        "best_checkpoint": best_path or None,
-        "wall_time_s": round(time.perf_counter() - started, 3),
-    }
-    if compile_timer:
-        result["compile_s"] = compile_timer.compile_s
-    write_json(output_dir / "metrics.json", result)
-    log.info(
-        "%s best %.4f (epoch %s)%s; test %s; %.1fs",
-        cfg.optimized_metric,
-        value,
-        best["epoch"] if best else "-",
-        " [pruned]" if pruned else "",
-        ", ".join(f"{k}={v:.4f}" for k, v in result["test"].items()) or "skipped",
-        result["wall_time_s"],
+    trainer.fit(module, datamodule=dm)
+    pruned_at = pruning.pruned_at if pruning else None
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    best_path = checkpoint.best_model_path if checkpoint is not None else ""
+    test = (
+        []
+        if pruned_at is not None
+        else trainer.test(module, datamodule=dm, ckpt_path=best_path or None, verbose=False)
     )
-    return [float(value), *extra_values] if extra else float(value)
+    return FoldRun(
+        epochs=history.epochs,
+        best=history.best(mode),
+        test={k: float(v) for k, v in (test[0] if test else {}).items()},
+        best_checkpoint=best_path or None,
+        pruned_at=pruned_at,
+        compile_s=compile_timer.compile_s if compile_timer else None,
+    )
 
 
-def _metric_at(epoch: dict[str, float] | None, metric: str, history: MetricHistory) -> float:
+def _value(run: FoldRun, cfg: DictConfig) -> float:
+    return run.best[str(cfg.optimized_metric)] if run.best else math.nan
+
+
+def _mean(values: list[float]) -> float:
+    return float(sum(values) / len(values)) if values else math.nan
+
+
+def _mean_dicts(rows: list[dict[str, float] | None], drop: str = "") -> dict[str, float] | None:
+    """Key-wise means over the rows (keys every row has); None when a row is missing."""
+    if not rows or any(not r for r in rows):
+        return None
+    keys = [k for k in rows[0] if k != drop and all(k in r for r in rows)]
+    return {k: _mean([r[k] for r in rows]) for k in keys}  # type: ignore[index]
+
+
+def _metric_at(epoch: dict[str, float] | None, metric: str) -> float:
     if epoch is None:
         return math.nan
     if metric not in epoch:
