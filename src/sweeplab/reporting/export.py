@@ -118,11 +118,19 @@ class Export:
 
 
 def export_preset(
-    flattener: Flattener, trial: FrozenTrial, study_name: str, root_dir: str | Path, note: str
+    flattener: Flattener,
+    trial: FrozenTrial,
+    study_name: str,
+    root_dir: str | Path,
+    note: str,
+    suffix: str = "",
 ) -> Export:
-    """Write the trial as `preset/optimized/<study>.yaml` and check that composing it gives the trial's config."""
+    """Write the trial as `preset/optimized/<study><suffix>.yaml` and check that composing it gives the trial's config.
+
+    `suffix` keeps presets of other trials than the best (`_trial<N>`) from overwriting the best one's.
+    """
     flat = flattener.flatten(full_overrides(trial))
-    stem = config_stem(study_name)
+    stem = config_stem(study_name) + suffix
     name = f"{PRESET_GROUP}/{stem}"
     path = generated_conf_dir(root_dir) / "preset" / PRESET_GROUP / f"{stem}.yaml"
     defaults: list[Any] = [

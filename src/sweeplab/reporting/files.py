@@ -24,9 +24,16 @@ from sweeplab.search.study import (
 
 
 def write_files(
-    view: StudyView, out_dir: Path, retrain: str | None, stats: dict[str, Any] | None = None
+    view: StudyView,
+    out_dir: Path,
+    retrain: str | None,
+    stats: dict[str, Any] | None = None,
+    picked: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
-    """Write the four result files into `out_dir`; `retrain` trains the best trial; `stats` if already computed."""
+    """Write the four result files into `out_dir`; `retrain` trains the best trial; `stats` if already computed.
+
+    `picked` records a trial exported on request (runners/report.py pick.*) beside the best one or the front.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "best_params": out_dir / "best_params.json",
@@ -34,10 +41,13 @@ def write_files(
         "study_stats": out_dir / "study_stats.json",
         "optimization_results": out_dir / "optimization_results.yaml",
     }
-    paths["best_params"].write_text(dumps(best_params(view, retrain)))
+    extra = {"picked": picked} if picked else {}
+    paths["best_params"].write_text(dumps({**best_params(view, retrain), **extra}))
     write_trials_csv(view, paths["all_trials"])
     paths["study_stats"].write_text(dumps(stats if stats is not None else study_stats(view)))
-    OmegaConf.save(OmegaConf.create(results_payload(view, retrain)), paths["optimization_results"])
+    OmegaConf.save(
+        OmegaConf.create({**results_payload(view, retrain), **extra}), paths["optimization_results"]
+    )
     return paths
 
 

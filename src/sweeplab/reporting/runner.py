@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from sweeplab.errors import config_error
 from sweeplab.reporting.export import Flattener, config_stem
+from sweeplab.reporting.pick import pick_trial
 from sweeplab.reporting.study_report import StudyReport, write_study_report
 from sweeplab.reporting.view import StudyView, check_name
 from sweeplab.search.study import STUDIES_DIR, STUDY_CONFIG_NAME, STUDY_SCRIPT, resolve_storage
@@ -32,6 +33,12 @@ def report(cfg: DictConfig) -> StudyReport:
             "(or pass storage=<url>)",
         )
     view = StudyView.load(name, url, key="storage")
+    chosen = cfg.get("pick") or {}
+    pick = pick_trial(view, chosen.get("trial"), chosen.get("budget"))
+    if pick and not cfg.get("export", True):
+        raise config_error(
+            "export", False, "pick.trial / pick.budget export a preset; drop export=false or the pick"
+        )
     out_dir = Path(cfg.get("out_dir") or Path("reports") / config_stem(name))
     loader = GlobalHydra.instance().config_loader()
     config_name = str(view.attr(STUDY_CONFIG_NAME) or "train")
@@ -48,6 +55,7 @@ def report(cfg: DictConfig) -> StudyReport:
         top_k=top_k,
         pruned_top_k=pruned_top_k,
         export=bool(cfg.get("export", True)),
+        pick=pick,
     )
     running = sum(1 for t in view.trials if t.state.name == "RUNNING")
     log.info(
@@ -59,6 +67,16 @@ def report(cfg: DictConfig) -> StudyReport:
     )
     if result.preset:
         log.info("best trial exported: %s", result.preset.command)
+    if result.pick and result.picked:
+        log.info(
+            "trial %d exported (%s): %s", result.pick.trial.number, result.pick.reason, result.picked.command
+        )
+        if result.pick.dominated_by is not None:
+            log.warning(
+                "trial %d is not on the Pareto front: trial %d is at least as good in every objective",
+                result.pick.trial.number,
+                result.pick.dominated_by,
+            )
     for note in result.notes:
         log.warning("not produced: %s", note)
     return result

@@ -33,14 +33,16 @@ from sweeplab.reporting.document import (
 )
 from sweeplab.reporting.export import Export, Flattener, export_focused, export_preset
 from sweeplab.reporting.files import write_files
+from sweeplab.reporting.pick import Pick, front_numbers, pick_trial, round_budget
 from sweeplab.reporting.plots import Plot, importances, write_plots
 from sweeplab.reporting.view import StudyView
 from sweeplab.search.guard import ATTR_GUARD_SAVED, ATTR_RESCUE_OF
-from sweeplab.search.study import ATTR_EPOCHS, STUDY_COMMAND, STUDY_SCRIPT
+from sweeplab.search.study import ATTR_EPOCHS, STUDY_COMMAND, STUDY_SCRIPT, default_storage, masked
 
 log = logging.getLogger("sweeplab.report")
 
 SEEDS = "42,777,2024"  # seed 002's validation seeds
+REPORT_SCRIPT = "report.py"  # beside the training script (runners/)
 # Recomposing a trial fails like this when configs changed since the study ran (a group or key removed).
 EXPORT_ERRORS = (SweeplabError, HydraException, OmegaConfBaseException)
 
@@ -50,9 +52,11 @@ class StudyReport:
     out_dir: Path
     files: dict[str, Path]
     plots: list[Plot]
-    preset: Export | None = None
+    preset: Export | None = None  # the best trial (single objective)
     focused: Export | None = None
     notes: list[str] = field(default_factory=list)  # what could not be produced, and why
+    pick: Pick | None = None  # a trial the user chose to export (pick.trial / pick.budget)
+    picked: Export | None = None  # its preset, optimized/<study>_trial<N>
 
 
 def write_study_report(
@@ -63,16 +67,20 @@ def write_study_report(
     top_k: int = 10,
     pruned_top_k: int = 3,
     export: bool = True,
+    pick: Pick | None = None,
 ) -> StudyReport:
     """Write files, plots, report.md/html into `out_dir`; with `export`, the best trial as a preset and a focused space.
 
-    `flattener` recomposes trials (for the export and for the commands in the report).
+    `flattener` recomposes trials (for the export and for the commands in the report). `pick` is one more
+    trial to export, as `optimized/<study>_trial<N>` (the only way to export a trial of a multi-objective
+    study); it is exported first and, unlike the best trial, a failure to export it raises (nothing written).
     """
     out_dir = Path(out_dir)
     notes: list[str] = []
     preset = focused = None
     space = analysis.focused_space(view)
     best = view.best
+    picked = _export_pick(view, flattener, pick, root_dir) if pick else None
     if flattener is None:
         notes.append("no config loader: preset and commands not exported")
     elif export and best is not None:
@@ -101,15 +109,46 @@ def write_study_report(
             log.warning("export failed: %s", _first_line(exc))
     retrain = preset.command if preset else None
     stats = analysis.study_stats(view)
-    files = write_files(view, out_dir, retrain, stats)
+    files = write_files(view, out_dir, retrain, stats, _picked_record(view, pick, picked))
     weights = importances(view)
     plots = write_plots(view, out_dir / "plots", list(weights) or view.param_names)
-    report = StudyReport(out_dir, files, plots, preset, focused, notes)
-    blocks = _blocks(view, stats, report, flattener, space, weights, top_k, pruned_top_k)
+    report = StudyReport(out_dir, files, plots, preset, focused, notes, pick, picked)
+    blocks = _blocks(view, stats, report, flattener, space, weights, top_k, pruned_top_k, Path(root_dir))
     (out_dir / "report.md").write_text(to_markdown(blocks, out_dir))
     (out_dir / "report.html").write_text(to_html(blocks, f"Study {view.name}"))
     files["report_md"], files["report_html"] = out_dir / "report.md", out_dir / "report.html"
     return report
+
+
+def _export_pick(view: StudyView, flattener: Flattener | None, pick: Pick, root_dir: str | Path) -> Export:
+    """The picked trial as `preset=optimized/<study>_trial<N>`; a failure is the user's one error line."""
+    if flattener is None:
+        raise SweeplabError(f"trial {pick.trial.number} cannot be exported: no config loader")
+    values = ", ".join(f"{m}={v:.6g}" for m, v in zip(view.metrics, pick.trial.values, strict=True))
+    note = (
+        f"Trial {pick.trial.number} of study {view.name} ({values}), {pick.reason}; "
+        f"exported {datetime.now().isoformat(timespec='seconds')}, trained in full (no quick validation)."
+    )
+    try:
+        return export_preset(flattener, pick.trial, view.name, root_dir, note, suffix=pick.preset_suffix)
+    except EXPORT_ERRORS as exc:
+        raise SweeplabError(
+            f"trial {pick.trial.number} of study {view.name} cannot be exported: {_first_line(exc)}"
+        ) from exc
+
+
+def _picked_record(view: StudyView, pick: Pick | None, picked: Export | None) -> dict[str, Any] | None:
+    """What best_params.json and optimization_results.yaml say about the picked trial."""
+    if pick is None or picked is None:
+        return None
+    return {
+        "trial": pick.trial.number,
+        "values": list(pick.trial.values),
+        "reason": pick.reason,
+        "on_pareto_front": pick.trial.number in front_numbers(view) if not view.single else None,
+        "preset": picked.name,
+        "retrain": picked.command,
+    }
 
 
 def _blocks(
@@ -121,6 +160,7 @@ def _blocks(
     weights: dict[str, float],
     top_k: int,
     pruned_top_k: int,
+    root_dir: Path,
 ) -> list[Block]:
     counts = stats["trials"]
     blocks: list[Block] = [
@@ -134,6 +174,7 @@ def _blocks(
         Bullets(_summary(view, stats)),
     ]
     blocks += _ranking(view, top_k)
+    blocks += _exported_pick(view, report)
     if weights:
         blocks += [
             Heading("Parameter importances"),
@@ -146,7 +187,7 @@ def _blocks(
     blocks += _guard_and_rescue(view)
     blocks += _failures(view)
     blocks += _plots(report.plots)
-    blocks += _next_steps(view, report, space)
+    blocks += _next_steps(view, report, space, root_dir)
     return blocks
 
 
@@ -157,7 +198,8 @@ def _summary(view: StudyView, stats: dict[str, Any]) -> list[str]:
         z = f", z-score {best['z_score']:.2f} among complete trials" if best["z_score"] is not None else ""
         items.append(f"best {view.metric}: {cell(best['value'])} (trial {best['trial']}{z})")
     elif "pareto_front" in stats:
-        items.append(f"Pareto front: {len(stats['pareto_front'])} trials")
+        numbers = ", ".join(str(p["trial"]) for p in stats["pareto_front"])
+        items.append(f"Pareto front: {len(stats['pareto_front'])} trials ({numbers or 'none yet'})")
     else:
         items.append("no complete trial yet")
     items.append(f"sampler {stats['sampler'] or '-'}, pruner {stats['pruner'] or '-'}")
@@ -188,7 +230,7 @@ def _ranking(view: StudyView, top_k: int) -> list[Block]:
         title = "Pareto front"
     if not rows_from:
         return []
-    header = ["rank", "trial", *view.metrics, "state", "epochs", *params]
+    header = ["rank" if view.single else "#", "trial", *view.metrics, "state", "epochs", *params]
     rows = [
         [
             i + 1,
@@ -200,7 +242,39 @@ def _ranking(view: StudyView, top_k: int) -> list[Block]:
         ]
         for i, t in enumerate(rows_from)
     ]
-    return [Heading(title), Table(header, rows)]
+    if view.single:
+        return [Heading(title), Table(header, rows)]
+    return [
+        Heading(title),
+        Para(
+            "The complete trials no other complete trial matches or beats in every objective: each is a "
+            "different trade-off (no order among them). Next steps give the command that exports one as a preset."
+        ),
+        Table(header, rows),
+    ]
+
+
+def _exported_pick(view: StudyView, report: StudyReport) -> list[Block]:
+    """Which trial was exported on request, and why; a warning when it is off the Pareto front."""
+    pick, picked = report.pick, report.picked
+    if pick is None or picked is None:
+        return []
+    values = ", ".join(f"{m} {cell(v)}" for m, v in zip(view.metrics, pick.trial.values, strict=True))
+    blocks: list[Block] = [
+        Heading("Exported trial"),
+        Para(
+            f"Trial {pick.trial.number} ({values}) was exported as preset={picked.name} ({picked.path}): "
+            f"{pick.reason}."
+        ),
+    ]
+    if pick.dominated_by is not None:
+        blocks.append(
+            Para(
+                f"Warning: trial {pick.trial.number} is not on the Pareto front: trial {pick.dominated_by} "
+                "is at least as good in every objective and better in one."
+            )
+        )
+    return blocks
 
 
 def _trends(view: StudyView) -> list[Block]:
@@ -379,9 +453,23 @@ def _plots(plots: list[Plot]) -> list[Block]:
     return blocks
 
 
-def _next_steps(view: StudyView, report: StudyReport, space: dict[str, str] | None) -> list[Block]:
+def _next_steps(
+    view: StudyView, report: StudyReport, space: dict[str, str] | None, root_dir: Path
+) -> list[Block]:
     blocks: list[Block] = [Heading("Next steps")]
     script = view.attr(STUDY_SCRIPT) or "runners/train.py"
+    if report.pick and report.picked:
+        blocks += [
+            Para(
+                f"Retrain trial {report.pick.trial.number} in full ({report.pick.reason}). The preset is "
+                f"{report.picked.path}:"
+            ),
+            Code(report.picked.command),
+            Para("Check that it holds across seeds:"),
+            Code(shlex.join(["python", script, "-m", f"preset={report.picked.name}", f"seed={SEEDS}"])),
+        ]
+    if not view.single:
+        blocks += _pareto_exports(view, root_dir)
     if report.preset:
         blocks += [
             Para(f"Retrain the best trial in full (preset written to {report.preset.path}):"),
@@ -413,6 +501,36 @@ def _next_steps(view: StudyView, report: StudyReport, space: dict[str, str] | No
         ]
     blocks += [Bullets([f"not produced: {note}" for note in report.notes])] if report.notes else []
     return blocks
+
+
+def _pareto_exports(view: StudyView, root_dir: Path) -> list[Block]:
+    """The commands that export one trial of the front as a preset: by number, or by a budget on the second objective."""
+    front = sorted(view.study.best_trials, key=lambda t: t.values[1])
+    if not front:
+        return []
+    script = Path(str(view.attr(STUDY_SCRIPT) or "runners/train.py")).with_name(REPORT_SCRIPT)
+    base = ["python", str(script), f"study_name={view.name}"]
+    if view.storage_url != masked(default_storage(view.name, root_dir)):  # report.py runs from root_dir
+        base.append(f"storage={view.storage_url}")
+    lines = []
+    for t in front:
+        values = ", ".join(f"{m}={cell(v)}" for m, v in zip(view.metrics, t.values, strict=True))
+        lines.append(f"# trial {t.number}: {values}\n{shlex.join([*base, f'pick.trial={t.number}'])}")
+    budget = round_budget(front[len(front) // 2].values[1], view.directions[1])
+    example = pick_trial(view, budget=budget).trial.number
+    bound = "at most" if view.directions[1] == "minimize" else "at least"
+    return [
+        Para(
+            "Export a trial of the Pareto front as a preset (optimized/<study>_trial<N>), with the command that "
+            "retrains it, by its number:"
+        ),
+        Code("\n".join(lines)),
+        Para(
+            f"or as the best {view.metric} among the trials whose {view.metrics[1]} is {bound} a budget "
+            f"(here: trial {example}):"
+        ),
+        Code(shlex.join([*base, f"pick.budget={budget}"])),
+    ]
 
 
 def _first_line(exc: BaseException) -> str:
