@@ -79,6 +79,9 @@ class SweeplabSweeperConf:
 
     # --- sweeplab's own ---
     pruner: Any = None
+    # params only some trials get: {parent key: {value: {param: sweep or value}}}, e.g. ConvNeXt's layer
+    # scale only when model=convnext_tiny (see conf/search/families.yaml)
+    conditional: Any = None
     guard: GuardConf = field(default_factory=GuardConf)
     # staged search: {from: <earlier study>} searches the space narrowed around its top trials
     focus: Any = field(default_factory=lambda: {"from": None})
@@ -154,6 +157,7 @@ class SweeplabSweeper(Sweeper):
             self._group_options,
             root_dir=root_dir,
             config_name=str(self.config.hydra.job.config_name),
+            compose=self._compose,
         )
         pool = self._pool(plan.n_jobs, bool(sweeper_cfg.get("share_gpus", False)))
         self._hide_password(plan.storage_url)
@@ -162,7 +166,7 @@ class SweeplabSweeper(Sweeper):
             "study %s: %d trials in all, %d param(s) searched, sampler %s, pruner %s, %d at a time",
             plan.study_name,
             plan.n_trials,
-            len(plan.space.distributions),
+            len(plan.space.all_distributions()),
             type(plan.sampler).__name__,
             describe(plan.pruner),
             plan.n_jobs,

@@ -4,15 +4,23 @@
 (as in the stock plugin, `b` is included; `shuffle(range(...))` → categorical); `interval(a, b)` →
 Float/IntDistribution (int when both ends are ints, e.g. `int(interval(1, 8))`); `tag(log, ...)` → log scale.
 A value that is not a sweep is a fixed override passed to every trial.
+
+Conditional params (`hydra.sweeper.conditional`) exist only when another key takes a given value:
+`{model: {convnext_tiny: {models.net.ls_init_value: tag(log, interval(1e-6, 1e-4))}}}` is suggested
+(define-by-run, after the unconditional ones) only on trials whose `model` is convnext_tiny, under the
+name `models.net.ls_init_value|model=convnext_tiny` ("given model=convnext_tiny"), so each family keeps
+its own distribution and history. The same qualified names are accepted in `params` (a focused space
+written from a conditional study uses them).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import (
     ChoiceSweep,
@@ -33,6 +41,25 @@ from optuna.distributions import (
 from sweeplab.errors import SweeplabError, config_error, did_you_mean
 
 _MISSING = object()
+GIVEN = "|"  # a conditional param's name: "<key>|<parent>=<value>"
+CONDITIONAL_KEY = "hydra.sweeper.conditional"
+
+
+def qualified(key: str, parent: str, value: str) -> str:
+    return f"{key}{GIVEN}{parent}={value}"
+
+
+def key_of(name: str) -> str:
+    """The override key a param name sets (a conditional name without its condition)."""
+    return name.split(GIVEN, 1)[0]
+
+
+@dataclass
+class Branch:
+    """What one value of a parent key adds to a trial: params to sample and fixed overrides, by key."""
+
+    distributions: dict[str, BaseDistribution] = field(default_factory=dict)
+    fixed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -41,24 +68,99 @@ class SearchSpace:
 
     distributions: dict[str, BaseDistribution] = field(default_factory=dict)
     fixed: dict[str, str] = field(default_factory=dict)
+    # conditional[parent][value]: in declaration order, so a parent may be a key of an earlier branch
+    conditional: dict[str, dict[str, Branch]] = field(default_factory=dict)
+    # the value of each parent that is neither sampled nor fixed: the composed config's (see make_plan)
+    defaults: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, params: Mapping[str, Any] | None, arguments: Sequence[str] = ()) -> SearchSpace:
-        """`hydra.sweeper.params` first, then the command line (a later key wins), as the stock plugin does."""
-        lines = [f"{key}={value}" for key, value in (params or {}).items()]
-        lines.extend(arguments)
+    def parse(
+        cls,
+        params: Mapping[str, Any] | None,
+        arguments: Sequence[str] = (),
+        conditional: Mapping[str, Any] | None = None,
+    ) -> SearchSpace:
+        """`hydra.sweeper.params` first, then the command line (a later key wins), as the stock plugin does;
+        `conditional` ({parent: {value: {key: sweep or value}}}) adds params that only some trials get."""
+        plain = {k: v for k, v in (params or {}).items() if GIVEN not in str(k)}
+        lines = [f"{key}={value}" for key, value in plain.items()]
         space = cls()
-        for override in OverridesParser.create().parse_overrides(lines):
-            key = override.get_key_element()
-            space.distributions.pop(key, None)
-            space.fixed.pop(key, None)
-            if override.is_sweep_override():
-                space.distributions[key] = to_distribution(override)
-            else:
-                space.fixed[key] = override.get_value_element_as_str()
+        for override in OverridesParser.create().parse_overrides([*lines, *arguments]):
+            space._set(space.distributions, space.fixed, override)
+        nested: dict[str, dict[Any, dict[str, Any]]] = {}
+        for name, value in (params or {}).items():
+            if GIVEN in str(name):  # "<key>|<parent>=<value>", as a focused space writes them
+                key, condition = str(name).split(GIVEN, 1)
+                parent, _, when = condition.partition("=")
+                nested.setdefault(parent, {}).setdefault(when, {})[key] = value
+        for parent, branches in _branch_nodes(conditional):
+            for when, body in branches.items():
+                nested.setdefault(parent, {}).setdefault(when, {}).update(body)
+        on_command_line = {o.split("=", 1)[0] for o in arguments}
+        for parent, branches in nested.items():
+            for when, body in branches.items():
+                branch = space.conditional.setdefault(parent, {}).setdefault(format_value(when), Branch())
+                for key, value in body.items():
+                    where = f"{CONDITIONAL_KEY}.{parent}.{format_value(when)}.{key}"
+                    if key in on_command_line:
+                        continue  # the command line sets it for every trial
+                    if key in plain:
+                        raise config_error(
+                            where, value, "is also searched for every trial in hydra.sweeper.params; keep one"
+                        )
+                    (override,) = OverridesParser.create().parse_overrides([f"{key}={value}"])
+                    space._set(branch.distributions, branch.fixed, override)
         return space
 
-    def check_keys(self, job_cfg: DictConfig, group_options: Callable[[str], list[str] | None]) -> None:
+    @staticmethod
+    def _set(distributions: dict[str, BaseDistribution], fixed: dict[str, str], override: Override) -> None:
+        key = override.get_key_element()
+        distributions.pop(key, None)
+        fixed.pop(key, None)
+        if override.is_sweep_override():
+            distributions[key] = to_distribution(override)
+        else:
+            fixed[key] = override.get_value_element_as_str()
+
+    def all_distributions(self) -> dict[str, BaseDistribution]:
+        """Every param a trial may have, by param name (conditional ones qualified)."""
+        out = dict(self.distributions)
+        for parent, branches in self.conditional.items():
+            for when, branch in branches.items():
+                out.update({qualified(k, parent, when): d for k, d in branch.distributions.items()})
+        return out
+
+    def taken(self, params: Mapping[str, Any]) -> Iterator[tuple[str, str, Branch]]:
+        """(parent, value, branch) of each branch a trial with `params` takes, in declaration order.
+
+        Lazy: a caller that adds a branch's params to `params` before the next step lets a later
+        parent be a key of an earlier branch.
+        """
+        branch_fixed: dict[str, str] = {}
+        for parent, branches in self.conditional.items():
+            by_key = {key_of(n): format_value(v) for n, v in params.items()}
+            value = by_key.get(
+                parent, branch_fixed.get(parent, self.fixed.get(parent, self.defaults.get(parent)))
+            )
+            branch = branches.get(value) if value is not None else None
+            if branch is not None:
+                branch_fixed.update(branch.fixed)
+                yield parent, value, branch
+
+    def suggest(self, trial: optuna.Trial) -> None:
+        """Suggest the conditional params of the branches the trial's values take (after `study.ask`)."""
+        params = dict(trial.params)
+        for parent, value, branch in self.taken(params):
+            for key, dist in branch.distributions.items():
+                name = qualified(key, parent, value)
+                params[name] = _suggest(trial, name, dist)
+
+    def check_keys(
+        self,
+        job_cfg: DictConfig,
+        group_options: Callable[[str], list[str] | None],
+        where: str = "hydra.sweeper.params",
+    ) -> None:
         """Every key must exist in the composed config (or be a config group with that option)."""
         leaf_keys: list[str] | None = None
         for key, choices in [*((k, _choices(d)) for k, d in self.distributions.items()), *self.fixed.items()]:
@@ -79,17 +181,55 @@ class SearchSpace:
             if OmegaConf.select(job_cfg, bare, default=_MISSING, throw_on_missing=False) is _MISSING:
                 leaf_keys = leaf_keys if leaf_keys is not None else _leaf_keys(job_cfg)
                 raise SweeplabError(
-                    f"hydra.sweeper.params: {bare!r} is not a key of the composed config"
+                    f"{where}: {bare!r} is not a key of the composed config"
                     f"{did_you_mean(bare, leaf_keys)}; prefix it with + to add a new key"
                 )
 
+    def check_branches(
+        self,
+        job_cfg: DictConfig,
+        group_options: Callable[[str], list[str] | None],
+        compose: Callable[[list[str]], DictConfig] | None,
+    ) -> None:
+        """Each branch's value must be one its parent can take, and its keys must exist in the config
+        composed with that value (`compose`: the sweeper's config loader; without it, `job_cfg`)."""
+        for parent, branches in self.conditional.items():
+            sampled = self.distributions.get(parent)
+            options = group_options(parent)
+            if isinstance(sampled, CategoricalDistribution):
+                allowed: list[str] | None = [format_value(c) for c in sampled.choices]
+            elif parent in self.fixed:
+                allowed = [self.fixed[parent]]
+            else:
+                allowed = options
+            for when, branch in branches.items():
+                where = f"{CONDITIONAL_KEY}.{parent}.{when}"
+                if allowed is not None and when not in allowed:
+                    raise config_error(
+                        where,
+                        "...",
+                        f"{when} is not a value {parent} takes here; it takes: {', '.join(allowed)}",
+                    )
+                cfg = job_cfg
+                if options is not None and compose is not None:
+                    fixed = [
+                        f"{k}={v}" for k, v in self.fixed.items() if not k.lstrip("+~").startswith("hydra.")
+                    ]
+                    cfg = compose([*fixed, f"{parent}={when}"])
+                SearchSpace(branch.distributions, branch.fixed).check_keys(cfg, group_options, where)
+
     def overrides(self, params: Mapping[str, Any]) -> list[str]:
-        """The command-line overrides that make a job use these fixed values and sampled `params`."""
-        fixed = [f"{key}={value}" for key, value in self.fixed.items() if key not in params]
-        return fixed + [f"{key}={format_value(value)}" for key, value in params.items()]
+        """The command-line overrides that make a job use these fixed values and sampled `params`
+        (the fixed values of the branches it takes included)."""
+        fixed = dict(self.fixed)
+        for _, _, branch in self.taken(params):
+            fixed.update(branch.fixed)
+        keys = {key_of(name) for name in params}
+        out = [f"{key}={value}" for key, value in fixed.items() if key not in keys]
+        return out + [f"{key_of(name)}={format_value(value)}" for name, value in params.items()]
 
     def to_json(self) -> dict[str, str]:
-        return {name: distribution_to_json(dist) for name, dist in sorted(self.distributions.items())}
+        return {name: distribution_to_json(dist) for name, dist in sorted(self.all_distributions().items())}
 
     def differences(self, stored: Mapping[str, str]) -> list[str]:
         """Human-readable differences between this space and one stored with a study."""
@@ -144,6 +284,36 @@ def to_distribution(override: Override) -> BaseDistribution:
     raise config_error(
         key, override.input_line, "not a sweep Optuna can sample: use choice, range or interval"
     )
+
+
+def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    assert isinstance(dist, FloatDistribution)
+    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
+def _branch_nodes(node: Mapping[str, Any] | None) -> Iterator[tuple[str, dict[Any, dict[str, Any]]]]:
+    """`hydra.sweeper.conditional` checked for shape: {parent: {value: {key: sweep or value}}}."""
+    if not node:
+        return
+    if not isinstance(node, Mapping):
+        raise config_error(CONDITIONAL_KEY, node, "must map a key to {value: {param: sweep}}")
+    for parent, branches in node.items():
+        if not isinstance(branches, Mapping) or not branches:
+            raise config_error(
+                f"{CONDITIONAL_KEY}.{parent}", branches, "must map values of it to {param: sweep}"
+            )
+        for when, body in branches.items():
+            if not isinstance(body, Mapping) or not body:
+                raise config_error(
+                    f"{CONDITIONAL_KEY}.{parent}.{format_value(when)}",
+                    body,
+                    "must map params to sweeps or values",
+                )
+        yield str(parent), {w: dict(b) for w, b in branches.items()}
 
 
 def format_value(value: Any) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 from hydra.core.utils import JobReturn
 from hydra.utils import get_method
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.errors import SweeplabError, config_error
@@ -134,8 +134,12 @@ def make_plan(
     group_options: Callable[[str], list[str] | None],
     root_dir: str,
     config_name: str = "train",
+    compose: Callable[[list[str]], DictConfig] | None = None,
 ) -> SweepPlan:
-    """Check `hydra.sweeper` and the search space against the composed config; raise one line on the first problem."""
+    """Check `hydra.sweeper` and the search space against the composed config; raise one line on the first problem.
+
+    `compose` (the sweeper's config loader) recomposes the job config for a conditional branch's group
+    choice, so that its keys are checked where they exist (ConvNeXt's `ls_init_value` under model=convnext)."""
     if sweeper.get("search_space"):
         raise config_error(
             "hydra.sweeper.search_space", "...", "was removed from the stock plugin; use hydra.sweeper.params"
@@ -182,14 +186,27 @@ def make_plan(
 
     focus = _focus(sweeper, root_dir)
     # a focused study searches the narrowed space of the earlier one (plus the command line's params)
-    space = SearchSpace.parse(focus.space if focus else sweeper.get("params"), arguments)
+    space = SearchSpace.parse(
+        focus.space if focus else sweeper.get("params"),
+        arguments,
+        None if focus else _container(sweeper.get("conditional")),
+    )
     custom = _custom_search_space(sweeper.get("custom_search_space"))
-    if not space.distributions and custom is None:
+    if not space.all_distributions() and custom is None:
         raise SweeplabError(
             "nothing to search: hydra.sweeper.params has no sweep (choice/range/interval) and no "
             "custom_search_space is set; pick a search space with search=<name> or pass one on the command line"
         )
     space.check_keys(job_cfg, group_options)
+    if space.conditional:
+        space.check_branches(job_cfg, group_options, compose)
+        space.defaults = _parent_defaults(space, job_cfg, compose)
+        if str((sweeper.get("sampler") or {}).get("_target_", "")).endswith("GridSampler"):
+            raise config_error(
+                "hydra.sweeper.conditional",
+                "...",
+                "needs a sampler that samples define-by-run; the grid sampler runs one fixed grid",
+            )
     quick = _quick_overrides(sweeper.get("quick_validation"))
 
     study_name = str(
@@ -294,7 +311,8 @@ def _start_focused(study: optuna.Study, plan: SweepPlan) -> None:
     """Link the new study to the earlier one and make the earlier best its first trial."""
     assert plan.focus is not None
     study.set_user_attr(STUDY_FOCUSED_FROM, plan.focus.study_name)
-    best = {k: v for k, v in plan.focus.best_params.items() if k in plan.space.distributions}
+    searched = plan.space.all_distributions()
+    best = {k: v for k, v in plan.focus.best_params.items() if k in searched}
     study.enqueue_trial(best, user_attrs={ATTR_FOCUS_BEST: plan.focus.study_name})
     log.info(
         "focused on study %s: %s; its best params run first",
@@ -462,6 +480,7 @@ class StudySweep:
             trial.set_user_attr(ATTR_FAIL_REASON, SURPLUS)
             self.study.tell(trial, state=TrialState.FAIL)
             return None
+        self.plan.space.suggest(trial)  # the params of the branches its values take
         if self.plan.custom_search_space is not None:
             self.plan.custom_search_space(self.config, trial)
         for key, value in owned_here().items():
@@ -642,6 +661,27 @@ def _quick_overrides(node: DictConfig | None) -> list[str]:
                 "hydra.sweeper.quick_validation.train_fraction", fraction, "must lie in (0, 1]"
             )
         out.append(f"++trainer.limit_train_batches={fraction}")
+    return out
+
+
+def _container(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def _parent_defaults(
+    space: SearchSpace, job_cfg: DictConfig, compose: Callable[[list[str]], DictConfig] | None
+) -> dict[str, str]:
+    """What each conditional parent is on a trial that neither samples nor fixes it: the config's choice
+    of a group (model -> test_resnet), else the composed value of the key."""
+    choices: dict[str, Any] = {}
+    if compose is not None:
+        fixed = [f"{k}={v}" for k, v in space.fixed.items() if not k.lstrip("+~").startswith("hydra.")]
+        choices = OmegaConf.to_container(compose(fixed).hydra.runtime.choices) or {}  # type: ignore[assignment]
+    out = {}
+    for parent in space.conditional:
+        value = choices.get(parent, OmegaConf.select(job_cfg, parent, default=None))
+        if value is not None:
+            out[parent] = format_value(value)
     return out
 
 

@@ -1,0 +1,11 @@
+"""A `custom_search_space` function as the stock hydra-optuna-sweeper calls it: (sweeper config, trial)."""
+
+from __future__ import annotations
+
+import optuna
+from omegaconf import DictConfig
+
+
+def label_smoothing(cfg: DictConfig, trial: optuna.Trial) -> None:
+    assert "n_trials" in cfg  # the sweeper's own config, as in the stock plugin
+    trial.suggest_float("models.loss.label_smoothing", 0.01, 0.02)
