@@ -51,6 +51,12 @@ def test_bad_fold_settings_name_the_key(kwargs, message):
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
+def test_a_bad_fold_count_stops_a_run_before_it_writes_anything(compose_cfg, tmp_path):
+    with pytest.raises(SweeplabError, match=r"^data.folds=1: must be an integer >= 2"):
+        train(compose_cfg(fast("data.folds=1")))
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_k_fold_run_trains_one_model_per_fold_and_returns_their_mean(compose_cfg, tmp_path):
     cfg = compose_cfg(fast("data.folds=3", "trainer.max_epochs=2"))
     value = train(cfg)

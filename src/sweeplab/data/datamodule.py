@@ -24,7 +24,7 @@ def _is_cuda(device: str | None) -> bool:
     return device is not None and str(device).startswith("cuda")
 
 
-def _check_folds(folds: int | None, fold: int) -> tuple[int | None, int]:
+def check_folds(folds: Any, fold: Any = 0) -> tuple[int | None, int]:
     """`data.folds`: null (one train/val split) or k >= 2 stratified folds; `fold` picks the val fold."""
     if folds is None:
         return None, 0
@@ -99,7 +99,7 @@ class ImageDataModule(L.LightningDataModule):
                 list(mean),
                 f"needs one value per channel (data.in_chans={in_chans}), as does data.std",
             )
-        self.folds, self.fold = _check_folds(folds, fold)
+        self.folds, self.fold = check_folds(folds, fold)
         self.source = source
         self.img_size, self.in_chans = int(img_size), int(in_chans)
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)

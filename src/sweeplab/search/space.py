@@ -203,20 +203,21 @@ class SearchSpace:
             else:
                 allowed = options
             for when, branch in branches.items():
-                where = f"{CONDITIONAL_KEY}.{parent}.{when}"
                 if allowed is not None and when not in allowed:
                     raise config_error(
-                        where,
-                        "...",
-                        f"{when} is not a value {parent} takes here; it takes: {', '.join(allowed)}",
+                        f"{CONDITIONAL_KEY}.{parent}",
+                        when,
+                        f"a branch for a value {parent} never takes here; it takes: {', '.join(allowed)}",
                     )
                 cfg = job_cfg
                 if options is not None and compose is not None:
-                    fixed = [
-                        f"{k}={v}" for k, v in self.fixed.items() if not k.lstrip("+~").startswith("hydra.")
-                    ]
-                    cfg = compose([*fixed, f"{parent}={when}"])
+                    cfg = compose([*self.job_overrides(), f"{parent}={when}"])
+                where = f"{CONDITIONAL_KEY}.{parent}.{when}"
                 SearchSpace(branch.distributions, branch.fixed).check_keys(cfg, group_options, where)
+
+    def job_overrides(self) -> list[str]:
+        """The fixed overrides that shape every trial's job config (not the sweeper's own `hydra.` keys)."""
+        return [f"{k}={v}" for k, v in self.fixed.items() if not k.lstrip("+~").startswith("hydra.")]
 
     def overrides(self, params: Mapping[str, Any]) -> list[str]:
         """The command-line overrides that make a job use these fixed values and sampled `params`

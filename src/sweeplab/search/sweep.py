@@ -203,9 +203,9 @@ def make_plan(
         space.defaults = _parent_defaults(space, job_cfg, compose)
         if str((sweeper.get("sampler") or {}).get("_target_", "")).endswith("GridSampler"):
             raise config_error(
-                "hydra.sweeper.conditional",
-                "...",
-                "needs a sampler that samples define-by-run; the grid sampler runs one fixed grid",
+                "hydra.sweeper.sampler",
+                "grid",
+                "runs one fixed grid and cannot sample hydra.sweeper.conditional; use tpe, random, qmc, ...",
             )
     quick = _quick_overrides(sweeper.get("quick_validation"))
 
@@ -675,8 +675,7 @@ def _parent_defaults(
     of a group (model -> test_resnet), else the composed value of the key."""
     choices: dict[str, Any] = {}
     if compose is not None:
-        fixed = [f"{k}={v}" for k, v in space.fixed.items() if not k.lstrip("+~").startswith("hydra.")]
-        choices = OmegaConf.to_container(compose(fixed).hydra.runtime.choices) or {}  # type: ignore[assignment]
+        choices = OmegaConf.to_container(compose(space.job_overrides()).hydra.runtime.choices) or {}  # type: ignore[assignment]
     out = {}
     for parent in space.conditional:
         value = choices.get(parent, OmegaConf.select(job_cfg, parent, default=None))

@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from sweeplab.data.datamodule import check_folds
 from sweeplab.errors import config_error
 from sweeplab.search.study import ATTR_FOLD_VALUES, ATTR_MAX_EPOCHS
 from sweeplab.search.trial import PruningCallback, StudyTrial, current_trial
@@ -71,12 +72,12 @@ def _train(cfg: DictConfig) -> float | list[float]:
     mode = str(cfg.get("optimized_mode", "max"))
     if mode not in ("max", "min"):
         raise config_error("optimized_mode", mode, "allowed: max, min")
+    folds, _ = check_folds(cfg.data.get("folds"))
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     # Hydra keeps the unresolved config in .hydra/; this is what the run actually used.
     (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
-    folds = cfg.data.get("folds")
     study_trial = current_trial()
     if study_trial:  # the budget pruning saves from: every fold's epochs
         study_trial.set(ATTR_MAX_EPOCHS, int(cfg.trainer.max_epochs) * (folds or 1))
@@ -84,7 +85,7 @@ def _train(cfg: DictConfig) -> float | list[float]:
     try:
         if study_trial:
             study_trial.start_heartbeat()
-        for fold in [None] if folds is None else range(int(folds)):
+        for fold in [None] if folds is None else range(folds):
             run = _fit(cfg, mode, study_trial, fold, epochs_before=sum(len(r.epochs) for r in runs))
             runs.append(run)
             if fold is not None:
@@ -96,7 +97,7 @@ def _train(cfg: DictConfig) -> float | list[float]:
                     _value(run, cfg),
                     " [pruned]" if run.pruned_at is not None else "",
                 )
-                if study_trial:
+                if study_trial and run.pruned_at is None:  # the folds that ran to the end
                     study_trial.set(ATTR_FOLD_VALUES, [_value(r, cfg) for r in runs])
             if run.pruned_at is not None:
                 break  # a pruned trial is not a candidate: no later folds, no test
