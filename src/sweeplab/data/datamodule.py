@@ -24,14 +24,13 @@ def _is_cuda(device: str | None) -> bool:
     return device is not None and str(device).startswith("cuda")
 
 
-def check_folds(folds: Any, fold: Any = 0) -> tuple[int | None, int]:
-    """`data.folds`: null (one train/val split) or k >= 2 stratified folds; `fold` picks the val fold."""
+def check_folds(folds: Any, fold: Any = 0, key: str = "data.folds") -> tuple[int | None, int]:
+    """`data.folds` (or the `key` that sets it): null (one train/val split) or k >= 2 stratified folds;
+    `fold` picks the val fold."""
     if folds is None:
         return None, 0
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
-        raise config_error(
-            "data.folds", folds, "must be an integer >= 2 (k-fold), or null for one train/val split"
-        )
+        raise config_error(key, folds, "must be an integer >= 2 (k-fold), or null for one train/val split")
     if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
         raise config_error("data.fold", fold, f"must be an integer in [0, {folds - 1}] (data.folds={folds})")
     return folds, fold
@@ -187,10 +186,10 @@ class ImageDataModule(L.LightningDataModule):
         }
 
     def _fold_split(self, rest: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        assert self.folds is not None
+        assert self.folds is not None and self.data is not None  # load() splits after decoding
         classes, counts = np.unique(labels, return_counts=True)
         if counts.min() < self.folds:
-            name = self.data.classes[int(classes[counts.argmin()])] if self.data is not None else classes[0]
+            name = self.data.classes[int(classes[counts.argmin()])]
             raise config_error(
                 "data.folds",
                 self.folds,

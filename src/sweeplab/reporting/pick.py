@@ -51,9 +51,7 @@ def dominates(a: list[float], b: list[float], directions: list[str]) -> bool:
 
 
 def front_numbers(view: StudyView) -> list[int]:
-    """Trial numbers of the Pareto front (of the best trial, for a single objective)."""
-    if view.single:
-        return [view.best.number] if view.best else []
+    """Trial numbers of the Pareto front of a multi-objective study."""
     return sorted(t.number for t in view.study.best_trials)
 
 

@@ -33,7 +33,7 @@ from sweeplab.reporting.document import (
 )
 from sweeplab.reporting.export import Export, Flattener, export_focused, export_preset
 from sweeplab.reporting.files import write_files
-from sweeplab.reporting.pick import Pick, front_numbers, pick_trial, round_budget
+from sweeplab.reporting.pick import Pick, pick_trial, round_budget
 from sweeplab.reporting.plots import Plot, importances, write_plots
 from sweeplab.reporting.view import StudyView
 from sweeplab.search.guard import ATTR_GUARD_SAVED, ATTR_RESCUE_OF
@@ -145,7 +145,7 @@ def _picked_record(view: StudyView, pick: Pick | None, picked: Export | None) ->
         "trial": pick.trial.number,
         "values": list(pick.trial.values),
         "reason": pick.reason,
-        "on_pareto_front": pick.trial.number in front_numbers(view) if not view.single else None,
+        "on_pareto_front": pick.dominated_by is None if not view.single else None,
         "preset": picked.name,
         "retrain": picked.command,
     }

@@ -22,6 +22,7 @@ from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeplab.data.datamodule import check_folds
 from sweeplab.errors import SweeplabError, config_error
 from sweeplab.search.algorithms import build_pruner, build_sampler
 from sweeplab.search.guard import ATTR_RESCUE_OF, describe, rescue_candidates
@@ -648,11 +649,7 @@ def _quick_overrides(node: DictConfig | None) -> list[str]:
             )
         out.append(f"data.batch_size={int(node.batch_size)}")
     if node.get("folds") is not None:
-        folds = node.folds
-        if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
-            raise config_error(
-                "hydra.sweeper.quick_validation.folds", folds, "must be an integer >= 2 (k-fold), or null"
-            )
+        folds, _ = check_folds(node.folds, key="hydra.sweeper.quick_validation.folds")
         out.append(f"data.folds={folds}")
     if node.get("train_fraction") is not None:
         fraction = float(node.train_fraction)

@@ -60,7 +60,8 @@ class FoldRun:
     values only: the callbacks would keep the trainer and model alive)."""
 
     epochs: list[dict[str, float]]
-    best: dict[str, float] | None
+    best: dict[str, float] | None  # the epoch with the best optimized value
+    value: float  # that value (NaN when no epoch validated)
     test: dict[str, float]
     best_checkpoint: str | None
     pruned_at: int | None
@@ -94,11 +95,11 @@ def _train(cfg: DictConfig) -> float | list[float]:
                     fold + 1,
                     folds,
                     cfg.optimized_metric,
-                    _value(run, cfg),
+                    run.value,
                     " [pruned]" if run.pruned_at is not None else "",
                 )
                 if study_trial and run.pruned_at is None:  # the folds that ran to the end
-                    study_trial.set(ATTR_FOLD_VALUES, [_value(r, cfg) for r in runs])
+                    study_trial.set(ATTR_FOLD_VALUES, [r.value for r in runs])
             if run.pruned_at is not None:
                 break  # a pruned trial is not a candidate: no later folds, no test
             release_memory()
@@ -107,7 +108,7 @@ def _train(cfg: DictConfig) -> float | list[float]:
             study_trial.close()  # heartbeats stop; the sweeper stores the trial's end
 
     # k folds: the value is the mean of the folds' best values (each fold's best epoch, as for one run)
-    value = _mean([_value(r, cfg) for r in runs])
+    value = _mean([r.value for r in runs])
     extra = [str(m) for m in cfg.get("extra_objectives") or []]
     extra_values = [_mean([_metric_at(r.best, m) for r in runs]) for m in extra]
     pruned_at = runs[-1].pruned_at
@@ -131,7 +132,7 @@ def _train(cfg: DictConfig) -> float | list[float]:
         result["folds"] = [
             {
                 "fold": i,
-                "value": _value(r, cfg),
+                "value": r.value,
                 "best_epoch": r.best["epoch"] if r.best else None,
                 "epochs_run": len(r.epochs),
                 "test": r.test,
@@ -196,18 +197,16 @@ def _fit(
         if pruned_at is not None
         else trainer.test(module, datamodule=dm, ckpt_path=best_path or None, verbose=False)
     )
+    best = history.best(mode)
     return FoldRun(
         epochs=history.epochs,
-        best=history.best(mode),
+        best=best,
+        value=best[str(cfg.optimized_metric)] if best else math.nan,
         test={k: float(v) for k, v in (test[0] if test else {}).items()},
         best_checkpoint=best_path or None,
         pruned_at=pruned_at,
         compile_s=compile_timer.compile_s if compile_timer else None,
     )
-
-
-def _value(run: FoldRun, cfg: DictConfig) -> float:
-    return run.best[str(cfg.optimized_metric)] if run.best else math.nan
 
 
 def _mean(values: list[float]) -> float:
