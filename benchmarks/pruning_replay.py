@@ -1,9 +1,9 @@
-"""Issue 7's evidence: whole studies replayed on recorded learning curves, with and without guard and rescue.
+"""Whole studies replayed on recorded learning curves, with and without guard and rescue: what each costs and keeps.
 
 Method: `benchmarks/data/digits_curves.csv` holds real, unpruned learning curves (val/f1 after each epoch)
 recorded by `benchmarks/pruning_payoff.py --curves`. A replayed study draws `--trials` of those
 configurations in a seeded random order and feeds each curve, epoch by epoch, to a real Optuna trial
-under the pruner being judged (`sweeplab.search.replay`); nothing is trained, so `--studies` seeds run in
+under the pruner being judged (`benchmarks/_replay.py`); nothing is trained, so `--studies` seeds run in
 seconds and the same seed gives the same result. The pruners are sweeplab's own configs (`median.yaml`,
 `hyperband.yaml`), the guard is the one `hparams_search=optuna` turns on (leader + margin 0.01), rescue
 re-runs the top `--rescue` pruned trials in full. Per setting: how often the study's best equals the best
@@ -23,17 +23,15 @@ from pathlib import Path
 import optuna
 from omegaconf import OmegaConf
 
-from sweeplab.search.guard import Guard, GuardedPruner
-from sweeplab.search.replay import CurveTable, best_of, replay
+from sweeplab.search.pruning import Guard, GuardedPruner, build_pruner
 
 from _common import ROOT
+from _replay import CurveTable, best_of, replay
 
 PRUNERS = ROOT / "src" / "hydra_plugins" / "sweeplab_sweeper" / "conf" / "hydra" / "sweeper" / "pruner"
 
 
 def pruner(name: str) -> optuna.pruners.BasePruner:
-    from sweeplab.search.algorithms import build_pruner
-
     return build_pruner(OmegaConf.load(PRUNERS / f"{name}.yaml"))
 
 

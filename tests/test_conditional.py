@@ -12,8 +12,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from sweeplab.errors import SweeplabError
+from sweeplab.search.plan import make_plan
 from sweeplab.search.space import SearchSpace, key_of
-from sweeplab.search.sweep import make_plan
 from tests.conftest import CONF, QUICK, ROOT, load_trials, run_cli
 
 FAMILIES = {

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from sweeplab.data import DigitsSource, ImageDataModule
 from sweeplab.errors import SweeplabError
-from sweeplab.search.study import ATTR_FOLD_VALUES
+from sweeplab.search.records import ATTR_FOLD_VALUES
 from sweeplab.training import train
 from tests.conftest import QUICK, fast, load_trials, run_cli
 

@@ -9,9 +9,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from benchmarks._replay import CurveTable, replay
 from sweeplab.errors import SweeplabError
-from sweeplab.search.guard import ATTR_GUARD_SAVED, ATTR_RESCUE_OF, Guard, GuardedPruner, rescue_candidates
-from sweeplab.search.replay import CurveTable, replay
+from sweeplab.search.pruning import Guard, GuardedPruner, rescue_candidates
+from sweeplab.search.records import ATTR_GUARD_SAVED, ATTR_RESCUE_OF
 from sweeplab.search.space import format_value
 from tests.conftest import QUICK, load_trials, run_cli
 

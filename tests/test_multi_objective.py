@@ -15,7 +15,7 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from sweeplab.reporting.pick import pick_trial
 from sweeplab.reporting.view import StudyView
-from sweeplab.search.study import ATTR_OUTPUT_DIR, STUDY_METRICS
+from sweeplab.search.records import ATTR_OUTPUT_DIR, STUDY_METRICS
 from tests.conftest import CONF, run_cli
 
 EXP = "trade"

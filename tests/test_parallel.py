@@ -17,18 +17,18 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from sweeplab.errors import SweeplabError
-from sweeplab.search.study import (
+from sweeplab.search.executors import assign_devices
+from sweeplab.search.records import (
     ATTR_FAIL_REASON,
     ATTR_LOST,
     ATTR_RETRY_OF,
     ATTR_WORKER_PID,
     INTERRUPTED,
     counted,
-    open_storage,
     recover_stale,
 )
+from sweeplab.search.storage import open_storage
 from sweeplab.search.trial import StudyTrial
-from sweeplab.search.workers import assign_devices
 from tests.conftest import QUICK, ROOT, load_trials, run_cli
 
 PARALLEL = ["-m", "hparams_search=optuna_fast", "hydra.sweeper.n_jobs=2", *QUICK]

@@ -19,8 +19,8 @@ from optuna.trial import TrialState, create_trial
 
 from sweeplab.reporting import StudyView, analysis, write_study_report
 from sweeplab.reporting.view import dumps
+from sweeplab.search.records import ATTR_EPOCHS, ATTR_FAIL_REASON, ATTR_MAX_EPOCHS, STUDY_METRICS
 from sweeplab.search.space import SearchSpace
-from sweeplab.search.study import ATTR_EPOCHS, ATTR_FAIL_REASON, ATTR_MAX_EPOCHS, STUDY_METRICS
 from tests.conftest import PLOTS
 
 EVIL = "<script>document.title='pwned'</script>&\"'"

@@ -11,7 +11,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from sweeplab.errors import SweeplabError
-from sweeplab.search.sweep import make_plan, open_study
+from sweeplab.search.loop import open_study
+from sweeplab.search.plan import make_plan
 from tests.conftest import CONF, QUICK, load_trials, run_cli
 
 
@@ -182,9 +183,10 @@ def _finished_study(values: list[float]) -> optuna.Study:
 
 
 def _sweep(plan, study):
-    from sweeplab.search.sweep import StudySweep
+    from sweeplab.search.executors import LauncherBatches
+    from sweeplab.search.loop import StudySweep
 
-    return StudySweep(plan, study, launch=lambda overrides, idx: [], sweeper_cfg=OmegaConf.create())
+    return StudySweep(plan, study, LauncherBatches(lambda overrides, idx: [], plan.n_jobs))
 
 
 def test_patience_stops_after_n_finished_trials_without_a_new_best(plan_for):
@@ -225,8 +227,9 @@ def test_hydra_discovers_the_installed_sweeper_plugin():
 
 
 def test_ctrl_c_stores_the_running_trial_as_interrupted_and_queues_its_params(plan_for):
-    from sweeplab.search.study import ATTR_FAIL_REASON, ATTR_RETRY_OF, INTERRUPTED
-    from sweeplab.search.sweep import StudySweep
+    from sweeplab.search.executors import LauncherBatches
+    from sweeplab.search.loop import StudySweep
+    from sweeplab.search.records import ATTR_FAIL_REASON, ATTR_RETRY_OF, INTERRUPTED
 
     plan = plan_for()
     study = open_study(plan)
@@ -238,7 +241,7 @@ def test_ctrl_c_stores_the_running_trial_as_interrupted_and_queues_its_params(pl
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        StudySweep(plan, study, interrupted_launch, OmegaConf.create()).run()
+        StudySweep(plan, study, LauncherBatches(interrupted_launch, plan.n_jobs)).run()
     trials = study.get_trials(deepcopy=False)
     killed = trials[1]
     assert killed.state == optuna.trial.TrialState.FAIL and killed.user_attrs[ATTR_FAIL_REASON] == INTERRUPTED

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from sweeplab.search.study import ATTR_FAIL_REASON, ATTR_RETRY_OF, INTERRUPTED, counted
+from sweeplab.search.records import ATTR_FAIL_REASON, ATTR_RETRY_OF, INTERRUPTED, counted
 from tests.conftest import QUICK, ROOT, load_trials, run_cli
 
 

@@ -1,17 +1,22 @@
-"""hydra.utils.instantiate with failures reported against the config key that caused them."""
+"""Configs into objects, with every failure reported against the config key that caused it, in one line."""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from sweeplab.errors import SweeplabError, config_error
+from sweeplab.errors import SweeplabError, config_error, did_you_mean, one_line
 
 # Optional extras of pyproject.toml, by the config key whose class needs them.
 EXTRAS = {"logger.mlflow": "mlflow", "logger.wandb": "wandb", "logger.tensorboard": "tensorboard"}
+
+T = TypeVar("T")
 
 
 def instantiate_node(node: Any, key: str, **kwargs: Any) -> Any:
@@ -33,12 +38,50 @@ def instantiate_node(node: Any, key: str, **kwargs: Any) -> Any:
         if isinstance(cause, ImportError):
             hint = f"pip install 'sweeplab[{EXTRAS[key]}]'" if key in EXTRAS else "install it"
             raise SweeplabError(
-                f"{key}: {target} needs a package that is not installed ({_first_line(cause)}); "
+                f"{key}: {target} needs a package that is not installed ({one_line(cause, with_type=False)}); "
                 f"{hint} or pick another option"
             ) from None
-        raise config_error(key, target, f"{type(cause).__name__}: {_first_line(cause)}") from None
+        raise config_error(key, target, one_line(cause)) from None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def typed(schema: type[T], given: Any, key: str) -> T:
+    """`given` (a dataclass, a DictConfig or a mapping) as an instance of the dataclass `schema`, by
+    OmegaConf's structured-config rules: an unknown key, a wrong type or a missing value is one line
+    naming `<key>.<field>`; the dataclass's own `__post_init__` checks its ranges.
+
+    A DictConfig is resolved first (interpolations read its own root). In a plain mapping, a value that
+    OmegaConf would have to convert to its field's type ("yes" for a bool) is refused: conversions are for
+    the text of YAML files and command lines, not for values a Python caller passes."""
+    strict = isinstance(given, Mapping) and not OmegaConf.is_config(given)
+    if dataclasses.is_dataclass(given) and not isinstance(given, type):
+        data = dataclasses.asdict(given)
+    elif OmegaConf.is_config(given):
+        data = OmegaConf.to_container(given, resolve=True)
+    else:
+        data = dict(given)
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), data)
+        result = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise _one_line(exc, data, key) from None
+    if strict:
+        for name, value in data.items():
+            if not isinstance(value, Mapping | list) and getattr(result, name) != value:
+                wanted = OmegaConf.get_type(merged, name)
+                raise config_error(f"{key}.{name}", value, f"must be a {getattr(wanted, '__name__', wanted)}")
+    return result  # type: ignore[return-value]
+
+
+def _one_line(exc: OmegaConfBaseException, data: Mapping[str, Any], key: str) -> SweeplabError:
+    path = str(exc.full_key or "")
+    where = f"{key}.{path}" if path else key
+    value: Any = data
+    for part in path.split(".") if path else []:
+        value = value.get(part) if isinstance(value, Mapping) else None
+    if isinstance(exc, ConfigKeyError) and dataclasses.is_dataclass(exc.object_type):
+        name = path.rsplit(".", 1)[-1]
+        allowed = [f.name for f in dataclasses.fields(exc.object_type) if not f.name.startswith("_")]
+        parent = where.rsplit(".", 1)[0]
+        hint = did_you_mean(name, allowed) or f"; allowed keys: {', '.join(allowed)}"
+        return config_error(where, value, f"not a key of {parent}{hint}")
+    return config_error(where, value, one_line(exc, with_type=False))

@@ -23,6 +23,16 @@ def config_error(key: str, value: Any, problem: str) -> SweeplabError:
     return SweeplabError(f"{key}={value!r}: {problem}")
 
 
+def one_line(exc: BaseException, with_type: bool = True) -> str:
+    """What went wrong, as one line for a log, a stored trial or an error: `Type: first line of the
+    message` (the type alone when the message is empty; `with_type=False` drops the type's name)."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if not with_type:
+        return first or type(exc).__name__
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def closest(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """Names close to `word`, for 'did you mean' hints."""
     pool = list(candidates)

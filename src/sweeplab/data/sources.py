@@ -13,7 +13,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from sweeplab.data.cache import cached, count
-from sweeplab.errors import SweeplabError, config_error, did_you_mean
+from sweeplab.errors import SweeplabError, config_error, did_you_mean, one_line
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
@@ -209,7 +209,7 @@ class ImageFolderSource:
                     im = im.convert(mode).resize((img_size, img_size), Image.Resampling.BILINEAR)
                     return np.asarray(im, dtype=np.uint8).reshape(img_size, img_size, in_chans)
             except (UnidentifiedImageError, OSError, ValueError) as exc:
-                raise SweeplabError(f"cannot read image {path}: {exc.__class__.__name__}: {exc}") from exc
+                raise SweeplabError(f"cannot read image {path}: {one_line(exc)}") from exc
 
         with ThreadPoolExecutor(self.decode_workers) as pool:
             arrays = list(pool.map(decode, self.files))

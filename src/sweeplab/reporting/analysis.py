@@ -13,13 +13,12 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import spearmanr
 
 from sweeplab.reporting.view import StudyView, last_report
-from sweeplab.search.space import format_value
-from sweeplab.search.study import (
+from sweeplab.search.records import (
     ATTR_EPOCHS,
     ATTR_FAIL_REASON,
     ATTR_MAX_EPOCHS,
@@ -27,6 +26,9 @@ from sweeplab.search.study import (
     STUDY_SAMPLER,
     STUDY_STOPPED,
 )
+from sweeplab.search.space import focus_count as focus_count  # how many top trials a focused space spans
+from sweeplab.search.space import focused_space as narrowed_space
+from sweeplab.search.space import format_value
 
 # Tukey's fences: a value beyond 1.5 IQR outside the quartiles is an outlier.
 IQR_FENCE = 1.5
@@ -166,75 +168,9 @@ def failures(view: StudyView) -> dict[str, list[int]]:
     return dict(sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])))
 
 
-def focus_count(n_complete: int) -> int:
-    """How many top trials a focused space spans: the best fifth, at least 3."""
-    return min(n_complete, max(3, math.ceil(0.2 * n_complete)))
-
-
 def focused_space(view: StudyView) -> dict[str, str] | None:
-    """A narrower search space in Hydra's sweep grammar spanning the top trials; None below 2 complete trials."""
-    if len(view.complete) < 2:
-        return None
-    top = view.ranked()[: focus_count(len(view.complete))]
-    space = {}
-    for name, dist in view.space.items():
-        values = [t.params[name] for t in top if name in t.params]
-        if values:
-            space[name] = _narrow(dist, values)
-    return space
-
-
-def _narrow(dist: BaseDistribution, values: list[Any]) -> str:
-    if isinstance(dist, CategoricalDistribution):
-        kept = [c for c in dist.choices if c in values]
-        return (
-            format_value(kept[0]) if len(kept) == 1 else f"choice({', '.join(format_value(c) for c in kept)})"
-        )
-    assert isinstance(dist, FloatDistribution | IntDistribution)
-    log = dist.log
-    to = (lambda x: math.log10(x)) if log else float
-    back = (lambda x: 10.0**x) if log else float
-    low, high = to(min(values)), to(max(values))
-    full = to(dist.high) - to(dist.low)
-    pad = 0.1 * (high - low) if high > low else 0.05 * full
-    low, high = max(back(low - pad), dist.low), min(back(high + pad), dist.high)
-    if isinstance(dist, IntDistribution):
-        step = dist.step
-        lo = dist.low + math.floor((low - dist.low) / step) * step
-        hi = dist.low + math.ceil((high - dist.low) / step) * step
-        hi = min(hi, dist.high)
-        if lo >= hi:
-            return str(lo)
-        if log:
-            return f"tag(log, int(interval({lo}, {hi})))"
-        return f"range({lo}, {hi}, {step})" if step != 1 else f"int(interval({lo}, {hi}))"
-    if dist.step is not None:
-        step = dist.step
-        lo = dist.low + math.floor(round((low - dist.low) / step, 9)) * step
-        hi = min(dist.low + math.ceil(round((high - dist.low) / step, 9)) * step, dist.high)
-        return _float(lo) if lo >= hi else f"range({_float(lo)}, {_float(hi)}, {_float(step)})"
-    lo = max(_round_sig(low, up=False), dist.low)
-    hi = min(_round_sig(high, up=True), dist.high)
-    if lo >= hi:
-        return _float(lo)
-    return (
-        f"tag(log, interval({_float(lo)}, {_float(hi)}))" if log else f"interval({_float(lo)}, {_float(hi)})"
-    )
-
-
-def _round_sig(x: float, up: bool, digits: int = 3) -> float:
-    """x rounded outward (down for a lower end, up for an upper end) to `digits` significant digits."""
-    if x == 0:
-        return 0.0
-    scale = 10.0 ** (digits - 1 - math.floor(math.log10(abs(x))))
-    rounded = (math.ceil if up else math.floor)(x * scale) / scale
-    return float(f"{rounded:.{digits}g}")
-
-
-def _float(x: float) -> str:
-    """A float as the grammar reads a float (never as an int, which would make an int range)."""
-    text = f"{x:.6g}"
-    return text if any(c in text for c in ".en") else f"{text}.0"
+    """A narrower search space in Hydra's sweep grammar spanning the study's top trials; None below 2 complete trials."""
+    return narrowed_space(view.space, view.ranked())
 
 
 def _num(x: float) -> str:
@@ -258,9 +194,6 @@ def epochs_used(view: StudyView) -> dict[str, Any]:
 
 def study_stats(view: StudyView) -> dict[str, Any]:
     """The study_stats.json payload."""
-    counts = {s.name: 0 for s in TrialState}
-    for t in view.trials:
-        counts[t.state.name] += 1
     values = [t.values[0] for t in view.complete]
     clean = without_outliers(values)
     starts = [t.datetime_start for t in view.trials if t.datetime_start]
@@ -271,7 +204,7 @@ def study_stats(view: StudyView) -> dict[str, Any]:
         "storage": view.storage_url,
         "directions": view.directions,
         "metrics": view.metrics,
-        "trials": counts,
+        "trials": view.counts,
         "sampler": view.attr(STUDY_SAMPLER),
         "pruner": view.attr(STUDY_PRUNER),
         "stopped": view.attr(STUDY_STOPPED),
@@ -293,10 +226,7 @@ def study_stats(view: StudyView) -> dict[str, Any]:
             "z_score": z_score(best.values[0], values),
         }
     elif not view.single:
-        stats["pareto_front"] = [
-            {"trial": t.number, "values": list(t.values), "params": dict(t.params)}
-            for t in view.study.best_trials
-        ]
+        stats["pareto_front"] = view.front_rows()
     return stats
 
 

@@ -19,25 +19,20 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial
 
+from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import generated_conf_dir
 from sweeplab.errors import SweeplabError
 from sweeplab.reporting.view import full_overrides
-from sweeplab.search.space import format_value
-from sweeplab.search.study import STUDIES_DIR
+from sweeplab.search.space import format_value, override_key
 
 log = logging.getLogger(__name__)
 
 # Groups that shape a sweep, not a training run: never part of an exported config.
 SWEEP_GROUPS = ("preset", "search", "hparams_search")
-GENERATED_CONF = "conf"  # studies/conf/: generated config groups
 PRESET_GROUP = "optimized"
 FOCUSED_GROUP = "focused"
 
 # overrides → the composed config with its `hydra` node (Hydra's config loader, in the sweeper or a runner)
 Composer = Callable[[list[str]], DictConfig]
-
-
-def generated_conf_dir(root_dir: str | Path) -> Path:
-    return Path(root_dir).resolve() / STUDIES_DIR / GENERATED_CONF
 
 
 def config_stem(study_name: str) -> str:
@@ -164,7 +159,7 @@ def export_focused(
     stem = config_stem(study_name)
     name = f"{FOCUSED_GROUP}/{stem}"
     path = generated_conf_dir(root_dir) / "search" / FOCUSED_GROUP / f"{stem}.yaml"
-    searched = {k.lstrip("+") for k in space}
+    searched = {override_key(k) for k in space}
     defaults = [
         {f"override /{g}": c}
         for g, c in flat.choices.items()
@@ -174,9 +169,7 @@ def export_focused(
     body["hydra"] = {"sweeper": {"params": dict(space)}}
     _write_config(path, note, body)
     drop = {*searched, "search", "hydra.sweeper.study_name", "hydra.sweeper.allow_space_change"}
-    kept = [
-        a for a in sweep_argv if a not in ("-m", "--multirun") and a.split("=", 1)[0].lstrip("+~") not in drop
-    ]
+    kept = [a for a in sweep_argv if a not in ("-m", "--multirun") and override_key(a) not in drop]
     command = shlex.join(
         [
             "python",

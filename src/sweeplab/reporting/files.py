@@ -11,13 +11,14 @@ from optuna.trial import FrozenTrial
 
 from sweeplab.reporting.analysis import study_stats
 from sweeplab.reporting.view import StudyView, dumps, last_report
-from sweeplab.search.guard import ATTR_GUARD_SAVED, ATTR_RESCUE_OF
-from sweeplab.search.study import (
+from sweeplab.search.records import (
     ATTR_EPOCHS,
     ATTR_FAIL_REASON,
+    ATTR_GUARD_SAVED,
     ATTR_MAX_EPOCHS,
     ATTR_OUTPUT_DIR,
     ATTR_PRUNED_AT,
+    ATTR_RESCUE_OF,
     ATTR_RETRY_OF,
     STUDY_STOPPED,
 )
@@ -57,10 +58,7 @@ def best_params(view: StudyView, retrain: str | None) -> dict[str, Any]:
             "study_name": view.name,
             "metrics": view.metrics,
             "directions": view.directions,
-            "pareto_front": [
-                {"trial": t.number, "values": list(t.values), "params": dict(t.params)}
-                for t in view.study.best_trials
-            ],
+            "pareto_front": view.front_rows(),
         }
     best = view.best
     return {
@@ -116,7 +114,7 @@ def write_trials_csv(view: StudyView, path: Path) -> None:
 
 def results_payload(view: StudyView, retrain: str | None) -> dict[str, Any]:
     """optimization_results.yaml: the stock plugin's keys (best_params, best_value) plus counts and commands."""
-    counts = {"COMPLETE": len(view.complete), "PRUNED": len(view.pruned), "FAIL": len(view.failed)}
+    counts = {state: view.counts[state] for state in ("COMPLETE", "PRUNED", "FAIL")}
     payload: dict[str, Any] = {
         "name": "sweeplab",
         "study_name": view.name,
@@ -132,8 +130,5 @@ def results_payload(view: StudyView, retrain: str | None) -> dict[str, Any]:
             best_params=dict(best.params), best_value=best.values[0], best_trial=best.number, retrain=retrain
         )
     elif not view.single:
-        payload["solutions"] = [
-            {"trial": t.number, "params": dict(t.params), "values": list(t.values)}
-            for t in view.study.best_trials
-        ]
+        payload["solutions"] = view.front_rows()
     return payload

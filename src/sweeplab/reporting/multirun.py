@@ -19,10 +19,11 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import TARGET as SWEEPER_TARGET
+from sweeplab.errors import one_line
 from sweeplab.reporting.analysis import describe
 from sweeplab.reporting.document import Bullets, Heading, Para, Table, to_markdown
 from sweeplab.reporting.view import dumps
-from sweeplab.search.study import SWEEPER_TARGET
 
 log = logging.getLogger("sweeplab.multirun")
 
@@ -52,7 +53,7 @@ class MultirunSummary(Callback):
         error = None
         if job_return.status != JobStatus.COMPLETED:
             raised = job_return._return_value
-            error = f"{type(raised).__name__}: {raised}".splitlines()[0]
+            error = one_line(raised)
         record = {
             "num": int(config.hydra.job.num),
             "overrides": list(job_return.overrides or []),

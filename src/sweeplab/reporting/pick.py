@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial
 
 from sweeplab.errors import config_error
 from sweeplab.reporting.view import StudyView
+from sweeplab.search.records import sign
 
 
 @dataclass(frozen=True)
@@ -45,14 +46,9 @@ def pick_trial(view: StudyView, trial: Any = None, budget: Any = None) -> Pick |
 
 def dominates(a: list[float], b: list[float], directions: list[str]) -> bool:
     """True when values `a` are at least as good as `b` in every objective and better in one."""
-    signs = [1.0 if d == "maximize" else -1.0 for d in directions]
+    signs = [sign(d) for d in directions]
     at_least = all(s * x >= s * y for s, x, y in zip(signs, a, b, strict=True))
     return at_least and any(s * x > s * y for s, x, y in zip(signs, a, b, strict=True))
-
-
-def front_numbers(view: StudyView) -> list[int]:
-    """Trial numbers of the Pareto front of a multi-objective study."""
-    return sorted(t.number for t in view.study.best_trials)
 
 
 def round_budget(value: float, direction: str, digits: int = 3) -> float:
@@ -74,7 +70,7 @@ def _by_number(view: StudyView, number: Any) -> Pick:
     if number not in complete:
         states = {t.number: t.state.name for t in view.trials}
         what = f"trial {number} is {states[number]}" if number in states else f"no trial {number}"
-        front = "" if view.single else f"; Pareto front: {_numbers(front_numbers(view))}"
+        front = "" if view.single else f"; Pareto front: {_numbers([t.number for t in view.front])}"
         raise config_error(
             "pick.trial",
             number,
@@ -98,7 +94,7 @@ def _by_budget(view: StudyView, budget: Any) -> Pick:
             "(pick.trial=<n> exports any trial)",
         )
     first, second = view.metrics[0], view.metrics[1]
-    signs = [1.0 if d == "maximize" else -1.0 for d in view.directions]
+    signs = [sign(d) for d in view.directions]
     bound = "<=" if signs[1] < 0 else ">="
     within = [t for t in view.complete if signs[1] * t.values[1] >= signs[1] * budget]
     if not within:

@@ -13,6 +13,7 @@ import numpy as np
 import optuna
 from optuna.importance import FanovaImportanceEvaluator
 
+from sweeplab.errors import one_line
 from sweeplab.reporting.view import StudyView
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def write_plots(view: StudyView, out_dir: Path, ranked_params: list[str]) -> lis
             plot.png = out_dir / f"{name}.png"
             _save_png(draw, plot.png)
         except Exception as exc:  # Optuna refuses some studies (e.g. one distinct value); the report says why
-            plot.skipped = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            plot.skipped = one_line(exc)
             log.warning("plot %s not drawn: %s", name, plot.skipped)
     return plots
 

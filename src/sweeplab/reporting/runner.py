@@ -14,7 +14,8 @@ from sweeplab.reporting.export import Flattener, config_stem
 from sweeplab.reporting.pick import pick_trial
 from sweeplab.reporting.study_report import StudyReport, write_study_report
 from sweeplab.reporting.view import StudyView, check_name
-from sweeplab.search.study import STUDIES_DIR, STUDY_CONFIG_NAME, STUDY_SCRIPT, resolve_storage
+from sweeplab.search.records import STUDY_CONFIG_NAME, STUDY_SCRIPT
+from sweeplab.search.storage import STUDIES_DIR, resolve_storage, sqlite_path
 
 log = logging.getLogger("sweeplab.report")
 
@@ -24,12 +25,13 @@ def report(cfg: DictConfig) -> StudyReport:
     top_k, pruned_top_k = _positive(cfg, "top_k"), _positive(cfg, "pruned_top_k")
     root = Path.cwd()
     url = resolve_storage(cfg.get("storage"), name, root, key="storage")
-    if cfg.get("storage") is None and not Path(url[len("sqlite:///") :]).is_file():
+    path = sqlite_path(url)
+    if cfg.get("storage") is None and path is not None and not path.is_file():
         here = sorted(p.stem for p in (root / STUDIES_DIR).glob("*.db"))
         raise config_error(
             "study_name",
             name,
-            f"no study file {STUDIES_DIR}/{Path(url).name} under {root}; studies here: {', '.join(here) or 'none'} "
+            f"no study file {STUDIES_DIR}/{path.name} under {root}; studies here: {', '.join(here) or 'none'} "
             "(or pass storage=<url>)",
         )
     view = StudyView.load(name, url, key="storage")
@@ -57,12 +59,11 @@ def report(cfg: DictConfig) -> StudyReport:
         export=bool(cfg.get("export", True)),
         pick=pick,
     )
-    running = sum(1 for t in view.trials if t.state.name == "RUNNING")
     log.info(
         "study %s: %d trials (%d running); report %s",
         name,
         len(view.trials),
-        running,
+        view.counts["RUNNING"],
         result.files["report_html"],
     )
     if result.preset:

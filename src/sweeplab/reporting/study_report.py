@@ -15,9 +15,8 @@ from typing import Any
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from optuna.trial import TrialState
 
-from sweeplab.errors import SweeplabError
+from sweeplab.errors import SweeplabError, one_line
 from sweeplab.reporting import analysis
 from sweeplab.reporting.document import (
     Block,
@@ -36,12 +35,13 @@ from sweeplab.reporting.files import write_files
 from sweeplab.reporting.pick import Pick, pick_trial, round_budget
 from sweeplab.reporting.plots import Plot, importances, write_plots
 from sweeplab.reporting.view import StudyView
-from sweeplab.search.guard import ATTR_GUARD_SAVED, ATTR_RESCUE_OF
-from sweeplab.search.study import ATTR_EPOCHS, STUDY_COMMAND, STUDY_SCRIPT, default_storage, masked
+from sweeplab.search.records import ATTR_EPOCHS, ATTR_GUARD_SAVED, ATTR_RESCUE_OF, STUDY_COMMAND, STUDY_SCRIPT
+from sweeplab.search.space import focus_count
+from sweeplab.search.storage import default_storage, masked
 
 log = logging.getLogger("sweeplab.report")
 
-SEEDS = "42,777,2024"  # seed 002's validation seeds
+SEEDS = "42,777,2024"  # the seeds a winner is validated over
 REPORT_SCRIPT = "report.py"  # beside the training script (runners/)
 # Recomposing a trial fails like this when configs changed since the study ran (a group or key removed).
 EXPORT_ERRORS = (SweeplabError, HydraException, OmegaConfBaseException)
@@ -102,11 +102,11 @@ def write_study_report(
                     root_dir,
                     list(view.attr(STUDY_COMMAND) or []),
                     f"Search space narrowed from study {view.name}: spans its top "
-                    f"{analysis.focus_count(len(view.complete))} complete trials ({stamp}).",
+                    f"{focus_count(len(view.complete))} complete trials ({stamp}).",
                 )
         except EXPORT_ERRORS as exc:  # the report is still worth writing; it says why the export is missing
-            notes.append(f"export failed: {_first_line(exc)}")
-            log.warning("export failed: %s", _first_line(exc))
+            notes.append(f"export failed: {one_line(exc, with_type=False)}")
+            log.warning("export failed: %s", one_line(exc, with_type=False))
     retrain = preset.command if preset else None
     stats = analysis.study_stats(view)
     files = write_files(view, out_dir, retrain, stats, _picked_record(view, pick, picked))
@@ -133,7 +133,7 @@ def _export_pick(view: StudyView, flattener: Flattener | None, pick: Pick, root_
         return export_preset(flattener, pick.trial, view.name, root_dir, note, suffix=pick.preset_suffix)
     except EXPORT_ERRORS as exc:
         raise SweeplabError(
-            f"trial {pick.trial.number} of study {view.name} cannot be exported: {_first_line(exc)}"
+            f"trial {pick.trial.number} of study {view.name} cannot be exported: {one_line(exc, with_type=False)}"
         ) from exc
 
 
@@ -226,7 +226,7 @@ def _ranking(view: StudyView, top_k: int) -> list[Block]:
         top = view.ranked()[:top_k]
         title, rows_from = f"Top {len(top)} trials by {view.metric}", top
     else:
-        rows_from = sorted(view.study.best_trials, key=lambda t: t.number)
+        rows_from = view.front
         title = "Pareto front"
     if not rows_from:
         return []
@@ -363,7 +363,7 @@ def _pruned(view: StudyView, flattener: Flattener | None, top_k: int) -> list[Bl
             line = flattener.trial_command(s.trial) if flattener else None
         except EXPORT_ERRORS as exc:
             line = None
-            log.warning("no command for trial %d: %s", s.trial.number, _first_line(exc))
+            log.warning("no command for trial %d: %s", s.trial.number, one_line(exc, with_type=False))
         commands.append(
             f"# trial {s.trial.number}\n{line}" if line else f"# trial {s.trial.number}: no command (see log)"
         )
@@ -484,7 +484,7 @@ def _next_steps(
         where = f" (written to {report.focused.path})" if report.focused else ""
         blocks += [
             Para(
-                f"A narrower search space spanning the top {analysis.focus_count(len(view.complete))} complete "
+                f"A narrower search space spanning the top {focus_count(len(view.complete))} complete "
                 f"trials{where}:"
             ),
             Code(f"# @package _global_\n{yaml_text}".rstrip()),
@@ -493,7 +493,7 @@ def _next_steps(
             blocks += [Para("Run a focused study on it:"), Code(report.focused.command)]
     command = view.attr(STUDY_COMMAND)
     if command is not None:
-        finished = len([t for t in view.trials if t.state != TrialState.RUNNING])
+        finished = len(view.trials) - view.counts["RUNNING"]
         more = [a for a in command if not a.startswith("hydra.sweeper.n_trials=")]
         blocks += [
             Para("Or continue this study with more trials (the stored trials count toward n_trials):"),
@@ -505,7 +505,7 @@ def _next_steps(
 
 def _pareto_exports(view: StudyView, root_dir: Path) -> list[Block]:
     """The commands that export one trial of the front as a preset: by number, or by a budget on the second objective."""
-    front = sorted(view.study.best_trials, key=lambda t: t.values[1])
+    front = sorted(view.front, key=lambda t: t.values[1])
     if not front:
         return []
     script = Path(str(view.attr(STUDY_SCRIPT) or "runners/train.py")).with_name(REPORT_SCRIPT)
@@ -531,10 +531,6 @@ def _pareto_exports(view: StudyView, root_dir: Path) -> list[Block]:
         ),
         Code(shlex.join([*base, f"pick.budget={budget}"])),
     ]
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _params(params: dict[str, Any]) -> str:

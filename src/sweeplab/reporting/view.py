@@ -5,23 +5,25 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeplab.errors import SweeplabError, config_error, did_you_mean
-from sweeplab.search.study import (
+from sweeplab.errors import config_error
+from sweeplab.search.records import (
     ATTR_OVERRIDES,
     ATTR_QUICK,
     STUDY_METRICS,
-    masked,
-    open_storage,
-    space_from_json,
-    stored_space,
+    searched_space,
+    sign,
+    state_counts,
 )
+from sweeplab.search.records import (
+    ranked as best_first,
+)
+from sweeplab.search.storage import load_study, masked
 
 
 @dataclass
@@ -33,21 +35,8 @@ class StudyView:
 
     @classmethod
     def load(cls, study_name: str, storage_url: str, key: str = "storage") -> StudyView:
-        """Open `study_name` in `storage_url`; an unknown name fails with the names the storage holds.
-
-        A SQLite file that does not exist is an error here (opening it would create an empty study database).
-        """
-        if storage_url.startswith("sqlite:///") and not Path(storage_url[len("sqlite:///") :]).is_file():
-            raise config_error(key, storage_url, "no such SQLite file; has a study run from this directory?")
-        storage = open_storage(storage_url, key=key)
-        names = optuna.study.get_all_study_names(storage)
-        if study_name not in names:
-            listed = ", ".join(sorted(names)) or "none"
-            raise SweeplabError(
-                f"study_name={study_name!r}: no such study in {masked(storage_url)}"
-                f"{did_you_mean(study_name, names)}; studies there: {listed}"
-            )
-        return cls(optuna.load_study(study_name=study_name, storage=storage), masked(storage_url))
+        """Open `study_name` in `storage_url`; an unknown name fails with the names the storage holds."""
+        return cls(load_study(study_name, storage_url, key), masked(storage_url))
 
     @property
     def name(self) -> str:
@@ -68,7 +57,7 @@ class StudyView:
     @property
     def sign(self) -> float:
         """+1 when larger values of the first objective are better."""
-        return 1.0 if self.directions[0] == "maximize" else -1.0
+        return sign(self.directions[0])
 
     @cached_property
     def metrics(self) -> list[str]:
@@ -84,6 +73,20 @@ class StudyView:
 
     def attr(self, key: str, default: Any = None) -> Any:
         return self.study.user_attrs.get(key, default)
+
+    @cached_property
+    def counts(self) -> dict[str, int]:
+        """Trials per state (COMPLETE, PRUNED, FAIL, RUNNING, WAITING)."""
+        return state_counts(self.trials)
+
+    @cached_property
+    def front(self) -> list[FrozenTrial]:
+        """The Pareto front (complete trials no other complete trial dominates), by trial number."""
+        return sorted(self.study.best_trials, key=lambda t: t.number)
+
+    def front_rows(self) -> list[dict[str, Any]]:
+        """The front as result files write it: trial, values, params."""
+        return [{"trial": t.number, "values": list(t.values), "params": dict(t.params)} for t in self.front]
 
     def state(self, *states: TrialState) -> list[FrozenTrial]:
         return [t for t in self.trials if t.state in states]
@@ -102,7 +105,7 @@ class StudyView:
 
     def ranked(self) -> list[FrozenTrial]:
         """Complete trials, best first by the first objective."""
-        return sorted(self.complete, key=lambda t: -self.sign * t.values[0])
+        return best_first(self.complete, self.directions[0])
 
     @property
     def best(self) -> FrozenTrial | None:
@@ -113,14 +116,7 @@ class StudyView:
     @cached_property
     def space(self) -> dict[str, BaseDistribution]:
         """The searched distributions: as stored with the study, else as the trials sampled them."""
-        stored = stored_space(self.study)
-        if stored:
-            return space_from_json(stored)
-        space: dict[str, BaseDistribution] = {}
-        for t in self.trials:
-            for name, dist in t.distributions.items():
-                space.setdefault(name, dist)
-        return space
+        return searched_space(self.study, self.trials)
 
     @property
     def param_names(self) -> list[str]:

@@ -1,4 +1,5 @@
-"""Hydra's sweep grammar → Optuna distributions, with the stock optuna sweeper's mapping, checked up front.
+"""Hydra's sweep grammar in both directions: parsed into Optuna distributions (the stock optuna sweeper's
+mapping, checked up front), and written back as a narrower space around a study's top trials.
 
 `choice(a, b)` → CategoricalDistribution; `range(a, b[, step])` → Int/FloatDistribution(a, b, step)
 (as in the stock plugin, `b` is included; `shuffle(range(...))` → categorical); `interval(a, b)` →
@@ -16,6 +17,7 @@ written from a conditional study uses them).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +39,7 @@ from optuna.distributions import (
     IntDistribution,
     distribution_to_json,
 )
+from optuna.trial import FrozenTrial
 
 from sweeplab.errors import SweeplabError, config_error, did_you_mean
 
@@ -52,6 +55,11 @@ def qualified(key: str, parent: str, value: str) -> str:
 def key_of(name: str) -> str:
     """The override key a param name sets (a conditional name without its condition)."""
     return name.split(GIVEN, 1)[0]
+
+
+def override_key(override: str) -> str:
+    """The key an override sets, without its value and its +, ++ or ~ prefix: `+a.b=1` -> `a.b`."""
+    return override.split("=", 1)[0].lstrip("+~")
 
 
 @dataclass
@@ -96,7 +104,7 @@ class SearchSpace:
         for parent, branches in _branch_nodes(conditional):
             for when, body in branches.items():
                 nested.setdefault(parent, {}).setdefault(when, {}).update(body)
-        on_command_line = {o.split("=", 1)[0] for o in arguments}
+        on_command_line = {o.split("=", 1)[0] for o in arguments}  # as written: +key adds, key sets
         for parent, branches in nested.items():
             for when, body in branches.items():
                 branch = space.conditional.setdefault(parent, {}).setdefault(format_value(when), Branch())
@@ -164,7 +172,7 @@ class SearchSpace:
         """Every key must exist in the composed config (or be a config group with that option)."""
         leaf_keys: list[str] | None = None
         for key, choices in [*((k, _choices(d)) for k, d in self.distributions.items()), *self.fixed.items()]:
-            bare = key.lstrip("+~").split("@")[0]
+            bare = override_key(key).split("@")[0]
             if key.startswith(("+", "~")) or bare.startswith("hydra."):
                 continue
             options = group_options(bare)
@@ -217,7 +225,7 @@ class SearchSpace:
 
     def job_overrides(self) -> list[str]:
         """The fixed overrides that shape every trial's job config (not the sweeper's own `hydra.` keys)."""
-        return [f"{k}={v}" for k, v in self.fixed.items() if not k.lstrip("+~").startswith("hydra.")]
+        return [f"{k}={v}" for k, v in self.fixed.items() if not override_key(k).startswith("hydra.")]
 
     def overrides(self, params: Mapping[str, Any]) -> list[str]:
         """The command-line overrides that make a job use these fixed values and sampled `params`
@@ -285,6 +293,80 @@ def to_distribution(override: Override) -> BaseDistribution:
     raise config_error(
         key, override.input_line, "not a sweep Optuna can sample: use choice, range or interval"
     )
+
+
+def focus_count(n_complete: int) -> int:
+    """How many top trials a focused space spans: the best fifth, at least 3."""
+    return min(n_complete, max(3, math.ceil(0.2 * n_complete)))
+
+
+def focused_space(
+    space: Mapping[str, BaseDistribution], ranked: Sequence[FrozenTrial]
+) -> dict[str, str] | None:
+    """A narrower search space, in the sweep grammar, spanning the top trials of `ranked` (complete trials,
+    best first) inside the bounds of `space`; None below 2 complete trials."""
+    if len(ranked) < 2:
+        return None
+    top = ranked[: focus_count(len(ranked))]
+    narrowed = {}
+    for name, dist in space.items():
+        values = [t.params[name] for t in top if name in t.params]
+        if values:
+            narrowed[name] = _narrow(dist, values)
+    return narrowed
+
+
+def _narrow(dist: BaseDistribution, values: list[Any]) -> str:
+    if isinstance(dist, CategoricalDistribution):
+        kept = [c for c in dist.choices if c in values]
+        return (
+            format_value(kept[0]) if len(kept) == 1 else f"choice({', '.join(format_value(c) for c in kept)})"
+        )
+    assert isinstance(dist, FloatDistribution | IntDistribution)
+    log = dist.log
+    to = (lambda x: math.log10(x)) if log else float
+    back = (lambda x: 10.0**x) if log else float
+    low, high = to(min(values)), to(max(values))
+    full = to(dist.high) - to(dist.low)
+    pad = 0.1 * (high - low) if high > low else 0.05 * full
+    low, high = max(back(low - pad), dist.low), min(back(high + pad), dist.high)
+    if isinstance(dist, IntDistribution):
+        step = dist.step
+        lo = dist.low + math.floor((low - dist.low) / step) * step
+        hi = dist.low + math.ceil((high - dist.low) / step) * step
+        hi = min(hi, dist.high)
+        if lo >= hi:
+            return str(lo)
+        if log:
+            return f"tag(log, int(interval({lo}, {hi})))"
+        return f"range({lo}, {hi}, {step})" if step != 1 else f"int(interval({lo}, {hi}))"
+    if dist.step is not None:
+        step = dist.step
+        lo = dist.low + math.floor(round((low - dist.low) / step, 9)) * step
+        hi = min(dist.low + math.ceil(round((high - dist.low) / step, 9)) * step, dist.high)
+        return _float(lo) if lo >= hi else f"range({_float(lo)}, {_float(hi)}, {_float(step)})"
+    lo = max(_round_sig(low, up=False), dist.low)
+    hi = min(_round_sig(high, up=True), dist.high)
+    if lo >= hi:
+        return _float(lo)
+    return (
+        f"tag(log, interval({_float(lo)}, {_float(hi)}))" if log else f"interval({_float(lo)}, {_float(hi)})"
+    )
+
+
+def _round_sig(x: float, up: bool, digits: int = 3) -> float:
+    """x rounded outward (down for a lower end, up for an upper end) to `digits` significant digits."""
+    if x == 0:
+        return 0.0
+    scale = 10.0 ** (digits - 1 - math.floor(math.log10(abs(x))))
+    rounded = (math.ceil if up else math.floor)(x * scale) / scale
+    return float(f"{rounded:.{digits}g}")
+
+
+def _float(x: float) -> str:
+    """A float as the grammar reads a float (never as an int, which would make an int range)."""
+    text = f"{x:.6g}"
+    return text if any(c in text for c in ".en") else f"{text}.0"
 
 
 def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:

@@ -1,35 +1,26 @@
-"""The job's side of a study: find its own trial in the storage and report to it every epoch.
+"""The job's side of a study: find its own trial in the storage, send heartbeats while it trains.
 
 A sweeplab sweep launches trial N as Hydra job N, passes the study name as `hydra.sweeper.study_name`,
 and the storage is in the job's own `hydra.sweeper` node. So a job finds its trial through the storage
-alone, whether the launcher runs it in the sweeper's process or in another process or machine.
+alone, whether the launcher runs it in the sweeper's process or in another process or machine. Any
+training loop can report to the trial it gets (`trial.report`, `trial.should_prune`); Lightning's is
+`sweeplab.training.callbacks.PruningCallback`.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import os
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
-import lightning.pytorch as L
 import optuna
 
-from sweeplab.search.algorithms import build_pruner
-from sweeplab.search.guard import ATTR_RESCUE_OF
-from sweeplab.search.study import (
-    ATTR_EPOCHS,
-    ATTR_OUTPUT_DIR,
-    ATTR_PRUNED_AT,
-    ATTR_WORKER_PID,
-    SWEEPER_TARGET,
-    open_storage,
-    resolve_storage,
-)
-
-log = logging.getLogger(__name__)
+from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import TARGET
+from sweeplab.search.pruning import build_pruner
+from sweeplab.search.records import ATTR_OUTPUT_DIR, ATTR_RESCUE_OF, ATTR_WORKER_PID
+from sweeplab.search.storage import open_storage, resolve_storage
 
 
 @dataclass
@@ -64,6 +55,11 @@ class StudyTrial:
     def number(self) -> int:
         return self.trial.number
 
+    @cached_property
+    def rescue(self) -> bool:
+        """A rescue re-runs a pruned trial to its full budget: it reports, and is never pruned."""
+        return ATTR_RESCUE_OF in self.trial.user_attrs
+
     def set(self, key: str, value: Any) -> None:
         self.trial.set_user_attr(key, value)
 
@@ -77,7 +73,7 @@ def current_trial() -> StudyTrial | None:
         return None
     hydra_cfg = HydraConfig.get()
     sweeper = hydra_cfg.sweeper
-    if hydra_cfg.mode != RunMode.MULTIRUN or sweeper.get("_target_") != SWEEPER_TARGET:
+    if hydra_cfg.mode != RunMode.MULTIRUN or sweeper.get("_target_") != TARGET:
         return None
     study_name = sweeper.get("study_name")
     if not study_name:
@@ -91,46 +87,3 @@ def current_trial() -> StudyTrial | None:
     trial.set_user_attr(ATTR_WORKER_PID, os.getpid())
     interval = sweeper.get("heartbeat_interval")
     return StudyTrial(study, trial, int(interval) if interval else None)
-
-
-class PruningCallback(L.Callback):
-    """Reports the optimized metric after every validation epoch; stops the fit when the pruner says so.
-
-    Step = epochs completed (1, 2, ...), so a pruner's warm-up and Hyperband's resources count epochs.
-    A k-fold run fits its folds one after another: fold f (from 0) reports its own value at epoch e as
-    step `f * max_epochs + e` (`step_offset` = f * max_epochs). Every trial of a study splits the same
-    folds with the same budget, so a step means the same fold and epoch in every trial: values at one
-    step are comparable, and a hopeless trial is pruned during its first fold.
-    """
-
-    def __init__(
-        self, study_trial: StudyTrial, metric: str, step_offset: int = 0, epochs_before: int = 0
-    ) -> None:
-        self.study_trial = study_trial
-        self.metric = metric
-        self.step_offset = step_offset
-        self.epochs_before = epochs_before  # epochs run by earlier folds (early stopping may end one early)
-        self.pruned_at: int | None = None
-        # a rescue re-runs a pruned trial to its full budget: it reports, and is never pruned
-        self.rescue = ATTR_RESCUE_OF in study_trial.trial.user_attrs
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or self.metric not in trainer.callback_metrics:
-            return  # MetricHistory reports a metric that is never logged
-        value = float(trainer.callback_metrics[self.metric])
-        step = self.step_offset + trainer.current_epoch + 1
-        trial = self.study_trial.trial
-        self.study_trial.set(ATTR_EPOCHS, self.epochs_before + trainer.current_epoch + 1)
-        if math.isnan(value) or len(self.study_trial.study.directions) > 1:
-            return  # NaN is not comparable (the trial fails when it ends); Optuna prunes single objectives only
-        trial.report(value, step)
-        if not self.rescue and trial.should_prune():
-            self.pruned_at = step
-            self.study_trial.set(ATTR_PRUNED_AT, step)
-            where = (
-                f"step {step} (epoch {trainer.current_epoch + 1} of a fold)"
-                if self.step_offset
-                else f"epoch {step}"
-            )
-            log.info("trial %d pruned after %s (%s=%.4f)", trial.number, where, self.metric, value)
-            trainer.should_stop = True

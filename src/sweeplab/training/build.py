@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweeplab.config import instantiate_node
 from sweeplab.data import ImageDataModule
-from sweeplab.errors import SweeplabError, config_error
+from sweeplab.errors import SweeplabError, config_error, one_line
 from sweeplab.models import ImageClassifier
 from sweeplab.models.backbone import check_input_size
 
@@ -120,7 +120,7 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback]) -> L.Train
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
         if isinstance(cause, MisconfigurationException | ValueError | TypeError):
-            raise SweeplabError(f"trainer: {cause}".splitlines()[0]) from None
+            raise SweeplabError(f"trainer: {one_line(cause, with_type=False)}") from None
         raise
     log.info("trainer: accelerator=%s precision=%s", trainer.accelerator.__class__.__name__, precision)
     return trainer

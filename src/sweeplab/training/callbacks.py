@@ -1,4 +1,5 @@
-"""Callbacks every run gets: a per-epoch record of validation metrics and a check that the optimized one exists."""
+"""Callbacks a run gets: a per-epoch record of validation metrics (with a check that the optimized one
+exists), the report to its study trial that lets the pruner stop it, and torch.compile's timing."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import lightning.pytorch as L
 import torch
 
 from sweeplab.errors import SweeplabError
+from sweeplab.search.records import ATTR_EPOCHS, ATTR_PRUNED_AT
+from sweeplab.search.trial import StudyTrial
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,47 @@ class MetricHistory(L.Callback):
             return None
         pick = max if mode == "max" else min
         return pick(finite, key=lambda e: e[self.optimized_metric])
+
+
+class PruningCallback(L.Callback):
+    """Reports the optimized metric after every validation epoch; stops the fit when the pruner says so.
+
+    Step = epochs completed (1, 2, ...), so a pruner's warm-up and Hyperband's resources count epochs.
+    A k-fold run fits its folds one after another: fold f (from 0) reports its own value at epoch e as
+    step `f * max_epochs + e` (`step_offset` = f * max_epochs). Every trial of a study splits the same
+    folds with the same budget, so a step means the same fold and epoch in every trial: values at one
+    step are comparable, and a hopeless trial is pruned during its first fold.
+    """
+
+    def __init__(
+        self, study_trial: StudyTrial, metric: str, step_offset: int = 0, epochs_before: int = 0
+    ) -> None:
+        self.study_trial = study_trial
+        self.metric = metric
+        self.step_offset = step_offset
+        self.epochs_before = epochs_before  # epochs run by earlier folds (early stopping may end one early)
+        self.pruned_at: int | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.metric not in trainer.callback_metrics:
+            return  # MetricHistory reports a metric that is never logged
+        value = float(trainer.callback_metrics[self.metric])
+        step = self.step_offset + trainer.current_epoch + 1
+        trial = self.study_trial.trial
+        self.study_trial.set(ATTR_EPOCHS, self.epochs_before + trainer.current_epoch + 1)
+        if math.isnan(value) or len(self.study_trial.study.directions) > 1:
+            return  # NaN is not comparable (the trial fails when it ends); Optuna prunes single objectives only
+        trial.report(value, step)
+        if not self.study_trial.rescue and trial.should_prune():
+            self.pruned_at = step
+            self.study_trial.set(ATTR_PRUNED_AT, step)
+            where = (
+                f"step {step} (epoch {trainer.current_epoch + 1} of a fold)"
+                if self.step_offset
+                else f"epoch {step}"
+            )
+            log.info("trial %d pruned after %s (%s=%.4f)", trial.number, where, self.metric, value)
+            trainer.should_stop = True
 
 
 class CompileTimer(L.Callback):

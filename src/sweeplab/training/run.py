@@ -19,10 +19,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab.data.datamodule import check_folds
 from sweeplab.errors import config_error
-from sweeplab.search.study import ATTR_FOLD_VALUES, ATTR_MAX_EPOCHS
-from sweeplab.search.trial import PruningCallback, StudyTrial, current_trial
+from sweeplab.search.records import ATTR_FOLD_VALUES, ATTR_MAX_EPOCHS
+from sweeplab.search.trial import StudyTrial, current_trial
 from sweeplab.training.build import build_datamodule, build_module, build_trainer, compile_options
-from sweeplab.training.callbacks import CompileTimer, MetricHistory
+from sweeplab.training.callbacks import CompileTimer, MetricHistory, PruningCallback
 
 log = logging.getLogger(__name__)
 

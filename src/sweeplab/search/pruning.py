@@ -1,8 +1,10 @@
-"""Pruning that keeps the winner: a guard around any Optuna pruner, and the choice of pruned trials to rescue.
+"""Samplers and pruners from `hydra.sweeper.sampler` / `.pruner`, and pruning that keeps the winner.
+
+Samplers and pruners are Optuna's own classes with Optuna's own arguments (YAML beside the plugin).
 
 A pruner ranks a trial against the others at the same step (the median, a Hyperband rung), never
-against an absolute bar, so it can stop the trial that would have won (seed 004: Hyperband stopped the
-sweep's best run at epoch 10). The guard vetoes such a decision by three rules, each switchable:
+against an absolute bar, so it can stop the trial that would have won (Hyperband stopping a sweep's
+best run at epoch 10). The guard vetoes such a decision by three rules, each switchable:
 
 - `leader`: the trial's value at this step is the best any trial has reported at this step;
 - `margin`: it lies within `margin` of the best finished trial's value;
@@ -14,50 +16,86 @@ runs again, unpruned, the pruned trials that ranked best at the step they were p
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import optuna
+from omegaconf import OmegaConf
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeplab.errors import config_error
+from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import GuardConf
+from sweeplab.config import instantiate_node, typed
+from sweeplab.errors import SweeplabError, config_error
+from sweeplab.search.records import ATTR_GUARD_SAVED, sign
 
-ATTR_GUARD_SAVED = "guard_saved"  # [[step, rule], ...]: the pruner said stop, the guard said no
-ATTR_RESCUE_OF = "rescue_of"  # on a rescue trial: the number of the pruned trial it re-runs
-RULES = ("leader", "margin", "threshold")
+
+def build_sampler(node: Any, distributions: dict[str, BaseDistribution]) -> optuna.samplers.BaseSampler:
+    """The configured sampler; a GridSampler gets its grid from the search space when none is given."""
+    if not node or not node.get("_target_"):
+        return optuna.samplers.TPESampler()
+    node = OmegaConf.create(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node)
+    if node._target_ == "optuna.samplers.GridSampler":
+        node._target_ = f"{__name__}.GridSampler"
+        if node.get("search_space") is None:
+            node.search_space = grid_of(distributions)
+    sampler = instantiate_node(node, "hydra.sweeper.sampler")
+    if not isinstance(sampler, optuna.samplers.BaseSampler):
+        raise config_error("hydra.sweeper.sampler._target_", node._target_, "is not an Optuna sampler")
+    return sampler
 
 
-@dataclass(frozen=True)
-class Guard:
-    leader: bool = False
-    margin: float | None = None
-    threshold: float | None = None
+def build_pruner(node: Any, guard: Any = None) -> optuna.pruners.BasePruner:
+    """The configured pruner (none configured, or `pruner=none`, never prunes), inside the guard
+    (`hydra.sweeper.guard`) when any of its rules is on."""
+    rules = Guard.from_config(guard)
+    if not node or not node.get("_target_"):
+        return optuna.pruners.NopPruner()
+    pruner = instantiate_node(node, "hydra.sweeper.pruner")
+    if not isinstance(pruner, optuna.pruners.BasePruner):
+        raise config_error("hydra.sweeper.pruner._target_", node.get("_target_"), "is not an Optuna pruner")
+    return GuardedPruner(pruner, rules) if rules.active else pruner
+
+
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler for a sweep that asks and tells: once every point has run it sets
+    `exhausted` (the sweep then stops) instead of calling `study.stop()`, which raises outside
+    `study.optimize` and would leave the last trial unfinished."""
+
+    exhausted = False
+
+    def after_trial(self, study: optuna.Study, trial: Any, state: Any, values: Any) -> None:
+        unvisited = self._get_unvisited_grid_ids(study)  # the trial being told still counts as unvisited
+        grid_id = study._storage.get_trial_system_attrs(trial._trial_id).get("grid_id")
+        if not unvisited or unvisited == [grid_id]:
+            self.exhausted = True
+
+
+def grid_of(distributions: dict[str, BaseDistribution]) -> dict[str, list[Any]]:
+    grid: dict[str, list[Any]] = {}
+    for name, dist in distributions.items():
+        if isinstance(dist, CategoricalDistribution):
+            grid[name] = list(dist.choices)
+        elif isinstance(dist, IntDistribution) and not dist.log:
+            grid[name] = list(range(dist.low, dist.high + 1, dist.step))
+        else:
+            raise SweeplabError(
+                f"hydra.sweeper.params: {name} is a continuous range; the grid sampler needs choice(...) or range(...)"
+            )
+    return grid
+
+
+@dataclasses.dataclass
+class Guard(GuardConf):
+    """The guard's rules (`hydra.sweeper.guard`, fields and defaults of GuardConf) and how they decide."""
 
     @classmethod
-    def from_config(cls, node: Mapping[str, Any] | None) -> Guard:
-        """`hydra.sweeper.guard`: {leader: bool, margin: float|null, threshold: float|null}."""
-        node = dict(node or {})
-        unknown = sorted(set(node) - set(RULES))
-        if unknown:
-            raise config_error(
-                f"hydra.sweeper.guard.{unknown[0]}", node[unknown[0]], f"allowed keys: {', '.join(RULES)}"
-            )
-        margin, threshold = node.get("margin"), node.get("threshold")
-        if margin is not None and (
-            not isinstance(margin, int | float) or isinstance(margin, bool) or margin < 0
-        ):
-            raise config_error("hydra.sweeper.guard.margin", margin, "must be a number >= 0, or null (off)")
-        if threshold is not None and (not isinstance(threshold, int | float) or isinstance(threshold, bool)):
-            raise config_error("hydra.sweeper.guard.threshold", threshold, "must be a number, or null (off)")
-        leader = node.get("leader", False)
-        if not isinstance(leader, bool):
-            raise config_error("hydra.sweeper.guard.leader", leader, "must be true or false")
-        return cls(
-            leader, None if margin is None else float(margin), None if threshold is None else float(threshold)
-        )
+    def from_config(cls, node: Any) -> Guard:
+        """`hydra.sweeper.guard` (a GuardConf, a DictConfig or a mapping; None: every rule off), checked."""
+        return cls(**dataclasses.asdict(typed(GuardConf, node or {}, "hydra.sweeper.guard")))
 
     @property
     def active(self) -> bool:
@@ -80,12 +118,10 @@ class Guard:
             if all(better(value, v) for v in at_step if not math.isnan(v)):
                 return "leader"
         if self.margin is not None:
+            s = sign(study.direction)
             done = [t.value for t in others if t.state == TrialState.COMPLETE and t.value is not None]
-            if done:
-                best = max(done) if study.direction == StudyDirection.MAXIMIZE else min(done)
-                bar = best - self.margin if study.direction == StudyDirection.MAXIMIZE else best + self.margin
-                if better(value, bar):
-                    return "margin"
+            if done and better(value, max(done, key=lambda v: s * v) - s * self.margin):
+                return "margin"
         return None
 
 
@@ -148,13 +184,12 @@ def rescue_candidates(
         ]
         field = [v for v in field if not math.isnan(v)]
         rank = sum(better(value, v) for v in field) / len(field) if field else 1.0
-        scored.append((rank, step, value if direction == StudyDirection.MAXIMIZE else -value, t))
+        scored.append((rank, step, sign(direction) * value, t))
     scored.sort(key=lambda s: (s[0], s[1], s[2], -s[3].number), reverse=True)
     return [s[3] for s in scored[:k]]
 
 
 def _better(direction: StudyDirection) -> Callable[[float, float], bool]:
     """a is at least as good as b, in the study's direction."""
-    if direction == StudyDirection.MAXIMIZE:
-        return lambda a, b: a >= b
-    return lambda a, b: a <= b
+    s = sign(direction)
+    return lambda a, b: s * a >= s * b

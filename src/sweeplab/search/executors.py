@@ -1,10 +1,13 @@
-"""k trials at once without a batch barrier: each trial is a Hydra job in its own forked process.
+"""What runs a trial's job: the study loop starts jobs and waits for their outcomes, through either executor.
 
-Hydra's launchers take a batch and return when its slowest job ends. Here a slot is refilled as soon
-as its trial ends (complete, pruned, failed or killed). A forked child starts at once with everything
-the sweeper imported, runs the job as Hydra's basic launcher would (`run_job`: output dir, `.hydra/`,
-logging, callbacks), sends back a small outcome and exits, so whatever it allocated (GPU memory
-included) is freed with the process. The sweeper itself never touches CUDA, so the children may.
+- `LauncherBatches`: batches of up to n_jobs through any Hydra launcher (the basic one runs them in this
+  process; SLURM, joblib and the like elsewhere). A launcher returns when its slowest job ends.
+- `ProcessPool` (n_jobs > 1 under the basic launcher): each trial is a Hydra job in its own forked
+  process, and a slot is refilled as soon as its trial ends (complete, pruned, failed or killed), with no
+  batch barrier. A forked child starts at once with everything the sweeper imported, runs the job as
+  Hydra's basic launcher would (`run_job`: output dir, `.hydra/`, logging, callbacks), sends back a small
+  outcome and exits, so whatever it allocated (GPU memory included) is freed with the process. The
+  sweeper itself never touches CUDA, so the children may.
 """
 
 from __future__ import annotations
@@ -16,17 +19,18 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 from hydra.core.utils import JobReturn, JobStatus, run_job
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
-from sweeplab.errors import SweeplabError, config_error
+from sweeplab.errors import SweeplabError, config_error, one_line
 
 log = logging.getLogger("sweeplab.sweep")
 
@@ -52,10 +56,72 @@ class Outcome:
         if not isinstance(raised, BaseException):
             return cls(error="RuntimeError: job failed")
         return cls(
-            error=f"{type(raised).__name__}: {raised}".splitlines()[0],
+            error=one_line(raised),
             pruned=isinstance(raised, optuna.TrialPruned),
             config_error=isinstance(raised, SweeplabError),
         )
+
+
+class Executor(Protocol):
+    """Runs trials' jobs for the study loop: `start` one when there is room, `wait_any` for outcomes."""
+
+    @property
+    def running(self) -> Sequence[int]:
+        """Numbers of the trials started and not yet returned by `wait_any`."""
+        ...
+
+    def has_room(self) -> bool: ...
+
+    def start(self, number: int, overrides: list[str]) -> None:
+        """Run trial `number` as Hydra job `number` with these overrides."""
+        ...
+
+    def wait_any(self, timeout: float | None = None) -> list[tuple[int, Outcome]]:
+        """Block until at least one started trial ends (or `timeout`); the outcome of each that ended."""
+        ...
+
+    def stop_all(self) -> list[int]:
+        """Stop what still runs (Ctrl-C, an error in the loop); the numbers of the trials stopped."""
+        ...
+
+
+Launch = Callable[[Sequence[Sequence[str]], int], Sequence[JobReturn]]
+
+
+class LauncherBatches:
+    """Trials through a Hydra launcher, in batches of up to `n_jobs`: `start` queues a trial, `wait_any`
+    launches the queue and returns when the launcher does, with every trial's outcome."""
+
+    def __init__(self, launch: Launch, n_jobs: int) -> None:
+        self.launch, self.n_jobs = launch, n_jobs
+        self.queued: dict[int, list[str]] = {}
+
+    @property
+    def running(self) -> list[int]:
+        return list(self.queued)
+
+    def has_room(self) -> bool:
+        return len(self.queued) < self.n_jobs
+
+    def start(self, number: int, overrides: list[str]) -> None:
+        self.queued[number] = list(overrides)
+
+    def wait_any(self, timeout: float | None = None) -> list[tuple[int, Outcome]]:
+        """Job number = trial number: trials with consecutive numbers go to the launcher together."""
+        numbers = list(self.queued)
+        if not numbers:
+            return []
+        if numbers == list(range(numbers[0], numbers[0] + len(numbers))):
+            returns = list(self.launch([self.queued[n] for n in numbers], numbers[0]))
+        else:
+            returns = [r for n in numbers for r in self.launch([self.queued[n]], n)]
+        self.queued.clear()
+        return [(n, Outcome.of(r)) for n, r in zip(numbers, returns, strict=True)]
+
+    def stop_all(self) -> list[int]:
+        """A launcher cannot be stopped from here: an interrupted launch has already returned."""
+        self.queued.clear()
+        return []
 
 
 def visible_devices() -> list[str]:
@@ -110,14 +176,21 @@ class ProcessPool:
         self.slots = slots
         # resolved once here, so ${now:...} is cached in the master config and every job copies that cache
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
-        self.running: dict[int, _Running] = {}  # by trial number
+        self.jobs: dict[int, _Running] = {}  # by trial number
         # CPU threads per trial: the cores shared out, so k trials do not oversubscribe them
         self.threads = max(1, (os.cpu_count() or 1) // len(slots))
         self._fork = mp.get_context("fork")
 
     def free_slot(self) -> int | None:
-        busy = {r.slot for r in self.running.values()}
+        busy = {r.slot for r in self.jobs.values()}
         return next((i for i in range(len(self.slots)) if i not in busy), None)
+
+    @property
+    def running(self) -> list[int]:
+        return list(self.jobs)
+
+    def has_room(self) -> bool:
+        return self.free_slot() is not None
 
     def start(self, number: int, overrides: list[str]) -> None:
         """Compose job `number` here (errors surface in the sweeper) and fork it into a free slot."""
@@ -145,17 +218,17 @@ class ProcessPool:
         )
         process.start()
         send.close()
-        self.running[number] = _Running(number, slot, process, receive, time.monotonic())
+        self.jobs[number] = _Running(number, slot, process, receive, time.monotonic())
         device = f" on GPU {self.slots[slot]}" if self.slots[slot] is not None else ""
         log.info("trial %d started in worker %d (pid %d)%s", number, slot, process.pid, device)
 
     def wait_any(self, timeout: float | None = None) -> list[tuple[int, Outcome]]:
         """Block until at least one trial ends (or `timeout`); return each ended trial's outcome."""
-        if not self.running:
+        if not self.jobs:
             return []
-        ready = wait([r.process.sentinel for r in self.running.values()], timeout=timeout)
+        ready = wait([r.process.sentinel for r in self.jobs.values()], timeout=timeout)
         done = []
-        for run in [r for r in self.running.values() if r.process.sentinel in ready]:
+        for run in [r for r in self.jobs.values() if r.process.sentinel in ready]:
             outcome = None
             if run.conn.poll():
                 try:
@@ -166,24 +239,24 @@ class ProcessPool:
             run.conn.close()
             if outcome is None:
                 outcome = Outcome(error=_death(run.process.exitcode), lost=True)
-            del self.running[run.number]
+            del self.jobs[run.number]
             done.append((run.number, outcome))
         return done
 
     def stop_all(self) -> list[int]:
         """SIGTERM every child, SIGKILL those still alive after a grace period; returns their trial numbers."""
-        numbers = list(self.running)
-        for run in self.running.values():
+        numbers = list(self.jobs)
+        for run in self.jobs.values():
             if run.process.is_alive():
                 run.process.terminate()
         deadline = time.monotonic() + STOP_GRACE_S
-        for run in self.running.values():
+        for run in self.jobs.values():
             run.process.join(max(0.0, deadline - time.monotonic()))
             if run.process.is_alive():
                 run.process.kill()
                 run.process.join()
             run.conn.close()
-        self.running.clear()
+        self.jobs.clear()
         return numbers
 
 
@@ -226,7 +299,7 @@ def _child(
     except BaseException as exc:  # the child must always report and exit
         code = 1
         with contextlib.suppress(Exception):
-            send.send(Outcome(error=f"{type(exc).__name__}: {exc}".splitlines()[0]))
+            send.send(Outcome(error=one_line(exc)))
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

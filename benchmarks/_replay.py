@@ -19,7 +19,8 @@ import optuna
 from optuna.trial import TrialState
 
 from sweeplab.errors import config_error
-from sweeplab.search.guard import ATTR_GUARD_SAVED, ATTR_RESCUE_OF, rescue_candidates
+from sweeplab.search.pruning import rescue_candidates
+from sweeplab.search.records import ATTR_GUARD_SAVED, ATTR_RESCUE_OF
 
 ATTR_CONFIG = "config"  # the row of the curve table a replayed trial is
 

@@ -1,0 +1,14 @@
+"""Search: the sweeper's side of a study, and the little a job needs to report to its trial.
+
+In the order a trial passes through them:
+
+- `plan`: `hydra.sweeper` (typed by the plugin's `SweeplabSweeperConf`) and the job config → a checked plan
+- `space`: Hydra's sweep grammar ↔ Optuna distributions; a trial's params → the job's overrides
+- `pruning`: samplers and pruners from their configs; the guard around a pruner; which pruned trials to rescue
+- `loop`: open or resume the study, then ask → start → wait → tell until it has its trials
+- `executors`: run a trial's job, in a forked worker or through any Hydra launcher
+- `trial`: in the job, the trial it is and its heartbeats (`training.callbacks.PruningCallback` reports)
+
+Beside them: `records` (every attribute sweeplab stores and the counting rules), `storage` (where a study
+lives, how it is opened). Nothing here imports Lightning or `sweeplab.training`.
+"""

@@ -1,0 +1,225 @@
+"""`hydra.sweeper` and the composed job config → a checked `SweepPlan`, before anything touches a storage.
+
+Types, defaults and each key's range come from the schema (`SweeplabSweeperConf`); here are the rules
+that tie keys to each other or to the job config: directions against the objectives the job returns,
+the search space against the config's keys and groups, the sampler against the space, the storage.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.utils import get_method
+from omegaconf import DictConfig, OmegaConf
+
+from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import SweeplabSweeperConf
+from sweeplab.config import typed
+from sweeplab.errors import SweeplabError, config_error
+from sweeplab.search.pruning import build_pruner, build_sampler
+from sweeplab.search.records import ranked, searched_space
+from sweeplab.search.space import SearchSpace, focused_space, format_value
+from sweeplab.search.storage import load_study, masked_argument, resolve_storage
+
+Compose = Callable[[list[str]], DictConfig]  # overrides → the job config with its `hydra` node
+
+
+@dataclass(frozen=True)
+class Focus:
+    """Staged search: the earlier study, the space narrowed around its top trials, and its best params."""
+
+    study_name: str
+    space: dict[str, str]
+    best_params: dict[str, Any]
+
+
+@dataclass
+class SweepPlan:
+    """Everything a study needs, checked: the sweeper's typed config and what was derived from it."""
+
+    conf: SweeplabSweeperConf
+    study_name: str
+    storage_url: str
+    directions: list[str]
+    space: SearchSpace
+    sampler: optuna.samplers.BaseSampler
+    pruner: optuna.pruners.BasePruner
+    # overrides of every trial's training from quick_validation (never of single runs)
+    quick_overrides: list[str] = field(default_factory=list)
+    # the stock hook, bound to its first argument: (trial) -> None
+    custom_search_space: Callable[[optuna.Trial], None] | None = None
+    script: str = "runners/train.py"
+    config_name: str = "train"
+    # what each objective is: optimized_metric, *extra_objectives
+    metrics: list[str] = field(default_factory=list)
+    # the sweep's command-line arguments, any password in a URL masked
+    command: list[str] = field(default_factory=list)
+    focus: Focus | None = None
+
+    @property
+    def n_trials(self) -> int:
+        return self.conf.n_trials
+
+    @property
+    def n_jobs(self) -> int:
+        return self.conf.n_jobs
+
+
+def make_plan(
+    sweeper: SweeplabSweeperConf | DictConfig | Mapping[str, Any],
+    job_cfg: DictConfig,
+    arguments: Sequence[str],
+    group_options: Callable[[str], list[str] | None],
+    root_dir: str,
+    config_name: str = "train",
+    compose: Compose | None = None,
+) -> SweepPlan:
+    """Check `hydra.sweeper` (its keys as Hydra passes them, the node as Hydra composed it, or the dataclass)
+    and the search space against the composed job config; raise one line on the first problem.
+
+    `compose` (the sweeper's config loader) recomposes the job config for a conditional branch's group
+    choice, so that its keys are checked where they exist (ConvNeXt's `ls_init_value` under model=convnext)."""
+    conf = (
+        sweeper
+        if isinstance(sweeper, SweeplabSweeperConf)
+        else typed(SweeplabSweeperConf, sweeper, "hydra.sweeper")
+    )
+    directions = conf.directions
+    extra = list(job_cfg.get("extra_objectives") or [])
+    if len(directions) != 1 + len(extra):
+        raise config_error(
+            "hydra.sweeper.direction",
+            directions,
+            f"gives {len(directions)} direction(s) but each trial returns {1 + len(extra)} value(s) "
+            f"(optimized_metric plus extra_objectives={extra})",
+        )
+    mode = str(job_cfg.get("optimized_mode", "max"))
+    if directions[0] != f"{mode}imize":
+        raise config_error(
+            "hydra.sweeper.direction",
+            directions[0],
+            f"contradicts optimized_mode={mode} (checkpoints keep the {mode} of {job_cfg.get('optimized_metric')}); "
+            f"set both the same way",
+        )
+    if conf.stop.target is not None and len(directions) > 1:
+        raise config_error("hydra.sweeper.stop.target", conf.stop.target, "needs a single-objective study")
+
+    focus = _focus(conf, root_dir)
+    # a focused study searches the narrowed space of the earlier one (plus the command line's params)
+    space = SearchSpace.parse(
+        focus.space if focus else conf.params, arguments, None if focus else conf.conditional
+    )
+    hook = _custom_search_space(conf)
+    if not space.all_distributions() and hook is None:
+        raise SweeplabError(
+            "nothing to search: hydra.sweeper.params has no sweep (choice/range/interval) and no "
+            "custom_search_space is set; pick a search space with search=<name> or pass one on the command line"
+        )
+    space.check_keys(job_cfg, group_options)
+    if space.conditional:
+        space.check_branches(job_cfg, group_options, compose)
+        space.defaults = _parent_defaults(space, job_cfg, compose)
+        if str((conf.sampler or {}).get("_target_", "")).endswith("GridSampler"):
+            raise config_error(
+                "hydra.sweeper.sampler",
+                "grid",
+                "runs one fixed grid and cannot sample hydra.sweeper.conditional; use tpe, random, qmc, ...",
+            )
+
+    study_name = str(conf.study_name or f"{job_cfg.get('exp_name') or 'sweeplab'}{conf.study_suffix}")
+    return SweepPlan(
+        conf=conf,
+        study_name=study_name,
+        storage_url=resolve_storage(conf.storage, study_name, root_dir),
+        directions=directions,
+        space=space,
+        sampler=build_sampler(conf.sampler, space.distributions),
+        pruner=build_pruner(conf.pruner, conf.guard),
+        quick_overrides=_quick_overrides(conf),
+        custom_search_space=hook,
+        script=_script(),
+        config_name=config_name,
+        metrics=[str(job_cfg.get("optimized_metric")), *map(str, extra)],
+        command=[masked_argument(a) for a in sys.argv[1:]],
+        focus=focus,
+    )
+
+
+def _focus(conf: SweeplabSweeperConf, root_dir: str) -> Focus | None:
+    """`hydra.sweeper.focus.from=<study>`: read the earlier study (same storage) before anything is written."""
+    source = conf.focus.get("from")
+    if not source:
+        return None
+    if source == "???":
+        raise config_error(
+            "hydra.sweeper.focus.from", source, "give the name of the earlier study to focus on"
+        )
+    url = resolve_storage(conf.storage, str(source), root_dir)
+    study = load_study(str(source), url, key="hydra.sweeper.focus.from")
+    trials = study.get_trials(deepcopy=False)
+    best_first = ranked(trials, study.directions[0])
+    space = focused_space(searched_space(study, trials), best_first) if len(study.directions) == 1 else None
+    if space is None:
+        raise config_error(
+            "hydra.sweeper.focus.from",
+            source,
+            f"needs a single-objective study with at least 2 complete trials; it has {len(best_first)}",
+        )
+    return Focus(str(source), space, dict(best_first[0].params))
+
+
+def _quick_overrides(conf: SweeplabSweeperConf) -> list[str]:
+    """`quick_validation` as overrides of every trial's training (never of single runs)."""
+    quick = conf.quick_validation
+    if not quick.enabled:
+        return []
+    out = []
+    if quick.epochs is not None:
+        out.append(f"trainer.max_epochs={quick.epochs}")
+    if quick.batch_size is not None:
+        out.append(f"data.batch_size={quick.batch_size}")
+    if quick.folds is not None:
+        out.append(f"data.folds={quick.folds}")
+    if quick.train_fraction is not None:
+        out.append(f"++trainer.limit_train_batches={quick.train_fraction}")
+    return out
+
+
+def _parent_defaults(space: SearchSpace, job_cfg: DictConfig, compose: Compose | None) -> dict[str, str]:
+    """What each conditional parent is on a trial that neither samples nor fixes it: the config's choice
+    of a group (model -> test_resnet), else the composed value of the key."""
+    choices: dict[str, Any] = {}
+    if compose is not None:
+        choices = OmegaConf.to_container(compose(space.job_overrides()).hydra.runtime.choices) or {}  # type: ignore[assignment]
+    out = {}
+    for parent in space.conditional:
+        value = choices.get(parent, OmegaConf.select(job_cfg, parent, default=None))
+        if value is not None:
+            out[parent] = format_value(value)
+    return out
+
+
+def _custom_search_space(conf: SweeplabSweeperConf) -> Callable[[optuna.Trial], None] | None:
+    """The stock hook `custom_search_space(cfg, trial)`, given the sweeper's config as the stock plugin gives it."""
+    if not conf.custom_search_space:
+        return None
+    try:
+        hook = get_method(conf.custom_search_space)
+    except Exception as exc:
+        raise config_error(
+            "hydra.sweeper.custom_search_space", conf.custom_search_space, f"cannot import it: {exc}"
+        ) from None
+    return functools.partial(hook, OmegaConf.structured(conf))
+
+
+def _script() -> str:
+    argv0 = Path(sys.argv[0])
+    try:
+        return str(argv0.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(argv0)

@@ -1,0 +1,181 @@
+"""What sweeplab stores beside Optuna's own data, and the rules that read it.
+
+Every user attribute sweeplab writes on a trial or a study is named here. The rules: which trials count
+toward `n_trials` (an interrupted trial is re-run, a surplus one never ran), how a trial that never
+finished is closed and its params queued again, and which running trials are known to be dead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterable
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, json_to_distribution
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+log = logging.getLogger("sweeplab.sweep")
+
+# On trials
+ATTR_HOST = "host"  # the machine of the sweep that asked the trial
+ATTR_PID = "pid"  # ... and its process
+ATTR_WORKER_PID = "worker_pid"  # the process that trains the trial (the sweep's own for n_jobs=1)
+ATTR_OVERRIDES = "overrides"  # the job's command-line overrides
+ATTR_QUICK = "quick_overrides"  # the quick-validation part of `overrides`: dropped to train in full
+ATTR_OUTPUT_DIR = "output_dir"
+ATTR_EPOCHS = "epochs_run"
+ATTR_MAX_EPOCHS = "max_epochs"  # the epochs the trial would have run unpruned
+ATTR_PRUNED_AT = "pruned_at_epoch"
+ATTR_FOLD_VALUES = "fold_values"  # a k-fold trial's value of each fold it finished (its value is their mean)
+ATTR_FAIL_REASON = "fail_reason"
+ATTR_LOST = "lost"  # how a trial's process died without a result (killed, crashed): then it is re-run
+ATTR_RETRY_OF = "retry_of"  # on a re-queued trial: the number of the interrupted one
+ATTR_GUARD_SAVED = "guard_saved"  # [[step, rule], ...]: the pruner said stop, the guard said no
+ATTR_RESCUE_OF = "rescue_of"  # on a rescue trial: the number of the pruned trial it re-runs
+ATTR_FOCUS_BEST = "best_of"  # on the first trial of a focused study: the study whose best params it re-runs
+# Values of ATTR_FAIL_REASON for trials that do not count toward n_trials
+INTERRUPTED = "interrupted"
+SURPLUS = "not run: other sweeps had started the study's last trials"  # see StudySweep.surplus
+
+# On studies: what reports and exports need, written by every run of the sweep
+STUDY_SPACE = "sweeplab:search_space"
+STUDY_CONFIG_NAME = "sweeplab:config_name"
+STUDY_SCRIPT = "sweeplab:script"
+STUDY_COMMAND = "sweeplab:command"
+STUDY_METRICS = "sweeplab:metrics"
+STUDY_SAMPLER = "sweeplab:sampler"
+STUDY_PRUNER = "sweeplab:pruner"
+STUDY_FOCUSED_FROM = "sweeplab:focused_from"  # the earlier study a focused one narrows
+STUDY_STOPPED = "sweeplab:stopped"
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def sign(direction: str | StudyDirection) -> float:
+    """+1 where larger values are better, -1 where smaller ones are: `sign * value` ranks in any direction."""
+    name = direction.name if isinstance(direction, StudyDirection) else str(direction)
+    return 1.0 if name.lower() == "maximize" else -1.0
+
+
+def counts(trial: FrozenTrial) -> bool:
+    """Whether a trial counts toward n_trials: an interrupted trial is re-run and a surplus one never ran."""
+    return trial.state in FINISHED and trial.user_attrs.get(ATTR_FAIL_REASON) not in (INTERRUPTED, SURPLUS)
+
+
+def counted(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+    return [t for t in trials if counts(t)]
+
+
+def state_counts(trials: Iterable[FrozenTrial]) -> dict[str, int]:
+    """Trials per state, every state named (0 where none)."""
+    out = {s.name: 0 for s in TrialState}
+    for t in trials:
+        out[t.state.name] += 1
+    return out
+
+
+def ranked(trials: Iterable[FrozenTrial], direction: str | StudyDirection) -> list[FrozenTrial]:
+    """The complete trials, best first by the first objective."""
+    s = sign(direction)
+    return sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -s * t.values[0])
+
+
+def stored_space(study: optuna.Study) -> dict[str, str] | None:
+    """The search space the study was run with, as distribution JSON by param name."""
+    raw = study.user_attrs.get(STUDY_SPACE)
+    return json.loads(raw) if raw else None
+
+
+def searched_space(study: optuna.Study, trials: Iterable[FrozenTrial]) -> dict[str, BaseDistribution]:
+    """The searched distributions: as stored with the study, else as its trials sampled them."""
+    stored = stored_space(study)
+    if stored:
+        return {name: json_to_distribution(js) for name, js in stored.items()}
+    space: dict[str, BaseDistribution] = {}
+    for t in trials:
+        for name, dist in t.distributions.items():
+            space.setdefault(name, dist)
+    return space
+
+
+def owned_here() -> dict[str, Any]:
+    return {ATTR_HOST: socket.gethostname(), ATTR_PID: os.getpid()}
+
+
+def is_orphaned(trial: FrozenTrial) -> bool:
+    """A RUNNING trial whose sweep process on this machine is gone (killed, crashed)."""
+    if trial.user_attrs.get(ATTR_HOST) != socket.gethostname():
+        return False
+    pid = trial.user_attrs.get(ATTR_PID)
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def close_interrupted(
+    study: optuna.Study, trial_id: int, requeue: bool = True, how: str | None = None
+) -> bool:
+    """Store a trial that never finished as FAIL ("interrupted") and queue its params to run again first.
+
+    Safe when several sweeps find the same trial: only the one whose state change lands requeues it.
+    """
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial_id, ATTR_FAIL_REASON, INTERRUPTED)
+        if how:
+            storage.set_trial_user_attr(trial_id, ATTR_LOST, how)
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False  # it finished, or another sweep closed it first
+    frozen = storage.get_trial(trial_id)
+    if requeue and frozen.params:
+        rescue = (
+            {ATTR_RESCUE_OF: frozen.user_attrs[ATTR_RESCUE_OF]} if ATTR_RESCUE_OF in frozen.user_attrs else {}
+        )
+        study.enqueue_trial(
+            frozen.params, user_attrs={ATTR_RETRY_OF: frozen.number, **rescue}, skip_if_exists=False
+        )
+    return True
+
+
+def recover_stale(study: optuna.Study) -> list[int]:
+    """Close RUNNING trials whose heartbeat stopped (their process or machine died); their params run again."""
+    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache wrapper
+    if not isinstance(storage, optuna.storages.RDBStorage) or storage.get_heartbeat_interval() is None:
+        return []
+    grace = storage.grace_period or 2 * storage.get_heartbeat_interval()
+    closed = [
+        storage.get_trial(trial_id).number
+        for trial_id in storage._get_stale_trial_ids(study._study_id)  # Optuna's own staleness query
+        if close_interrupted(
+            study, trial_id, how=f"no heartbeat for {grace}s: its process or machine stopped"
+        )
+    ]
+    if closed:
+        log.warning("trials %s stopped sending heartbeats: marked FAIL (interrupted), re-run first", closed)
+    return closed
+
+
+def recover_orphans(study: optuna.Study) -> list[int]:
+    """Close trials left RUNNING by a killed sweep on this machine; their params run again first."""
+    closed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if is_orphaned(trial):
+            close_interrupted(study, trial._trial_id)
+            closed.append(trial.number)
+    if closed:
+        log.warning(
+            "trials %s were left running by a stopped sweep: marked FAIL (interrupted), re-run first", closed
+        )
+    return closed

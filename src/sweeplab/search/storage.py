@@ -1,0 +1,160 @@
+"""Where a study lives and how it is opened: the default SQLite file, any SQLAlchemy URL, clear errors.
+
+One storage object per URL and process: the sweep, the jobs it runs in its own process and their
+heartbeats share its engine instead of opening the database again for every trial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sqlite3
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import STUDIES_DIR
+from sweeplab.errors import SweeplabError, config_error, did_you_mean, one_line
+
+# Where a sweep puts a storage URL that carries a password, for its jobs: the URL itself stays out of
+# the configs and overrides Hydra saves in every job's .hydra/ (they hold ${oc.env:SWEEPLAB_STORAGE}).
+STORAGE_ENV = "SWEEPLAB_STORAGE"
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own status line per trial replaces Optuna's
+# Heartbeats with ask/tell are what sweeplab does on purpose (each trial's process records its own).
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+warnings.filterwarnings("ignore", message="Argument ``heartbeat_interval`` is an experimental feature")
+
+_OPEN: dict[tuple[str, int | None, int], optuna.storages.RDBStorage] = {}
+
+
+def default_storage(study_name: str, root_dir: str | os.PathLike) -> str:
+    """`<root_dir>/studies/<study_name>.db`: outside the timestamped sweep dirs, so every rerun finds it."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", study_name).strip("._") or "study"
+    return f"sqlite:///{Path(root_dir).resolve() / STUDIES_DIR / safe}.db"
+
+
+def resolve_storage(
+    storage: Any, study_name: str, root_dir: str | os.PathLike, key: str = "hydra.sweeper.storage"
+) -> str:
+    if storage in (None, "", "null"):
+        return default_storage(study_name, root_dir)
+    if not isinstance(storage, str):
+        raise config_error(key, storage, "must be a database URL (sqlite:///..., postgresql://...)")
+    return storage
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for other databases and in-memory SQLite."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def masked(url: str) -> str:
+    """The URL as it may appear in logs and files: any password replaced by ***."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+def masked_argument(argument: str) -> str:
+    """A command-line argument as it may be stored: `key=<url>` with the URL's password masked."""
+    key, sep, value = argument.partition("=")
+    return f"{key}{sep}{masked(value)}" if sep and "://" in value else argument
+
+
+def has_password(url: str) -> bool:
+    try:
+        return make_url(url).password is not None
+    except ArgumentError:
+        return bool(re.search(r"//[^:/@]+:[^@]*@", url))
+
+
+def open_storage(
+    url: str, key: str = "hydra.sweeper.storage", heartbeat_interval: int | None = None
+) -> optuna.storages.RDBStorage:
+    """An Optuna storage for `url` (one per URL and process), failing with one line naming `key`.
+
+    With `heartbeat_interval`, trials of this storage that stop sending heartbeats become stale
+    (Optuna's heartbeat: see `records.recover_stale`); a storage opened without one in a process that
+    already has one for the URL shares it.
+
+    SQLite runs in WAL mode (readers never block the writer; several worker processes write trials,
+    heartbeats and reports) with a 60 s busy timeout. Opening is tried three times: processes that
+    open a new database at once (several sweeps, a report) race to create Optuna's tables.
+    """
+    pid = os.getpid()
+    opened = _OPEN.get((url, heartbeat_interval, pid))
+    if opened is None and heartbeat_interval is None:
+        opened = next((s for (u, _, p), s in _OPEN.items() if u == url and p == pid), None)
+    if opened is not None:
+        return opened
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _wal(path)
+        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    attempts = 3
+    for attempt in range(1, attempts + 1):
+        try:
+            storage = optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval
+            )
+        except Exception as exc:  # sqlalchemy/driver errors come in many types; all mean "cannot open"
+            if attempt < attempts and not isinstance(exc, ImportError | ModuleNotFoundError):
+                time.sleep(1.0)
+                continue
+            raise config_error(
+                key, masked(url), f"cannot open it: {one_line(exc, with_type=False)}"
+            ) from None
+        _OPEN[(url, heartbeat_interval, pid)] = storage
+        return storage
+    raise AssertionError("unreachable")
+
+
+def load_study(study_name: str, url: str, key: str = "storage") -> optuna.Study:
+    """Open an existing study; a missing SQLite file or an unknown name fails with what the storage holds.
+
+    A SQLite file that does not exist is an error here (opening it would create an empty study database).
+    """
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        raise config_error(key, url, "no such SQLite file; has a study run from this directory?")
+    storage = open_storage(url, key=key)
+    names = optuna.study.get_all_study_names(storage)
+    if study_name not in names:
+        listed = ", ".join(sorted(names)) or "none"
+        raise SweeplabError(
+            f"study_name={study_name!r}: no such study in {masked(url)}"
+            f"{did_you_mean(study_name, names)}; studies there: {listed}"
+        )
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def checkpoint(url: str) -> None:
+    """Fold SQLite's write-ahead log back into the database file, so that the .db file alone holds the
+    study (to copy or send); the WAL is otherwise folded only when the last connection closes cleanly."""
+    path = sqlite_path(url)
+    if path is not None and path.is_file():
+        with contextlib.closing(sqlite3.connect(path, timeout=60)) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _wal(path: Path) -> None:
+    """Switch the SQLite file to write-ahead logging (a property of the file: set once, kept)."""
+    with contextlib.closing(sqlite3.connect(path, timeout=60)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
