@@ -45,7 +45,7 @@ PLOTS = {
     "intermediate_values",
 }
 
-# Seed 004's retrain command without its OCR-only keys, as the issue gives it.
+# A retrain command as a sweep report prints it (a tuned preset, then its exact values).
 SEED_004_COMMAND = [
     "preset=efficientnet_b4_lr_optimized",
     "exp_name=efficientnet_b4_run8_replication",

@@ -1,4 +1,4 @@
-"""Multi-objective studies (issue 8): validation F1 against seconds per epoch or parameter count, the Pareto
+"""Multi-objective studies: validation F1 against seconds per epoch or parameter count, the Pareto
 front, and exporting one of its trials with runners/report.py (by number or by a budget)."""
 
 from __future__ import annotations
