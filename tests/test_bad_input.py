@@ -74,6 +74,7 @@ def test_optimized_metric_that_is_never_logged_lists_the_logged_ones(compose_cfg
         train(cfg)
 
 
+@pytest.mark.slow
 def test_cli_prints_the_error_as_one_line_and_exits_non_zero(tmp_path):
     result = run_cli(["models.net.name=resnet_18"], cwd=tmp_path)
     assert result.returncode != 0
@@ -82,6 +83,7 @@ def test_cli_prints_the_error_as_one_line_and_exits_non_zero(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_unknown_group_option_lists_the_available_ones(tmp_path):
     result = run_cli(["model=resnet1"], cwd=tmp_path)
     assert result.returncode != 0

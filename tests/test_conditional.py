@@ -180,6 +180,7 @@ def test_bad_conditional_spaces_are_one_line_before_anything_runs(
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_a_conditional_study_trains_each_family_with_only_its_params(tmp_path):
     args = [
         "-m",
@@ -214,6 +215,7 @@ def test_a_conditional_study_trains_each_family_with_only_its_params(tmp_path):
     assert set(narrowed.all_distributions()) <= set(original.all_distributions())
 
 
+@pytest.mark.slow
 def test_the_stock_custom_search_space_hook_still_suggests_params(tmp_path):
     args = [
         "-m",

@@ -87,6 +87,7 @@ def _kfold_study(tmp_path: Path, name: str, *extra: str) -> list:
     return load_trials(tmp_path, f"{name}_fast")
 
 
+@pytest.mark.slow
 def test_a_k_fold_trial_value_is_the_mean_of_its_stored_fold_values(tmp_path):
     trials = _kfold_study(tmp_path, "kfold", "hydra.sweeper.n_trials=3", "hydra/sweeper/pruner=none")
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
@@ -102,6 +103,7 @@ def test_a_k_fold_trial_value_is_the_mean_of_its_stored_fold_values(tmp_path):
         assert "data.folds=3" in t.user_attrs["quick_overrides"]
 
 
+@pytest.mark.slow
 def test_a_hopeless_k_fold_trial_is_pruned_in_its_first_fold(tmp_path):
     trials = _kfold_study(
         tmp_path,

@@ -127,6 +127,7 @@ def test_replayed_rescue_runs_exactly_k_pruned_trials_in_full():
     assert result.best == max(max(table.curves[c]) for c in [*range(len(table))] if c not in result.pruned)
 
 
+@pytest.mark.slow
 def test_rescue_reruns_exactly_k_pruned_trials_with_their_params_to_the_full_budget(tmp_path):
     args = [
         "-m",
@@ -174,6 +175,7 @@ def test_rescue_reruns_exactly_k_pruned_trials_with_their_params_to_the_full_bud
     assert stats["pruner"] == "ThresholdPruner (guard: leader)"
 
 
+@pytest.mark.slow
 def test_a_focused_study_searches_inside_the_earlier_space_and_starts_from_its_best(tmp_path):
     first = run_cli(
         [

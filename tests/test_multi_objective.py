@@ -18,6 +18,8 @@ from sweeplab.reporting.view import StudyView
 from sweeplab.search.records import ATTR_OUTPUT_DIR, STUDY_METRICS
 from tests.conftest import CONF, run_cli
 
+pytestmark = pytest.mark.slow  # every test here runs CLI sweeps or report commands
+
 EXP = "trade"
 STUDY = f"{EXP}_multi"
 # one short epoch per trial: the study's shape is under test, not its values

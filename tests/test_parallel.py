@@ -85,6 +85,7 @@ def _wait_for_running(tmp_path: Path, study: str, sweep: subprocess.Popen, enoug
     raise AssertionError((tmp_path / "sweep.log").read_text()[-3000:])
 
 
+@pytest.mark.slow
 def test_two_workers_run_two_trials_at_once_each_in_its_own_process(tmp_path):
     result = run_cli([*PARALLEL, "exp_name=par", "hydra.sweeper.n_trials=4"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -99,6 +100,7 @@ def test_two_workers_run_two_trials_at_once_each_in_its_own_process(tmp_path):
     assert (sweep / "report.md").is_file()
 
 
+@pytest.mark.slow
 def test_synchronous_sweep_starts_a_batch_only_when_the_whole_previous_batch_ended(tmp_path):
     args = [*PARALLEL, "exp_name=sync", "hydra.sweeper.n_trials=4", "hydra.sweeper.synchronous=true"]
     result = run_cli([*args, "hydra.sweeper.report=false"], cwd=tmp_path)
@@ -109,6 +111,7 @@ def test_synchronous_sweep_starts_a_batch_only_when_the_whole_previous_batch_end
     assert min(t.datetime_start for t in second) >= max(t.datetime_complete for t in first)
 
 
+@pytest.mark.slow
 def test_a_worker_killed_with_sigkill_is_rerun_and_the_study_still_has_n_trials(tmp_path):
     sweep, _ = _background_sweep(tmp_path, "kill")
     running = _wait_for_running(
@@ -127,6 +130,7 @@ def test_a_worker_killed_with_sigkill_is_rerun_and_the_study_still_has_n_trials(
     assert len(rerun) == 1 and rerun[0].params == killed.params and rerun[0].state != TrialState.RUNNING
 
 
+@pytest.mark.slow
 def test_a_raising_a_diverging_and_an_out_of_memory_trial_fail_with_their_reasons_and_the_study_goes_on(
     tmp_path,
 ):
@@ -167,6 +171,7 @@ def test_workers_get_gpus_round_robin_and_share_them_only_when_asked():
 POSTGRES = os.environ.get("SWEEPLAB_TEST_POSTGRES")  # e.g. postgresql://sweeplab:pw@127.0.0.1:5432/sweeplab
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not POSTGRES and not os.environ.get("SWEEPLAB_REQUIRE_POSTGRES"),
     reason="no PostgreSQL server: .ci/postgres starts one; then set SWEEPLAB_TEST_POSTGRES to its URL",
@@ -237,6 +242,7 @@ def test_a_trial_whose_heartbeat_stops_is_failed_and_rerun_once(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_worker_marks_their_trials_interrupted_and_the_same_command_resumes(tmp_path):
     sweep, args = _background_sweep(tmp_path, "intr")
     running = _wait_for_running(
@@ -263,6 +269,7 @@ def test_ctrl_c_stops_every_worker_marks_their_trials_interrupted_and_the_same_c
     assert {t.user_attrs.get(ATTR_RETRY_OF) for t in trials} >= {t.number for t in interrupted}
 
 
+@pytest.mark.slow
 def test_each_worker_sees_only_its_own_gpu(tmp_path):
     """CPU training, but the device each worker's process is given is what a GPU run would use."""
     result = run_cli(

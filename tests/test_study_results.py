@@ -23,6 +23,8 @@ from sweeplab.reporting.view import full_overrides
 from sweeplab.search.space import SearchSpace
 from tests.conftest import CONF, PLOTS, QUICK, run_cli
 
+pytestmark = pytest.mark.slow  # every test here runs CLI sweeps or report commands
+
 STUDY = "rep_fast"
 
 

@@ -251,6 +251,7 @@ def test_ctrl_c_stores_the_running_trial_as_interrupted_and_queues_its_params(pl
     assert queued.system_attrs["fixed_params"] == killed.params
 
 
+@pytest.mark.slow
 def test_a_grid_smaller_than_n_trials_runs_each_point_once_and_stops(tmp_path):
     args = [
         "-m",

@@ -18,6 +18,8 @@ from optuna.trial import TrialState
 from sweeplab.search.records import ATTR_FAIL_REASON, ATTR_RETRY_OF, INTERRUPTED, counted
 from tests.conftest import QUICK, ROOT, load_trials, run_cli
 
+pytestmark = pytest.mark.slow  # every test here runs CLI sweeps or report commands
+
 
 def _sweep_dirs(root: Path, exp_name: str) -> list[Path]:
     return sorted((root / "multirun" / exp_name).iterdir())
