@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 from sweeplab.errors import SweeplabError, config_error, did_you_mean, one_line
 
@@ -46,20 +46,16 @@ def instantiate_node(node: Any, key: str, **kwargs: Any) -> Any:
 
 def typed(schema: type[T], given: Any, key: str) -> T:
     """`given` (a dataclass, a DictConfig or a mapping) as an instance of the dataclass `schema`, by
-    OmegaConf's structured-config rules: an unknown key, a wrong type or a missing value is one line
-    naming `<key>.<field>`; the dataclass's own `__post_init__` checks its ranges.
+    OmegaConf's structured-config rules: an unknown key, a wrong type or a missing value (`???`) is one
+    line naming `<key>.<field>`; the dataclass's own `__post_init__` checks its ranges.
 
     A DictConfig is resolved first (interpolations read its own root). In a plain mapping, a value that
     OmegaConf would have to convert to its field's type ("yes" for a bool) is refused: conversions are for
     the text of YAML files and command lines, not for values a Python caller passes."""
     strict = isinstance(given, Mapping) and not OmegaConf.is_config(given)
-    if dataclasses.is_dataclass(given) and not isinstance(given, type):
-        data = dataclasses.asdict(given)
-    elif OmegaConf.is_config(given):
-        data = OmegaConf.to_container(given, resolve=True)
-    else:
-        data = dict(given)
+    data: Any = {}
     try:
+        data = _plain(given) if not isinstance(given, Mapping) else {k: _plain(v) for k, v in given.items()}
         merged = OmegaConf.merge(OmegaConf.structured(schema), data)
         result = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
@@ -72,9 +68,24 @@ def typed(schema: type[T], given: Any, key: str) -> T:
     return result  # type: ignore[return-value]
 
 
-def _one_line(exc: OmegaConfBaseException, data: Mapping[str, Any], key: str) -> SweeplabError:
-    path = str(exc.full_key or "")
+def _plain(value: Any) -> Any:
+    """Plain containers of a config node or a dataclass: merged into a schema, they carry no type of their
+    own (the plugin module's dataclasses may exist twice, see hydra_plugins.sweeplab_sweeper)."""
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, resolve=True, throw_on_missing=True)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
+
+
+def _one_line(exc: OmegaConfBaseException, data: Any, key: str) -> SweeplabError:
+    full = str(exc.full_key or "")
+    path = (
+        full[len(key) + 1 :] if full.startswith(f"{key}.") else full
+    )  # a node inside a config: its root's key
     where = f"{key}.{path}" if path else key
+    if isinstance(exc, MissingMandatoryValue):
+        return config_error(where, "???", f"needs a value; give one on the command line ({where}=...)")
     value: Any = data
     for part in path.split(".") if path else []:
         value = value.get(part) if isinstance(value, Mapping) else None

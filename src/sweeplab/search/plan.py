@@ -155,10 +155,6 @@ def _focus(conf: SweeplabSweeperConf, root_dir: str) -> Focus | None:
     source = conf.focus.get("from")
     if not source:
         return None
-    if source == "???":
-        raise config_error(
-            "hydra.sweeper.focus.from", source, "give the name of the earlier study to focus on"
-        )
     url = resolve_storage(conf.storage, str(source), root_dir)
     study = load_study(str(source), url, key="hydra.sweeper.focus.from")
     trials = study.get_trials(deepcopy=False)

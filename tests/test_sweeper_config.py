@@ -1,0 +1,167 @@
+"""The sweeper's config is typed end to end: what the schema refuses is one line naming the key, before
+anything is written; the engine's parts keep to their side (no Lightning in the sweeper, one storage)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import pytest
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
+
+from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import GuardConf, SweeplabSweeperConf
+from sweeplab.config import typed
+from sweeplab.errors import SweeplabError
+from sweeplab.search.executors import LauncherBatches
+from sweeplab.search.plan import make_plan
+from sweeplab.search.storage import open_storage, sqlite_path
+from tests.conftest import CONF, QUICK, ROOT, run_cli
+
+
+def _group_options(name: str) -> list[str] | None:
+    folder = CONF / name.replace(".", "/")
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else None
+
+
+def _plan(compose_cfg, tmp_path, overrides):
+    cfg = compose_cfg(overrides, keep_hydra=True)
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return make_plan(cfg.hydra.sweeper, job, [], _group_options, root_dir=str(tmp_path))
+
+
+def test_the_plan_carries_the_schemas_defaults_and_the_configs_values(compose_cfg, tmp_path):
+    plan = _plan(compose_cfg, tmp_path, ["hparams_search=optuna_fast"])
+    assert isinstance(plan.conf, SweeplabSweeperConf)
+    assert plan.conf.heartbeat_interval == SweeplabSweeperConf.heartbeat_interval  # untouched: the default
+    assert plan.conf.n_trials == 15 and plan.conf.quick_validation.epochs == 3  # from optuna_fast.yaml
+    assert plan.conf.sampler["seed"] == 42  # ${seed}, resolved against the job config
+    assert isinstance(plan.conf.guard, GuardConf)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "+hydra.sweeper.n_trails=5",
+            r"^hydra\.sweeper\.n_trails=5: not a key of hydra\.sweeper \(did you mean n_trials\?\)$",
+        ),
+        (
+            "+hydra.sweeper.guard.lead=true",
+            r"^hydra\.sweeper\.guard\.lead=True: not a key of hydra\.sweeper\.guard \(did you mean leader\?\)$",
+        ),
+        (
+            "hydra.sweeper.quick_validation.folds=1",
+            r"^hydra\.sweeper\.quick_validation\.folds=1: must be an integer >= 2",
+        ),
+        (
+            "hydra.sweeper.heartbeat_interval=0",
+            r"^hydra\.sweeper\.heartbeat_interval=0: must be a whole number of seconds >= 1",
+        ),
+        ("hydra.sweeper.rescue.top_k=-1", r"^hydra\.sweeper\.rescue\.top_k=-1: must be an integer >= 0$"),
+        ("+hydra.sweeper.focus.into=x", r"^hydra\.sweeper\.focus\.into='x': allowed keys: from$"),
+        (
+            "hydra.sweeper.n_trials=???",
+            r"^hydra\.sweeper\.n_trials='\?\?\?': needs a value; give one on the command line",
+        ),
+    ],
+)
+def test_a_key_the_schema_refuses_is_one_line_and_writes_nothing(compose_cfg, tmp_path, override, message):
+    with pytest.raises(SweeplabError, match=message):
+        _plan(compose_cfg, tmp_path, ["hparams_search=optuna_fast", override])
+    assert not (tmp_path / "studies").exists()
+
+
+@dataclass
+class _Schema:
+    flag: bool = False
+    rate: float | None = None
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"flag": "yes"}, r"^k\.flag='yes': must be a bool$"),  # YAML's words for true are for YAML
+        ({"rate": "fast"}, r"^k\.rate='fast': Value 'fast' of type 'str' could not be converted to Float$"),
+        ({"rat": 1.0}, r"^k\.rat=1\.0: not a key of k \(did you mean rate\?\)$"),
+    ],
+)
+def test_typed_refuses_what_the_schema_does_not_take_in_one_line(given, message):
+    with pytest.raises(SweeplabError, match=message):
+        typed(_Schema, given, "k")
+
+
+def test_typed_takes_a_config_node_a_mapping_or_a_dataclass():
+    node = OmegaConf.create({"x": {"flag": True, "rate": "${y}"}, "y": 0.5})
+    assert typed(_Schema, node.x, "k") == _Schema(True, 0.5)  # interpolations read the node's own root
+    assert typed(_Schema, {"rate": 1}, "k") == _Schema(False, 1.0)  # an int is a float
+    assert typed(_Schema, _Schema(True), "k") == _Schema(True)
+
+
+@pytest.mark.slow
+def test_a_key_the_sweeper_does_not_know_stops_the_cli_with_one_line(tmp_path):
+    result = run_cli(["-m", "hparams_search=optuna_fast", "+hydra.sweeper.n_trails=5", *QUICK], cwd=tmp_path)
+    assert result.returncode != 0
+    assert (
+        "hydra.sweeper.n_trails=5: not a key of hydra.sweeper (did you mean n_trials?)"
+        in result.stderr.splitlines()
+    )
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "studies").exists() and not (tmp_path / "multirun").exists()
+
+
+def test_the_sweeper_side_imports_no_lightning_no_training_and_no_reporting():
+    code = (
+        "import sys\n"
+        "import hydra_plugins.sweeplab_sweeper.sweeplab_sweeper\n"
+        "from sweeplab.search import executors, loop, plan, pruning, records, space, storage, trial\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning', 'timm')\n"
+        "       or m.startswith(('sweeplab.training', 'sweeplab.reporting', 'sweeplab.data', 'sweeplab.models'))]\n"
+        "print(sorted(bad))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+
+
+def test_one_storage_per_url_and_process(tmp_path):
+    url = f"sqlite:///{tmp_path / 'one.db'}"
+    assert sqlite_path(url) == tmp_path / "one.db"
+    sweep = open_storage(url, heartbeat_interval=30)
+    assert open_storage(url) is sweep  # a job in the sweep's process shares its engine
+    assert open_storage(url, heartbeat_interval=30) is sweep
+    fork = mp.get_context("fork")
+    receive, send = fork.Pipe(duplex=False)
+    child = fork.Process(target=_child_storage, args=(url, id(sweep), send))
+    child.start()
+    child.join(60)
+    assert receive.recv() is True  # a forked worker opens its own
+
+
+def _child_storage(url: str, parents: int, send) -> None:
+    send.send(id(open_storage(url)) != parents)
+
+
+def test_launcher_batches_run_trial_n_as_job_n_consecutive_numbers_together():
+    calls = []
+
+    def launch(batch, first):
+        calls.append((first, [list(o) for o in batch]))
+        return [
+            JobReturn(status=JobStatus.COMPLETED, _return_value=float(first + i)) for i in range(len(batch))
+        ]
+
+    batches = LauncherBatches(launch, n_jobs=3)
+    for number in (4, 5, 6):
+        batches.start(number, [f"x={number}"])
+    assert not batches.has_room() and batches.running == [4, 5, 6]
+    assert [(n, o.value) for n, o in batches.wait_any()] == [(4, 4.0), (5, 5.0), (6, 6.0)]
+    assert calls == [(4, [["x=4"], ["x=5"], ["x=6"]])] and batches.running == []
+    batches.start(8, ["x=8"])
+    batches.start(10, ["x=10"])
+    assert [n for n, _ in batches.wait_any()] == [8, 10]
+    assert calls[1:] == [(8, [["x=8"]]), (10, [["x=10"]])]  # a gap: one launch each, numbers kept
