@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.importance import FanovaImportanceEvaluator
 
 from sweeplab.errors import one_line
 from sweeplab.reporting.view import StudyView
@@ -32,10 +31,10 @@ def importances(view: StudyView) -> dict[str, float]:
     """fANOVA importances of the params for the first objective (seeded, so reruns agree); {} below 2 trials."""
     if len(view.complete) < 2 or not view.param_names:
         return {}
+    from optuna.importance import get_param_importances
+
     try:
-        return optuna.importance.get_param_importances(
-            view.study, evaluator=_evaluator(), target=_target(view)
-        )
+        return get_param_importances(view.study, evaluator=_evaluator(), target=_target(view))
     except (ValueError, RuntimeError) as exc:  # e.g. every complete trial has the same params
         log.warning("parameter importances not computed: %s", exc)
         return {}
@@ -147,5 +146,9 @@ def _target(view: StudyView) -> Callable[[optuna.trial.FrozenTrial], float] | No
     return None if view.single else (lambda t: t.values[0])
 
 
-def _evaluator() -> FanovaImportanceEvaluator:
+def _evaluator() -> Any:
+    """fANOVA, seeded so reruns agree. Imported here, not at the top: optuna.importance loads
+    scikit-learn's ensembles (0.1 s), which every run would pay through the Hydra callbacks."""
+    from optuna.importance import FanovaImportanceEvaluator
+
     return FanovaImportanceEvaluator(seed=0)

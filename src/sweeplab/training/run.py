@@ -102,7 +102,8 @@ def _train(cfg: DictConfig) -> float | list[float]:
                     study_trial.set(ATTR_FOLD_VALUES, [r.value for r in runs])
             if run.pruned_at is not None:
                 break  # a pruned trial is not a candidate: no later folds, no test
-            release_memory()
+            if fold is not None and fold + 1 < folds:
+                release_memory()  # before the next fold; train() releases after the last
     finally:
         if study_trial:
             study_trial.close()  # heartbeats stop; the sweeper stores the trial's end
