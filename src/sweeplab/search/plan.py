@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,17 +49,13 @@ class SweepPlan:
     space: SearchSpace
     sampler: optuna.samplers.BaseSampler
     pruner: optuna.pruners.BasePruner
-    # overrides of every trial's training from quick_validation (never of single runs)
-    quick_overrides: list[str] = field(default_factory=list)
-    # the stock hook, bound to its first argument: (trial) -> None
-    custom_search_space: Callable[[optuna.Trial], None] | None = None
-    script: str = "runners/train.py"
-    config_name: str = "train"
-    # what each objective is: optimized_metric, *extra_objectives
-    metrics: list[str] = field(default_factory=list)
-    # the sweep's command-line arguments, any password in a URL masked
-    command: list[str] = field(default_factory=list)
-    focus: Focus | None = None
+    quick_overrides: list[str]  # quick_validation as overrides of every trial (never of single runs)
+    custom_search_space: Callable[[optuna.Trial], None] | None  # the stock hook, given its config
+    script: str  # the app's script, relative to where the sweep was started
+    config_name: str
+    metrics: list[str]  # what each objective is: optimized_metric, *extra_objectives
+    command: list[str]  # the sweep's command-line arguments, any password in a URL masked
+    focus: Focus | None  # staged search: the earlier study and its narrowed space
 
     @property
     def n_trials(self) -> int:
