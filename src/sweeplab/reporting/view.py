@@ -20,9 +20,8 @@ from sweeplab.search.records import (
     sign,
     state_counts,
 )
-from sweeplab.search.records import (
-    ranked as best_first,
-)
+from sweeplab.search.records import front as pareto_front
+from sweeplab.search.records import ranked as best_first
 from sweeplab.search.storage import load_study, masked
 
 
@@ -81,8 +80,8 @@ class StudyView:
 
     @cached_property
     def front(self) -> list[FrozenTrial]:
-        """The Pareto front (complete trials no other complete trial dominates), by trial number."""
-        return sorted(self.study.best_trials, key=lambda t: t.number)
+        """The Pareto front, by trial number."""
+        return pareto_front(self.study)
 
     def front_rows(self) -> list[dict[str, Any]]:
         """The front as result files write it: trial, values, params."""

@@ -43,6 +43,7 @@ from sweeplab.search.records import (
     close_interrupted,
     counted,
     counts,
+    front,
     owned_here,
     recover_orphans,
     recover_stale,
@@ -383,7 +384,7 @@ class StudySweep:
 
     def best_text(self) -> str:
         if len(self.plan.directions) > 1:
-            return f"{len(self.study.best_trials)} on the Pareto front"
+            return f"{len(front(self.study))} on the Pareto front"
         try:
             best = self.study.best_trial
         except ValueError:

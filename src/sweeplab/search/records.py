@@ -79,6 +79,11 @@ def state_counts(trials: Iterable[FrozenTrial]) -> dict[str, int]:
     return out
 
 
+def front(study: optuna.Study) -> list[FrozenTrial]:
+    """The Pareto front (complete trials no other complete trial dominates), by trial number."""
+    return sorted(study.best_trials, key=lambda t: t.number)
+
+
 def ranked(trials: Iterable[FrozenTrial], direction: str | StudyDirection) -> list[FrozenTrial]:
     """The complete trials, best first by the first objective."""
     s = sign(direction)

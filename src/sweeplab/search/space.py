@@ -104,7 +104,7 @@ class SearchSpace:
         for parent, branches in _branch_nodes(conditional):
             for when, body in branches.items():
                 nested.setdefault(parent, {}).setdefault(when, {}).update(body)
-        on_command_line = {o.split("=", 1)[0] for o in arguments}  # as written: +key adds, key sets
+        on_command_line = {override_key(o) for o in arguments}
         for parent, branches in nested.items():
             for when, body in branches.items():
                 branch = space.conditional.setdefault(parent, {}).setdefault(format_value(when), Branch())
