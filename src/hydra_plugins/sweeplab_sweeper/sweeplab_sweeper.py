@@ -39,10 +39,10 @@ class SweeplabSweeper(Sweeper):
     """Runs `python app.py -m ...` as an Optuna study; each trial is one Hydra job."""
 
     def __init__(self, **keys: Any) -> None:
-        # `hydra.sweeper` as Hydra passes it (resolved, typed by SweeplabSweeperConf); setup() makes the
-        # dataclass of it, so that a key Hydra let through unchecked (`+hydra.sweeper.x=1`) fails as one line.
+        # `hydra.sweeper` as Hydra passes it (resolved, typed by SweeplabSweeperConf). The plan makes the
+        # dataclass of it inside sweep(): there a key Hydra let through (`+hydra.sweeper.x=1`) fails as one
+        # line, where an error raised here would reach the user wrapped in Hydra's instantiation message.
         self.keys = keys
-        self.conf: SweeplabSweeperConf | None = None
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher: Any = None

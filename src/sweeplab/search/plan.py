@@ -80,11 +80,7 @@ def make_plan(
 
     `compose` (the sweeper's config loader) recomposes the job config for a conditional branch's group
     choice, so that its keys are checked where they exist (ConvNeXt's `ls_init_value` under model=convnext)."""
-    conf = (
-        sweeper
-        if isinstance(sweeper, SweeplabSweeperConf)
-        else typed(SweeplabSweeperConf, sweeper, "hydra.sweeper")
-    )
+    conf = typed(SweeplabSweeperConf, sweeper, "hydra.sweeper")
     directions = conf.directions
     extra = list(job_cfg.get("extra_objectives") or [])
     if len(directions) != 1 + len(extra):
