@@ -80,9 +80,8 @@ def _plain(value: Any) -> Any:
 
 def _one_line(exc: OmegaConfBaseException, data: Any, key: str) -> SweeplabError:
     full = str(exc.full_key or "")
-    path = (
-        full[len(key) + 1 :] if full.startswith(f"{key}.") else full
-    )  # a node inside a config: its root's key
+    # a node inside a larger config names its key from that config's root
+    path = full[len(key) + 1 :] if full.startswith(f"{key}.") else full
     where = f"{key}.{path}" if path else key
     if isinstance(exc, MissingMandatoryValue):
         return config_error(where, "???", f"needs a value; give one on the command line ({where}=...)")

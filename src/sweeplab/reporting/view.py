@@ -104,7 +104,7 @@ class StudyView:
 
     def ranked(self) -> list[FrozenTrial]:
         """Complete trials, best first by the first objective."""
-        return best_first(self.complete, self.directions[0])
+        return best_first(self.trials, self.directions[0])
 
     @property
     def best(self) -> FrozenTrial | None:

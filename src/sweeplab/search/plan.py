@@ -45,7 +45,6 @@ class SweepPlan:
     conf: SweeplabSweeperConf
     study_name: str
     storage_url: str
-    directions: list[str]
     space: SearchSpace
     sampler: optuna.samplers.BaseSampler
     pruner: optuna.pruners.BasePruner
@@ -56,6 +55,10 @@ class SweepPlan:
     metrics: list[str]  # what each objective is: optimized_metric, *extra_objectives
     command: list[str]  # the sweep's command-line arguments, any password in a URL masked
     focus: Focus | None  # staged search: the earlier study and its narrowed space
+
+    @property
+    def directions(self) -> list[str]:
+        return self.conf.directions
 
     @property
     def n_trials(self) -> int:
@@ -128,7 +131,6 @@ def make_plan(
         conf=conf,
         study_name=study_name,
         storage_url=resolve_storage(conf.storage, study_name, root_dir),
-        directions=directions,
         space=space,
         sampler=build_sampler(conf.sampler, space.distributions),
         pruner=build_pruner(conf.pruner, conf.guard),
