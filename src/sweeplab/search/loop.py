@@ -365,20 +365,36 @@ class StudySweep:
             )
 
     def status_line(self, frozen: FrozenTrial) -> None:
+        """One line per finished trial: its state and value, the study's count and best, the time so far and
+        the time left at this session's pace."""
         number, state = frozen.number, frozen.state
+        own = [t for t in self.study.get_trials(deepcopy=False) if ATTR_RESCUE_OF not in t.user_attrs]
+        done, total = len(counted(own)), self.plan.n_trials
+        elapsed = time.monotonic() - self.started
+        left = ""
+        if self.session_finished and done < total:
+            left = f" left~{_duration(elapsed / self.session_finished * (total - done))}"
         value = _fmt(frozen.values) if frozen.values else "-"
-        epochs = frozen.user_attrs.get(ATTR_EPOCHS, "-")
+        if ATTR_EPOCHS in frozen.user_attrs:
+            progress = f" epochs={frozen.user_attrs[ATTR_EPOCHS]}"
+        elif frozen.intermediate_values:
+            progress = f" steps={max(frozen.intermediate_values)}"
+        else:
+            progress = ""
         extra = f" fail_reason={frozen.user_attrs.get(ATTR_FAIL_REASON)}" if state == TrialState.FAIL else ""
-        pruned = f" at epoch {frozen.user_attrs.get(ATTR_PRUNED_AT)}" if state == TrialState.PRUNED else ""
+        pruned = f" at step {frozen.user_attrs.get(ATTR_PRUNED_AT)}" if state == TrialState.PRUNED else ""
         log.info(
-            "trial %d %s%s value=%s epochs=%s best=%s elapsed=%.1fs%s",
+            "[%d/%d] trial %d %s%s value=%s%s best=%s elapsed=%s%s%s",
+            min(done, total),
+            total,
             number,
             state.name,
             pruned,
             value,
-            epochs,
+            progress,
             self.best_text(),
-            time.monotonic() - self.started,
+            _duration(elapsed),
+            left,
             extra,
         )
 
@@ -406,6 +422,14 @@ def _values(raw: Any, n: int) -> tuple[list[float] | None, str | None]:
     if any(math.isnan(v) for v in values):
         return None, "ValueError: the job's value is NaN (training diverged or never validated)"
     return values, None
+
+
+def _duration(seconds: float) -> str:
+    """12.3s, 4m05s, 2h03m."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 def _fmt(values: Sequence[float]) -> str:

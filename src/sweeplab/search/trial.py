@@ -1,14 +1,17 @@
-"""The job's side of a study: find its own trial in the storage, send heartbeats while it trains.
+"""The job's side of a study: find its own trial in the storage, report to it, send heartbeats.
 
 A sweeplab sweep launches trial N as Hydra job N, passes the study name as `hydra.sweeper.study_name`,
 and the storage is in the job's own `hydra.sweeper` node. So a job finds its trial through the storage
-alone, whether the launcher runs it in the sweeper's process or in another process or machine. Any
-training loop can report to the trial it gets (`trial.report`, `trial.should_prune`); Lightning's is
-`sweeplab.training.callbacks.PruningCallback`.
+alone, whether the launcher runs it in the sweeper's process or in another process or machine.
+
+`report(value, step)` (exported as `sweeplab.report`) is the whole API a training loop needs: it reports
+an intermediate value and answers whether the study's pruner stops the trial. Lightning's
+`sweeplab.training.callbacks.PruningCallback` calls the same `StudyTrial.report`.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -16,10 +19,11 @@ from functools import cached_property
 from typing import Any
 
 import optuna
+from omegaconf import OmegaConf
 
 from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import TARGET
 from sweeplab.search.pruning import build_pruner
-from sweeplab.search.records import ATTR_OUTPUT_DIR, ATTR_RESCUE_OF, ATTR_WORKER_PID
+from sweeplab.search.records import ATTR_OUTPUT_DIR, ATTR_PRUNED_AT, ATTR_RESCUE_OF, ATTR_WORKER_PID
 from sweeplab.search.storage import open_storage, resolve_storage
 
 
@@ -33,14 +37,16 @@ class StudyTrial:
     _stop: threading.Event | None = None
 
     def start_heartbeat(self) -> None:
-        """Record a heartbeat every interval until `close()`: a sweep anywhere sees this trial is alive."""
-        if not self.heartbeat_interval:
+        """Record a heartbeat every interval until `close()` or the trial's end: a sweep anywhere sees this
+        trial is alive. (A job that only calls `report` never calls `close()`: the sweeper ending its trial
+        stops the heartbeats.)"""
+        if not self.heartbeat_interval or self._stop is not None:
             return
         storage, trial_id, stop = self.study._storage, self.trial._trial_id, threading.Event()
         self._stop = stop
 
         def beat() -> None:
-            while True:
+            while not storage.get_trial(trial_id).state.is_finished():
                 storage.record_heartbeat(trial_id)
                 if stop.wait(self.heartbeat_interval):
                     return
@@ -62,6 +68,21 @@ class StudyTrial:
 
     def set(self, key: str, value: Any) -> None:
         self.trial.set_user_attr(key, value)
+
+    def report(self, value: float, step: int) -> bool:
+        """Report `value` at `step`; True when the study's pruner stops this trial. The decision is stored
+        on the trial (`pruned_at`), so the sweeper stores it PRUNED whatever the job then returns.
+
+        NaN is not reported (it compares with nothing; the trial fails when it returns it), nor is anything
+        of a study with several objectives (Optuna prunes single objectives only); a rescue is never pruned.
+        """
+        if math.isnan(value) or len(self.study.directions) > 1:
+            return False
+        self.trial.report(value, step)
+        if self.rescue or not self.trial.should_prune():
+            return False
+        self.set(ATTR_PRUNED_AT, step)
+        return True
 
 
 def current_trial() -> StudyTrial | None:
@@ -87,3 +108,34 @@ def current_trial() -> StudyTrial | None:
     trial.set_user_attr(ATTR_WORKER_PID, os.getpid())
     interval = sweeper.get("heartbeat_interval")
     return StudyTrial(study, trial, int(interval) if interval else None)
+
+
+_JOB_TRIAL: dict[tuple[Any, ...], StudyTrial | None] = {}
+
+
+def job_trial() -> StudyTrial | None:
+    """`current_trial()`, looked up once per job (jobs that share a process each get their own)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    where = OmegaConf.select(hydra_cfg, "runtime.output_dir", default=None, throw_on_missing=False)
+    key = (os.getpid(), where, OmegaConf.select(hydra_cfg, "job.num", default=None, throw_on_missing=False))
+    if key not in _JOB_TRIAL:
+        _JOB_TRIAL.clear()  # only the running job's trial is ever reported to
+        _JOB_TRIAL[key] = trial = current_trial()
+        if trial is not None:
+            trial.start_heartbeat()
+    return _JOB_TRIAL[key]
+
+
+def report(value: float, step: int) -> bool:
+    """Report an intermediate value of this job's trial at `step`; True when the study's pruner says stop.
+
+    For a training loop without Lightning: call it once per epoch (or any step that means the same in
+    every trial) and stop when it returns True; the trial is stored PRUNED with its last reported value.
+    Outside a sweeplab study (a single run, another sweeper) it does nothing and returns False.
+    """
+    trial = job_trial()
+    return trial.report(float(value), int(step)) if trial is not None else False

@@ -13,7 +13,7 @@ import lightning.pytorch as L
 import torch
 
 from sweeplab.errors import SweeplabError
-from sweeplab.search.records import ATTR_EPOCHS, ATTR_PRUNED_AT
+from sweeplab.search.records import ATTR_EPOCHS
 from sweeplab.search.trial import StudyTrial
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,8 @@ class MetricHistory(L.Callback):
 
 
 class PruningCallback(L.Callback):
-    """Reports the optimized metric after every validation epoch; stops the fit when the pruner says so.
+    """Reports the optimized metric after every validation epoch (`StudyTrial.report`, the API any
+    training loop uses); stops the fit when the pruner says so.
 
     Step = epochs completed (1, 2, ...), so a pruner's warm-up and Hyperband's resources count epochs.
     A k-fold run fits its folds one after another: fold f (from 0) reports its own value at epoch e as
@@ -97,20 +98,15 @@ class PruningCallback(L.Callback):
             return  # MetricHistory reports a metric that is never logged
         value = float(trainer.callback_metrics[self.metric])
         step = self.step_offset + trainer.current_epoch + 1
-        trial = self.study_trial.trial
         self.study_trial.set(ATTR_EPOCHS, self.epochs_before + trainer.current_epoch + 1)
-        if math.isnan(value) or len(self.study_trial.study.directions) > 1:
-            return  # NaN is not comparable (the trial fails when it ends); Optuna prunes single objectives only
-        trial.report(value, step)
-        if not self.study_trial.rescue and trial.should_prune():
+        if self.study_trial.report(value, step):
             self.pruned_at = step
-            self.study_trial.set(ATTR_PRUNED_AT, step)
             where = (
                 f"step {step} (epoch {trainer.current_epoch + 1} of a fold)"
                 if self.step_offset
                 else f"epoch {step}"
             )
-            log.info("trial %d pruned after %s (%s=%.4f)", trial.number, where, self.metric, value)
+            log.info("trial %d pruned after %s (%s=%.4f)", self.study_trial.number, where, self.metric, value)
             trainer.should_stop = True
 
 
