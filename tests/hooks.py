@@ -1,4 +1,4 @@
-"""A `custom_search_space` function as the stock hydra-optuna-sweeper calls it: (sweeper config, trial)."""
+"""A `custom_search_space` function as the stock hydra-optuna-sweeper calls it: (the app's whole config, trial)."""
 
 from __future__ import annotations
 
@@ -7,5 +7,5 @@ from omegaconf import DictConfig
 
 
 def label_smoothing(cfg: DictConfig, trial: optuna.Trial) -> None:
-    assert "n_trials" in cfg  # the sweeper's own config, as in the stock plugin
+    assert cfg.hydra.sweeper.n_trials and cfg.models.loss  # the whole config, as in the stock plugin
     trial.suggest_float("models.loss.label_smoothing", 0.01, 0.02)

@@ -115,13 +115,12 @@ def plan_with(compose_cfg, tmp_path):
         cfg = compose_cfg(["hparams_search=optuna_fast", *overrides], keep_hydra=True)
         sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
         sweeper.update(params=params, conditional=conditional)
-        job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
 
         def compose(extra):
             return compose_cfg(["hparams_search=optuna_fast", *overrides, *extra], keep_hydra=True)
 
         plan = make_plan(
-            OmegaConf.create(sweeper), job, [], _group_options, root_dir=str(tmp_path), compose=compose
+            OmegaConf.create(sweeper), cfg, [], _group_options, root_dir=str(tmp_path), compose=compose
         )
         assert not (tmp_path / "studies").exists()
         return plan

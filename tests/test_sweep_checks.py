@@ -8,7 +8,6 @@ from pathlib import Path
 import optuna
 import pytest
 from hydra.errors import ConfigCompositionException
-from omegaconf import OmegaConf
 
 from sweeplab.errors import SweeplabError
 from sweeplab.search.loop import open_study
@@ -27,8 +26,7 @@ def plan_for(compose_cfg, tmp_path):
 
     def _plan(overrides=(), arguments=()):
         cfg = compose_cfg(["hparams_search=optuna_fast", *overrides], keep_hydra=True)
-        job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-        return make_plan(cfg.hydra.sweeper, job, list(arguments), _group_options, root_dir=str(tmp_path))
+        return make_plan(cfg.hydra.sweeper, cfg, list(arguments), _group_options, root_dir=str(tmp_path))
 
     return _plan
 
@@ -92,6 +90,17 @@ def test_bad_study_settings_fail_before_any_trial(plan_for, tmp_path, overrides,
     assert not (tmp_path / "studies").exists()
 
 
+@pytest.mark.parametrize("arguments", [["logger=[]"], ["logger=null"], ["logger=[csv,tensorboard]"]])
+def test_group_overrides_hydra_accepts_are_accepted_in_a_study(plan_for, arguments):
+    plan = plan_for([], arguments)
+    assert plan.space.fixed == {"logger": arguments[0].split("=", 1)[1]}
+
+
+def test_a_list_of_group_options_is_checked_option_by_option(plan_for):
+    with pytest.raises(SweeplabError, match=r"^logger='tensorbord': no such option in config group logger"):
+        plan_for([], ["logger=[csv,tensorbord]"])
+
+
 @pytest.mark.parametrize("option", ["sampler=bayes", "pruner=asha"])
 def test_unknown_sampler_or_pruner_lists_the_options(compose_cfg, option):
     with pytest.raises(ConfigCompositionException, match=r"Could not find 'hydra/sweeper/"):
@@ -114,7 +123,7 @@ def test_every_sampler_builds(plan_for, sampler):
     if sampler == "grid":  # a grid needs discrete params: its grid is built from them
         plan = plan_for(
             ["hydra.sweeper.params=null", "hydra/sweeper/sampler=grid"],
-            ["models.optimizer.lr=choice(0.001, 0.01)", "data.batch_size=range(32, 64, 32)"],
+            ["models.optimizer.lr=choice(0.001, 0.01)", "data.batch_size=range(32, 96, 32)"],  # end excluded
         )
         assert plan.sampler._search_space == {
             "data.batch_size": [32, 64],

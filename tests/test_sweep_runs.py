@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -54,11 +55,17 @@ def test_pruned_trials_stop_training_early_and_the_study_goes_on(tmp_path):
     # trial N ran as job N, in its own output dir
     sweep = _sweep_dirs(tmp_path, "prune")[-1]
     assert {p.name for p in sweep.iterdir() if p.is_dir()} >= {str(t.number) for t in trials}
-    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     best = max(complete, key=lambda t: t.value)
-    assert results["best_trial"] == best.number and results["best_value"] == pytest.approx(best.value)
-    assert results["trials"] == {"COMPLETE": len(complete), "PRUNED": len(pruned), "FAIL": 0}
-    assert "retrain" in results and "hparams_search" not in results["retrain"]
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())  # the stock plugin's file
+    assert results == {"name": "optuna", "best_params": best.params, "best_value": pytest.approx(best.value)}
+    stats = json.loads((sweep / "study_stats.json").read_text())
+    assert {k: stats["trials"][k] for k in ("COMPLETE", "PRUNED", "FAIL")} == {
+        "COMPLETE": len(complete),
+        "PRUNED": len(pruned),
+        "FAIL": 0,
+    }
+    best_file = json.loads((sweep / "best_params.json").read_text())
+    assert best_file["trial"] == best.number and "hparams_search" not in best_file["retrain"]
     assert "trial 7 " in result.stderr + result.stdout  # one status line per finished trial
 
 
@@ -127,12 +134,13 @@ def _running_with_a_complete_trial(db: Path) -> bool:
     return "COMPLETE" in states and states[-1] == "RUNNING" and epochs > 0
 
 
-def test_a_stock_plugin_block_runs_after_changing_only_the_sweeper_default(tmp_path):
+def test_lightning_hydra_templates_optuna_block_runs_with_only_its_keys_mapped(tmp_path):
+    """The template's `hparams_search/mnist_optuna.yaml` (hydra.mode MULTIRUN, so no -m), sweeper default changed."""
     result = run_cli(
         [
-            "-m",
             f"--config-dir={ROOT / 'tests' / 'configs'}",
-            "hparams_search=stock_block",
+            "hparams_search=mnist_optuna",
+            "logger=[]",  # as lightning-hydra-template's own sweep test passes it
             "exp_name=stock",
             "hydra.sweeper.n_trials=3",
             "trainer.max_epochs=1",
@@ -141,11 +149,12 @@ def test_a_stock_plugin_block_runs_after_changing_only_the_sweeper_default(tmp_p
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    trials = load_trials(tmp_path, "stock")
+    trials = load_trials(tmp_path, "stock")  # study_name null: the app's job name (its exp_name)
     assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
-    assert {"models.optimizer.lr", "data.batch_size"} == set(trials[0].params)
+    assert {"models.optimizer.lr", "data.batch_size", "models.net.drop_rate"} == set(trials[0].params)
     study = optuna.load_study(study_name="stock", storage=f"sqlite:///{tmp_path}/studies/stock.db")
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert study.user_attrs["sweeplab:metrics"] == ["val/acc"]
 
 
 def test_a_two_objective_study_returns_a_pareto_front(tmp_path):

@@ -28,8 +28,7 @@ def _group_options(name: str) -> list[str] | None:
 
 def _plan(compose_cfg, tmp_path, overrides):
     cfg = compose_cfg(overrides, keep_hydra=True)
-    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    return make_plan(cfg.hydra.sweeper, job, [], _group_options, root_dir=str(tmp_path))
+    return make_plan(cfg.hydra.sweeper, cfg, [], _group_options, root_dir=str(tmp_path))
 
 
 def test_the_plan_carries_the_schemas_defaults_and_the_configs_values(compose_cfg, tmp_path):

@@ -22,7 +22,7 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, RunMode, TaskFunction
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig, read_write
 
 from sweeplab.errors import config_error
 
@@ -62,16 +62,9 @@ class SweeplabSweeper(Sweeper):
         from sweeplab.search.plan import make_plan
 
         assert self.config is not None
-        job_cfg = OmegaConf.masked_copy(self.config, [k for k in self.config if k != "hydra"])
         root_dir = str(self.config.hydra.runtime.cwd)
         plan = make_plan(
-            self.keys,
-            job_cfg,
-            arguments,
-            self._group_options,
-            root_dir=root_dir,
-            config_name=str(self.config.hydra.job.config_name),
-            compose=self._compose,
+            self.keys, self.config, arguments, self._group_options, root_dir=root_dir, compose=self._compose
         )
         executor = self._executor(plan.conf)
         self._hide_password(plan.storage_url)
@@ -88,13 +81,13 @@ class SweeplabSweeper(Sweeper):
         assert self.config is not None
         view = StudyView(study, masked(plan.storage_url))
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        preset = None
+        retrain = None
         if plan.conf.report:
             report = write_study_report(view, sweep_dir, Flattener(self._compose, plan.script), root_dir)
-            preset = report.preset
+            retrain = report.retrain
         else:
             write_files(view, sweep_dir, retrain=None)
-        _log_summary(view, stopped, sweep_dir, preset.command if preset else None)
+        _log_summary(view, stopped, sweep_dir, retrain)
         return view
 
     def _hide_password(self, url: str) -> None:
@@ -241,11 +234,11 @@ class SweeplabSweeperConf:
     sampler: Any = None
     direction: Any = "minimize"  # or a list of them, one per objective
     storage: Any = None  # null: sqlite:///<cwd>/studies/<study_name>.db
-    study_name: str | None = None  # null: the job config's exp_name + study_suffix
+    study_name: str | None = None  # null: the app's job name (hydra.job.name) + study_suffix
     n_trials: int = 20  # the study's total, counted across reruns and workers
     n_jobs: int = 1  # trials at once; > 1 with the basic launcher: one process per trial, no batch barrier
     max_failure_rate: float = 0.0
-    search_space: dict[str, Any] | None = None  # removed upstream; refused with a pointer to `params`
+    search_space: Any = None  # removed from the stock plugin; refused with a pointer to `params`
     params: dict[str, str] | None = None
     custom_search_space: str | None = None
 
@@ -276,7 +269,10 @@ class SweeplabSweeperConf:
         key = "hydra.sweeper"
         if self.search_space:
             raise config_error(
-                f"{key}.search_space", "...", "was removed from the stock plugin; use hydra.sweeper.params"
+                f"{key}.search_space",
+                "...",
+                "was removed from the stock plugin (Hydra 1.2); write the space in hydra.sweeper.params "
+                "in the sweep grammar, e.g. x: interval(-5.5, 5.5), y: choice(-5, 0, 5)",
             )
         for name in ("n_trials", "n_jobs"):
             if getattr(self, name) < 1:

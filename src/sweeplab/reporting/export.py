@@ -58,6 +58,7 @@ class Flattener:
         self.compose = compose
         self.script = script
         self._defaults: dict[str, str | None] | None = None
+        self._root: DictConfig | None = None
         self._flat: dict[
             tuple[str, ...], FlatConfig
         ] = {}  # the preset and the focused space flatten the best trial
@@ -65,8 +66,22 @@ class Flattener:
     @property
     def default_choices(self) -> dict[str, str | None]:
         if self._defaults is None:
-            self._defaults = _training_choices(self.compose([]))
+            self._root = self.compose([])
+            self._defaults = _training_choices(self._root)
         return self._defaults
+
+    def option(self, group: str, name: str) -> str:
+        """`group=name`, or `+group=name` for an app whose defaults list lacks the group (any Hydra app can
+        take a generated preset or search space: sweeplab's search path makes them options of every app)."""
+        self.default_choices  # noqa: B018 (composes the root config once)
+        listed = group in OmegaConf.to_container(self._root.hydra.runtime.choices)  # type: ignore[operator]
+        return f"{'' if listed else '+'}{group}={name}"
+
+    @property
+    def root_job(self) -> dict[str, Any]:
+        """The app's own config, as composed without overrides."""
+        self.default_choices  # noqa: B018
+        return _job(self._root)
 
     def flatten(self, overrides: list[str]) -> FlatConfig:
         key = tuple(overrides)
@@ -107,9 +122,10 @@ class Flattener:
 
 @dataclass
 class Export:
-    name: str  # the option to pass: preset=<name> or search=<name>
+    name: str  # the group's option: optimized/<study> or focused/<study>
     path: Path
     command: str
+    option: str  # the override that selects it: preset=<name>, +preset=<name> for an app without the group
 
 
 def export_preset(
@@ -133,16 +149,25 @@ def export_preset(
     ]
     body = {"defaults": [*defaults, "_self_"], **_nest(flat.values)}
     _write_config(path, note, body)
-    rebuilt = _job(flattener.compose([f"preset={name}"]))
+    option = flattener.option("preset", name)
+    rebuilt = _job(flattener.compose([option]))
     if rebuilt != flat.job:
         path.unlink()
+        lost = _leaves(flat.job).keys() - _leaves(rebuilt).keys()
         differing = sorted(k for k in _leaves(rebuilt).keys() ^ _leaves(flat.job).keys()) or sorted(
             k for k, v in _leaves(flat.job).items() if _leaves(rebuilt).get(k) != v
         )
-        raise SweeplabError(
-            f"preset={name} would not reproduce trial {trial.number} (keys {', '.join(differing[:5])} differ); not written"
+        why = (
+            ": Hydra drops the keys of a primary config whose defaults list lacks _self_ when a group is "
+            "appended; add `- _self_` to its defaults list"
+            if lost and option.startswith("+")
+            else ""
         )
-    return Export(name, path, shlex.join(["python", flattener.script, f"preset={name}"]))
+        raise SweeplabError(
+            f"{option} would not reproduce trial {trial.number} (keys {', '.join(differing[:5])} differ{why}); "
+            "not written"
+        )
+    return Export(name, path, shlex.join(["python", flattener.script, option]), option)
 
 
 def export_focused(
@@ -176,11 +201,11 @@ def export_focused(
             flattener.script,
             "-m",
             *kept,
-            f"search={name}",
+            flattener.option("search", name),
             f"hydra.sweeper.study_name={study_name}_focused",
         ]
     )
-    return Export(name, path, command)
+    return Export(name, path, command, flattener.option("search", name))
 
 
 def _write_config(path: Path, note: str, body: dict[str, Any]) -> None:

@@ -20,7 +20,6 @@ from sweeplab.search.records import (
     ATTR_PRUNED_AT,
     ATTR_RESCUE_OF,
     ATTR_RETRY_OF,
-    STUDY_STOPPED,
 )
 
 
@@ -33,7 +32,7 @@ def write_files(
 ) -> dict[str, Path]:
     """Write the four result files into `out_dir`; `retrain` trains the best trial; `stats` if already computed.
 
-    `picked` records a trial exported on request (runners/report.py pick.*) beside the best one or the front.
+    `picked` records a trial exported on request (runners/report.py pick.*) in best_params.json.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -46,9 +45,7 @@ def write_files(
     paths["best_params"].write_text(dumps({**best_params(view, retrain), **extra}))
     write_trials_csv(view, paths["all_trials"])
     paths["study_stats"].write_text(dumps(stats if stats is not None else study_stats(view)))
-    OmegaConf.save(
-        OmegaConf.create({**results_payload(view, retrain), **extra}), paths["optimization_results"]
-    )
+    OmegaConf.save(OmegaConf.create(results_payload(view)), paths["optimization_results"])
     return paths
 
 
@@ -112,23 +109,15 @@ def write_trials_csv(view: StudyView, path: Path) -> None:
         writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
 
 
-def results_payload(view: StudyView, retrain: str | None) -> dict[str, Any]:
-    """optimization_results.yaml: the stock plugin's keys (best_params, best_value) plus counts and commands."""
-    counts = {state: view.counts[state] for state in ("COMPLETE", "PRUNED", "FAIL")}
-    payload: dict[str, Any] = {
-        "name": "sweeplab",
-        "study_name": view.name,
-        "storage": view.storage_url,
-        "directions": view.directions,
-        "metrics": view.metrics,
-        "trials": counts,
-        "stopped": view.attr(STUDY_STOPPED),
-    }
+def results_payload(view: StudyView) -> dict[str, Any]:
+    """optimization_results.yaml, exactly as the stock hydra-optuna-sweeper writes it, for the scripts that
+    read it: `best_params` and `best_value`, or for several objectives `solutions` (the Pareto front, each
+    with its `params` and `values`). A study without a complete trial has neither. sweeplab's own fields
+    (counts, the retrain command, the best trial's number) are in best_params.json and study_stats.json."""
+    payload: dict[str, Any] = {"name": "optuna"}
     best = view.best
     if best is not None:
-        payload.update(
-            best_params=dict(best.params), best_value=best.values[0], best_trial=best.number, retrain=retrain
-        )
+        payload.update(best_params=dict(best.params), best_value=best.values[0])
     elif not view.single:
-        payload["solutions"] = view.front_rows()
+        payload["solutions"] = [{"params": dict(t.params), "values": list(t.values)} for t in view.front]
     return payload

@@ -68,6 +68,8 @@ def report(cfg: DictConfig) -> StudyReport:
     )
     if result.preset:
         log.info("best trial exported: %s", result.preset.command)
+    elif result.retrain:
+        log.info("retrain the best trial: %s", result.retrain)
     if result.pick and result.picked:
         log.info(
             "trial %d exported (%s): %s", result.pick.trial.number, result.pick.reason, result.picked.command

@@ -15,6 +15,7 @@ from typing import Any
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from optuna.trial import FrozenTrial
 
 from sweeplab.errors import SweeplabError, one_line
 from sweeplab.reporting import analysis
@@ -57,6 +58,9 @@ class StudyReport:
     notes: list[str] = field(default_factory=list)  # what could not be produced, and why
     pick: Pick | None = None  # a trial the user chose to export (pick.trial / pick.budget)
     picked: Export | None = None  # its preset, optimized/<study>_trial<N>
+    retrain: str | None = (
+        None  # the command that trains the best trial in full: the preset's, else its overrides
+    )
 
 
 def write_study_report(
@@ -78,6 +82,7 @@ def write_study_report(
     out_dir = Path(out_dir)
     notes: list[str] = []
     preset = focused = None
+    retrain: str | None = None
     space = analysis.focused_space(view)
     best = view.best
     picked = _export_pick(view, flattener, pick, root_dir) if pick else None
@@ -107,17 +112,28 @@ def write_study_report(
         except EXPORT_ERRORS as exc:  # the report is still worth writing; it says why the export is missing
             notes.append(f"export failed: {one_line(exc, with_type=False)}")
             log.warning("export failed: %s", one_line(exc, with_type=False))
-    retrain = preset.command if preset else None
+            if preset is None:
+                retrain = _command_line(flattener, best, notes)
+    retrain = preset.command if preset else retrain
     stats = analysis.study_stats(view)
     files = write_files(view, out_dir, retrain, stats, _picked_record(view, pick, picked))
     weights = importances(view)
     plots = write_plots(view, out_dir / "plots", list(weights) or view.param_names)
-    report = StudyReport(out_dir, files, plots, preset, focused, notes, pick, picked)
+    report = StudyReport(out_dir, files, plots, preset, focused, notes, pick, picked, retrain)
     blocks = _blocks(view, stats, report, flattener, space, weights, top_k, pruned_top_k, Path(root_dir))
     (out_dir / "report.md").write_text(to_markdown(blocks, out_dir))
     (out_dir / "report.html").write_text(to_html(blocks, f"Study {view.name}"))
     files["report_md"], files["report_html"] = out_dir / "report.md", out_dir / "report.html"
     return report
+
+
+def _command_line(flattener: Flattener, best: FrozenTrial, notes: list[str]) -> str | None:
+    """The best trial's own overrides as a command line, where no preset could be written."""
+    try:
+        return flattener.trial_command(best)
+    except EXPORT_ERRORS as exc:
+        notes.append(f"retrain command: {one_line(exc, with_type=False)}")
+        return None
 
 
 def _export_pick(view: StudyView, flattener: Flattener | None, pick: Pick, root_dir: str | Path) -> Export:
@@ -187,7 +203,8 @@ def _blocks(
     blocks += _guard_and_rescue(view)
     blocks += _failures(view)
     blocks += _plots(report.plots)
-    blocks += _next_steps(view, report, space, root_dir)
+    seeded = flattener is not None and "seed" in flattener.root_job
+    blocks += _next_steps(view, report, space, root_dir, seeded)
     return blocks
 
 
@@ -263,7 +280,7 @@ def _exported_pick(view: StudyView, report: StudyReport) -> list[Block]:
     blocks: list[Block] = [
         Heading("Exported trial"),
         Para(
-            f"Trial {pick.trial.number} ({values}) was exported as preset={picked.name} ({picked.path}): "
+            f"Trial {pick.trial.number} ({values}) was exported as {picked.option} ({picked.path}): "
             f"{pick.reason}."
         ),
     ]
@@ -454,8 +471,9 @@ def _plots(plots: list[Plot]) -> list[Block]:
 
 
 def _next_steps(
-    view: StudyView, report: StudyReport, space: dict[str, str] | None, root_dir: Path
+    view: StudyView, report: StudyReport, space: dict[str, str] | None, root_dir: Path, seeded: bool
 ) -> list[Block]:
+    """What to run next; a seed check only for an app whose config has a `seed` key."""
     blocks: list[Block] = [Heading("Next steps")]
     script = view.attr(STUDY_SCRIPT) or "runners/train.py"
     if report.pick and report.picked:
@@ -465,20 +483,24 @@ def _next_steps(
                 f"{report.picked.path}:"
             ),
             Code(report.picked.command),
-            Para("Check that it holds across seeds:"),
-            Code(shlex.join(["python", script, "-m", f"preset={report.picked.name}", f"seed={SEEDS}"])),
         ]
+        if seeded:
+            blocks += [
+                Para("Check that it holds across seeds:"),
+                Code(shlex.join(["python", script, "-m", report.picked.option, f"seed={SEEDS}"])),
+            ]
     if not view.single:
         blocks += _pareto_exports(view, root_dir)
-    if report.preset:
-        blocks += [
-            Para(f"Retrain the best trial in full (preset written to {report.preset.path}):"),
-            Code(report.preset.command),
-            Para(
-                "Check that it holds across seeds (a summary with mean and std is written to the sweep dir):"
-            ),
-            Code(shlex.join(["python", script, "-m", f"preset={report.preset.name}", f"seed={SEEDS}"])),
-        ]
+    if report.retrain:
+        where = f" (preset written to {report.preset.path})" if report.preset else ""
+        blocks += [Para(f"Retrain the best trial in full{where}:"), Code(report.retrain)]
+        if seeded:
+            blocks += [
+                Para(
+                    "Check that it holds across seeds (a summary with mean and std is written to the sweep dir):"
+                ),
+                Code(f"{_multirun(report.retrain)} seed={SEEDS}"),
+            ]
     if space:
         yaml_text = OmegaConf.to_yaml(OmegaConf.create({"hydra": {"sweeper": {"params": space}}}))
         where = f" (written to {report.focused.path})" if report.focused else ""
@@ -503,12 +525,20 @@ def _next_steps(
     return blocks
 
 
+def _multirun(command: str) -> str:
+    """`python <script> <args>` as `python <script> -m <args>`."""
+    python, script, *args = shlex.split(command)
+    return shlex.join([python, script, "-m", *args])
+
+
 def _pareto_exports(view: StudyView, root_dir: Path) -> list[Block]:
     """The commands that export one trial of the front as a preset: by number, or by a budget on the second objective."""
     front = sorted(view.front, key=lambda t: t.values[1])
     if not front:
         return []
     script = Path(str(view.attr(STUDY_SCRIPT) or "runners/train.py")).with_name(REPORT_SCRIPT)
+    if not (root_dir / script).is_file():
+        return []  # an app without sweeplab's report runner beside it
     base = ["python", str(script), f"study_name={view.name}"]
     if view.storage_url != masked(default_storage(view.name, root_dir)):  # report.py runs from root_dir
         base.append(f"storage={view.storage_url}")

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import SweeplabSweeperConf
 from sweeplab.config import typed
-from sweeplab.errors import SweeplabError, config_error
+from sweeplab.errors import config_error
 from sweeplab.search.pruning import build_pruner, build_sampler
 from sweeplab.search.records import ranked, searched_space
 from sweeplab.search.space import SearchSpace, focused_space, format_value
@@ -71,37 +71,25 @@ class SweepPlan:
 
 def make_plan(
     sweeper: SweeplabSweeperConf | DictConfig | Mapping[str, Any],
-    job_cfg: DictConfig,
+    config: DictConfig,
     arguments: Sequence[str],
     group_options: Callable[[str], list[str] | None],
     root_dir: str,
-    config_name: str = "train",
     compose: Compose | None = None,
 ) -> SweepPlan:
     """Check `hydra.sweeper` (its keys as Hydra passes them, the node as Hydra composed it, or the dataclass)
-    and the search space against the composed job config; raise one line on the first problem.
+    and the search space against `config`, the app's composed config with its `hydra` node; raise one line
+    on the first problem.
 
+    Any Hydra app can be swept: the only keys of the app's config read here are Hydra's own
+    (`hydra.job.name`, `hydra.job.config_name`), plus sweeplab's train keys where an app defines them
+    (`optimized_metric`, `optimized_mode`, `extra_objectives`: then the directions must agree with them).
     `compose` (the sweeper's config loader) recomposes the job config for a conditional branch's group
     choice, so that its keys are checked where they exist (ConvNeXt's `ls_init_value` under model=convnext)."""
     conf = typed(SweeplabSweeperConf, sweeper, "hydra.sweeper")
-    directions = conf.directions
-    extra = list(job_cfg.get("extra_objectives") or [])
-    if len(directions) != 1 + len(extra):
-        raise config_error(
-            "hydra.sweeper.direction",
-            directions,
-            f"gives {len(directions)} direction(s) but each trial returns {1 + len(extra)} value(s) "
-            f"(optimized_metric plus extra_objectives={extra})",
-        )
-    mode = str(job_cfg.get("optimized_mode", "max"))
-    if directions[0] != f"{mode}imize":
-        raise config_error(
-            "hydra.sweeper.direction",
-            directions[0],
-            f"contradicts optimized_mode={mode} (checkpoints keep the {mode} of {job_cfg.get('optimized_metric')}); "
-            f"set both the same way",
-        )
-    if conf.stop.target is not None and len(directions) > 1:
+    job_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+    metrics = _objectives(conf.directions, job_cfg)
+    if conf.stop.target is not None and len(conf.directions) > 1:
         raise config_error("hydra.sweeper.stop.target", conf.stop.target, "needs a single-objective study")
 
     focus = _focus(conf, root_dir)
@@ -109,39 +97,69 @@ def make_plan(
     space = SearchSpace.parse(
         focus.space if focus else conf.params, arguments, None if focus else conf.conditional
     )
-    hook = _custom_search_space(conf)
-    if not space.all_distributions() and hook is None:
-        raise SweeplabError(
-            "nothing to search: hydra.sweeper.params has no sweep (choice/range/interval) and no "
-            "custom_search_space is set; pick a search space with search=<name> or pass one on the command line"
-        )
     space.check_keys(job_cfg, group_options)
     if space.conditional:
         space.check_branches(job_cfg, group_options, compose)
         space.defaults = _parent_defaults(space, job_cfg, compose)
-        if str((conf.sampler or {}).get("_target_", "")).endswith("GridSampler"):
+        if _is_grid(conf.sampler):
             raise config_error(
                 "hydra.sweeper.sampler",
                 "grid",
                 "runs one fixed grid and cannot sample hydra.sweeper.conditional; use tpe, random, qmc, ...",
             )
 
-    study_name = str(conf.study_name or f"{job_cfg.get('exp_name') or 'sweeplab'}{conf.study_suffix}")
+    hydra_job = config.hydra.job if "hydra" in config else {}
+    study_name = str(conf.study_name or f"{hydra_job.get('name') or 'sweeplab'}{conf.study_suffix}")
     return SweepPlan(
         conf=conf,
         study_name=study_name,
         storage_url=resolve_storage(conf.storage, study_name, root_dir),
         space=space,
-        sampler=build_sampler(conf.sampler, space.distributions),
+        sampler=build_sampler(conf.sampler, space.grid if _is_grid(conf.sampler) else None),
         pruner=build_pruner(conf.pruner, conf.guard),
         quick_overrides=_quick_overrides(conf),
-        custom_search_space=hook,
+        custom_search_space=_custom_search_space(conf, config),
         script=_script(),
-        config_name=config_name,
-        metrics=[str(job_cfg.get("optimized_metric")), *map(str, extra)],
+        config_name=str(hydra_job.get("config_name") or "config"),
+        metrics=metrics,
         command=[masked_argument(a) for a in sys.argv[1:]],
         focus=focus,
     )
+
+
+def _objectives(directions: list[str], job_cfg: DictConfig) -> list[str]:
+    """What each objective is called. An app that names its objectives the way sweeplab's train config does
+    (`optimized_metric`, `extra_objectives`, `optimized_mode`) has them checked against the directions;
+    any other app's objectives are `value` (`value_0`, `value_1`, ... for several), and the number of
+    values its task returns is checked when each trial ends, as the stock plugin does."""
+    names = [f"value_{i}" for i in range(len(directions))] if len(directions) > 1 else ["value"]
+    if "extra_objectives" in job_cfg:
+        extra = [str(x) for x in job_cfg.extra_objectives or []]
+        metric = str(job_cfg.get("optimized_metric", "value"))
+        if len(directions) != 1 + len(extra):
+            raise config_error(
+                "hydra.sweeper.direction",
+                directions,
+                f"gives {len(directions)} direction(s) but each trial returns {1 + len(extra)} value(s) "
+                f"(optimized_metric plus extra_objectives={extra})",
+            )
+        names = [metric, *extra]
+    if "optimized_mode" in job_cfg:
+        mode = str(job_cfg.optimized_mode)
+        if directions[0] != f"{mode}imize":
+            raise config_error(
+                "hydra.sweeper.direction",
+                directions[0],
+                f"contradicts optimized_mode={mode} (checkpoints keep the {mode} of "
+                f"{job_cfg.get('optimized_metric')}); set both the same way",
+            )
+    if "optimized_metric" in job_cfg and len(directions) == 1:
+        names = [str(job_cfg.optimized_metric)]
+    return names
+
+
+def _is_grid(sampler: Any) -> bool:
+    return str((sampler or {}).get("_target_", "")).endswith("GridSampler")
 
 
 def _focus(conf: SweeplabSweeperConf, root_dir: str) -> Focus | None:
@@ -194,8 +212,11 @@ def _parent_defaults(space: SearchSpace, job_cfg: DictConfig, compose: Compose |
     return out
 
 
-def _custom_search_space(conf: SweeplabSweeperConf) -> Callable[[optuna.Trial], None] | None:
-    """The stock hook `custom_search_space(cfg, trial)`, given the sweeper's config as the stock plugin gives it."""
+def _custom_search_space(
+    conf: SweeplabSweeperConf, config: DictConfig
+) -> Callable[[optuna.Trial], None] | None:
+    """The stock hook `custom_search_space(cfg, trial)`, given the app's whole config (its `hydra` node
+    included), as the stock plugin gives it."""
     if not conf.custom_search_space:
         return None
     try:
@@ -204,7 +225,7 @@ def _custom_search_space(conf: SweeplabSweeperConf) -> Callable[[optuna.Trial], 
         raise config_error(
             "hydra.sweeper.custom_search_space", conf.custom_search_space, f"cannot import it: {exc}"
         ) from None
-    return functools.partial(hook, OmegaConf.structured(conf))
+    return functools.partial(hook, config)
 
 
 def _script() -> str:

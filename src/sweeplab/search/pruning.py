@@ -23,25 +23,32 @@ from typing import Any
 
 import optuna
 from omegaconf import OmegaConf
-from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import GuardConf
 from sweeplab.config import instantiate_node, typed
-from sweeplab.errors import SweeplabError, config_error
+from sweeplab.errors import config_error
 from sweeplab.search.records import ATTR_GUARD_SAVED, sign
 
+# Samplers the stock plugin offered that Optuna no longer has, and what replaced them.
+REMOVED_SAMPLERS = {
+    "optuna.samplers.MOTPESampler": "was removed from Optuna; TPESampler samples several objectives: "
+    "use hydra/sweeper/sampler=tpe (or nsgaii)",
+}
 
-def build_sampler(node: Any, distributions: dict[str, BaseDistribution]) -> optuna.samplers.BaseSampler:
-    """The configured sampler; a GridSampler gets its grid from the search space when none is given."""
+
+def build_sampler(node: Any, grid: dict[str, list[Any]] | None = None) -> optuna.samplers.BaseSampler:
+    """The configured sampler; a GridSampler gets `grid` (the search space's points) when its config gives none."""
     if not node or not node.get("_target_"):
         return optuna.samplers.TPESampler()
     node = OmegaConf.create(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node)
+    if node._target_ in REMOVED_SAMPLERS:
+        raise config_error("hydra.sweeper.sampler._target_", node._target_, REMOVED_SAMPLERS[node._target_])
     if node._target_ == "optuna.samplers.GridSampler":
         node._target_ = f"{__name__}.GridSampler"
         if node.get("search_space") is None:
-            node.search_space = grid_of(distributions)
+            node.search_space = grid or {}
     sampler = instantiate_node(node, "hydra.sweeper.sampler")
     if not isinstance(sampler, optuna.samplers.BaseSampler):
         raise config_error("hydra.sweeper.sampler._target_", node._target_, "is not an Optuna sampler")
@@ -72,20 +79,6 @@ class GridSampler(optuna.samplers.GridSampler):
         grid_id = study._storage.get_trial_system_attrs(trial._trial_id).get("grid_id")
         if not unvisited or unvisited == [grid_id]:
             self.exhausted = True
-
-
-def grid_of(distributions: dict[str, BaseDistribution]) -> dict[str, list[Any]]:
-    grid: dict[str, list[Any]] = {}
-    for name, dist in distributions.items():
-        if isinstance(dist, CategoricalDistribution):
-            grid[name] = list(dist.choices)
-        elif isinstance(dist, IntDistribution) and not dist.log:
-            grid[name] = list(range(dist.low, dist.high + 1, dist.step))
-        else:
-            raise SweeplabError(
-                f"hydra.sweeper.params: {name} is a continuous range; the grid sampler needs choice(...) or range(...)"
-            )
-    return grid
 
 
 @dataclasses.dataclass

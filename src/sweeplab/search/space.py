@@ -80,6 +80,8 @@ class SearchSpace:
     conditional: dict[str, dict[str, Branch]] = field(default_factory=dict)
     # the value of each parent that is neither sampled nor fixed: the composed config's (see make_plan)
     defaults: dict[str, str] = field(default_factory=dict)
+    # each unconditional param's points under the grid sampler (None: a continuous interval has none)
+    points: dict[str, list[Any] | None] = field(default_factory=dict)
 
     @classmethod
     def parse(
@@ -95,6 +97,9 @@ class SearchSpace:
         space = cls()
         for override in OverridesParser.create().parse_overrides([*lines, *arguments]):
             space._set(space.distributions, space.fixed, override)
+            space.points.pop(override.get_key_element(), None)
+            if override.is_sweep_override():
+                space.points[override.get_key_element()] = grid_points(override)
         nested: dict[str, dict[Any, dict[str, Any]]] = {}
         for name, value in (params or {}).items():
             if GIVEN in str(name):  # "<key>|<parent>=<value>", as a focused space writes them
@@ -129,6 +134,19 @@ class SearchSpace:
             distributions[key] = to_distribution(override)
         else:
             fixed[key] = override.get_value_element_as_str()
+
+    @property
+    def grid(self) -> dict[str, list[Any]]:
+        """The grid sampler's points of each param, as the stock plugin makes them: a choice's choices, a
+        range's values as Hydra's `range` yields them (its end excluded); a continuous interval has none."""
+        for key, values in self.points.items():
+            if values is None:
+                raise config_error(
+                    key,
+                    "interval(...)",
+                    "a continuous range has no grid points; the grid sampler needs choice(...) or range(...)",
+                )
+        return {k: v for k, v in self.points.items() if v is not None}
 
     def all_distributions(self) -> dict[str, BaseDistribution]:
         """Every param a trial may have, by param name (conditional ones qualified)."""
@@ -171,14 +189,16 @@ class SearchSpace:
     ) -> None:
         """Every key must exist in the composed config (or be a config group with that option)."""
         leaf_keys: list[str] | None = None
-        for key, choices in [*((k, _choices(d)) for k, d in self.distributions.items()), *self.fixed.items()]:
+        for key, choices in [
+            *((k, _choices(d)) for k, d in self.distributions.items()),
+            *((k, _fixed_choices(k, v)) for k, v in self.fixed.items()),
+        ]:
             bare = override_key(key).split("@")[0]
             if key.startswith(("+", "~")) or bare.startswith("hydra."):
                 continue
             options = group_options(bare)
             if options is not None:
-                wanted = choices if isinstance(choices, list) else [choices]
-                for choice in wanted:
+                for choice in choices or []:
                     if str(choice) not in options and choice not in ("null", None):
                         raise config_error(
                             bare,
@@ -293,6 +313,19 @@ def to_distribution(override: Override) -> BaseDistribution:
     raise config_error(
         key, override.input_line, "not a sweep Optuna can sample: use choice, range or interval"
     )
+
+
+def grid_points(override: Override) -> list[Any] | None:
+    """A sweep's points under the grid sampler (checked by `to_distribution` first). As in the stock plugin, a
+    range's points exclude its end, and so do an integer interval's (`int(interval(1, 4))`: 1, 2, 3); a
+    range is iterated the way Hydra iterates it, so a range whose end is off its step keeps its last point
+    (`range(0, 10, step=3)`: 0, 3, 6, 9, where the stock plugin drops the 9)."""
+    value = override.value()
+    if override.is_choice_sweep() or override.is_range_sweep():
+        return list(override.sweep_iterator(transformer=Transformer.encode))
+    if isinstance(value, IntervalSweep) and isinstance(value.start, int) and isinstance(value.end, int):
+        return list(range(value.start, value.end)) if "log" not in value.tags else None
+    return None
 
 
 def focus_count(n_complete: int) -> int:
@@ -415,6 +448,13 @@ def format_value(value: Any) -> str:
 
 def _choices(dist: BaseDistribution) -> list[Any] | None:
     return list(dist.choices) if isinstance(dist, CategoricalDistribution) else None
+
+
+def _fixed_choices(key: str, text: str) -> list[Any]:
+    """The options a fixed override picks: one, several (`logger=[csv,tensorboard]`), none (`logger=[]`)."""
+    (override,) = OverridesParser.create().parse_overrides([f"{key}={text}"])
+    value = override.value()
+    return list(value) if isinstance(value, list) else [value]
 
 
 def _leaf_keys(cfg: DictConfig, prefix: str = "") -> list[str]:

@@ -11,6 +11,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from sweeplab.config import instantiate_node
@@ -113,6 +114,11 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback]) -> L.Train
     precision = resolve_auto(cfg.trainer.get("precision", "auto"), _gpu_precision(), "32-true", gpu)
     callbacks = [*extra_callbacks, *build_callbacks(cfg)]
     loggers = build_loggers(cfg)
+    if not loggers:  # logger=none or logger=[]: a learning-rate monitor has nowhere to write
+        kept = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+        if len(kept) < len(callbacks):
+            log.info("no logger: the learning-rate monitor is left out")
+        callbacks = kept
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_cfg["precision"] = precision
     try:
