@@ -130,6 +130,14 @@ def test_the_stock_plugins_removed_keys_say_what_replaced_them(plain_plan, tmp_p
     assert not (tmp_path / "studies").exists()
 
 
+def test_quick_validation_on_an_app_without_the_train_keys_is_one_line(plain_plan, tmp_path):
+    with pytest.raises(
+        SweeplabError, match=r"^hydra.sweeper.quick_validation.epochs=3: sets trainer.max_epochs, "
+    ):
+        plain_plan("sphere", ["hydra.sweeper.quick_validation.epochs=3"])
+    assert not (tmp_path / "studies").exists()
+
+
 def test_report_outside_a_study_does_nothing():
     GlobalHydra.instance().clear()
     assert sweeplab.report(0.5, 1) is False

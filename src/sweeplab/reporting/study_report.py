@@ -127,6 +127,14 @@ def write_study_report(
     return report
 
 
+def _has_seed(flattener: Flattener | None) -> bool:
+    """Whether the app's config has a `seed` key (then the report offers a check across seeds)."""
+    try:
+        return flattener is not None and "seed" in flattener.root_job
+    except EXPORT_ERRORS:  # the app's config cannot be composed here; the export said why
+        return False
+
+
 def _command_line(flattener: Flattener, best: FrozenTrial, notes: list[str]) -> str | None:
     """The best trial's own overrides as a command line, where no preset could be written."""
     try:
@@ -203,7 +211,7 @@ def _blocks(
     blocks += _guard_and_rescue(view)
     blocks += _failures(view)
     blocks += _plots(report.plots)
-    seeded = flattener is not None and "seed" in flattener.root_job
+    seeded = _has_seed(flattener)
     blocks += _next_steps(view, report, space, root_dir, seeded)
     return blocks
 

@@ -23,10 +23,11 @@ from sweeplab.config import typed
 from sweeplab.errors import config_error
 from sweeplab.search.pruning import build_pruner, build_sampler
 from sweeplab.search.records import ranked, searched_space
-from sweeplab.search.space import SearchSpace, focused_space, format_value
+from sweeplab.search.space import SearchSpace, focused_space, format_value, override_key
 from sweeplab.search.storage import load_study, masked_argument, resolve_storage
 
-Compose = Callable[[list[str]], DictConfig]  # overrides → the job config with its `hydra` node
+Compose = Callable[[list[str]], DictConfig]
+_ABSENT = object()  # overrides → the job config with its `hydra` node
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def make_plan(
         space=space,
         sampler=build_sampler(conf.sampler, space.grid if _is_grid(conf.sampler) else None),
         pruner=build_pruner(conf.pruner, conf.guard),
-        quick_overrides=_quick_overrides(conf),
+        quick_overrides=_quick_overrides(conf, job_cfg),
         custom_search_space=_custom_search_space(conf, config),
         script=_script(),
         config_name=str(hydra_job.get("config_name") or "config"),
@@ -181,20 +182,36 @@ def _focus(conf: SweeplabSweeperConf, root_dir: str) -> Focus | None:
     return Focus(str(source), space, dict(best_first[0].params))
 
 
-def _quick_overrides(conf: SweeplabSweeperConf) -> list[str]:
-    """`quick_validation` as overrides of every trial's training (never of single runs)."""
+# quick_validation's keys and the keys of sweeplab's train config each one sets (`++`: added if absent)
+QUICK_KEYS = {
+    "epochs": "trainer.max_epochs",
+    "batch_size": "data.batch_size",
+    "folds": "data.folds",
+    "train_fraction": "++trainer.limit_train_batches",
+}
+
+
+def _quick_overrides(conf: SweeplabSweeperConf, job_cfg: DictConfig) -> list[str]:
+    """`quick_validation` as overrides of every trial's training (never of single runs); each must name a
+    key (or, for `++`, a node) of the app's config: they are sweeplab's train config's."""
     quick = conf.quick_validation
     if not quick.enabled:
         return []
     out = []
-    if quick.epochs is not None:
-        out.append(f"trainer.max_epochs={quick.epochs}")
-    if quick.batch_size is not None:
-        out.append(f"data.batch_size={quick.batch_size}")
-    if quick.folds is not None:
-        out.append(f"data.folds={quick.folds}")
-    if quick.train_fraction is not None:
-        out.append(f"++trainer.limit_train_batches={quick.train_fraction}")
+    for name, target in QUICK_KEYS.items():
+        value = getattr(quick, name)
+        if value is None:
+            continue
+        key = override_key(target)
+        where = key.rsplit(".", 1)[0] if target.startswith("++") else key
+        if OmegaConf.select(job_cfg, where, default=_ABSENT, throw_on_missing=False) is _ABSENT:
+            raise config_error(
+                f"hydra.sweeper.quick_validation.{name}",
+                value,
+                f"sets {key}, which this app's config does not have (quick validation is for "
+                "sweeplab's train config); set the app's own keys in hydra.sweeper.params instead",
+            )
+        out.append(f"{target}={value}")
     return out
 
 
