@@ -37,7 +37,7 @@ from sweeplab.reporting.pick import Pick, pick_trial, round_budget
 from sweeplab.reporting.plots import Plot, importances, write_plots
 from sweeplab.reporting.view import StudyView
 from sweeplab.search.records import ATTR_EPOCHS, ATTR_GUARD_SAVED, ATTR_RESCUE_OF, STUDY_COMMAND, STUDY_SCRIPT
-from sweeplab.search.space import focus_count
+from sweeplab.search.space import focus_count, override_key
 from sweeplab.search.storage import default_storage, masked
 
 log = logging.getLogger("sweeplab.report")
@@ -58,9 +58,7 @@ class StudyReport:
     notes: list[str] = field(default_factory=list)  # what could not be produced, and why
     pick: Pick | None = None  # a trial the user chose to export (pick.trial / pick.budget)
     picked: Export | None = None  # its preset, optimized/<study>_trial<N>
-    retrain: str | None = (
-        None  # the command that trains the best trial in full: the preset's, else its overrides
-    )
+    retrain: str | None = None  # trains the best trial in full: the preset's command, else its overrides
 
 
 def write_study_report(
@@ -507,7 +505,7 @@ def _next_steps(
                 Para(
                     "Check that it holds across seeds (a summary with mean and std is written to the sweep dir):"
                 ),
-                Code(f"{_multirun(report.retrain)} seed={SEEDS}"),
+                Code(_multirun(report.retrain, f"seed={SEEDS}")),
             ]
     if space:
         yaml_text = OmegaConf.to_yaml(OmegaConf.create({"hydra": {"sweeper": {"params": space}}}))
@@ -533,10 +531,11 @@ def _next_steps(
     return blocks
 
 
-def _multirun(command: str) -> str:
-    """`python <script> <args>` as `python <script> -m <args>`."""
+def _multirun(command: str, sweep: str) -> str:
+    """`python <script> <args>` as `python <script> -m <args> <sweep>` (the sweep's key replaces the args')."""
     python, script, *args = shlex.split(command)
-    return shlex.join([python, script, "-m", *args])
+    args = [a for a in args if override_key(a) != override_key(sweep)]
+    return shlex.join([python, script, "-m", *args, sweep])
 
 
 def _pareto_exports(view: StudyView, root_dir: Path) -> list[Block]:

@@ -26,8 +26,8 @@ from sweeplab.search.records import ranked, searched_space
 from sweeplab.search.space import SearchSpace, focused_space, format_value, override_key
 from sweeplab.search.storage import load_study, masked_argument, resolve_storage
 
-Compose = Callable[[list[str]], DictConfig]
-_ABSENT = object()  # overrides → the job config with its `hydra` node
+Compose = Callable[[list[str]], DictConfig]  # overrides → the job config with its `hydra` node
+_ABSENT = object()
 
 
 @dataclass(frozen=True)

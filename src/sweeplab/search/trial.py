@@ -71,7 +71,7 @@ class StudyTrial:
 
     def report(self, value: float, step: int) -> bool:
         """Report `value` at `step`; True when the study's pruner stops this trial. The decision is stored
-        on the trial (`pruned_at`), so the sweeper stores it PRUNED whatever the job then returns.
+        on the trial (`pruned_at_epoch`), so the sweeper stores it PRUNED whatever the job then returns.
 
         NaN is not reported (it compares with nothing; the trial fails when it returns it), nor is anything
         of a study with several objectives (Optuna prunes single objectives only); a rescue is never pruned.
