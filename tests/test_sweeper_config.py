@@ -164,3 +164,9 @@ def test_launcher_batches_run_trial_n_as_job_n_consecutive_numbers_together():
     batches.start(10, ["x=10"])
     assert [n for n, _ in batches.wait_any()] == [8, 10]
     assert calls[1:] == [(8, [["x=8"]]), (10, [["x=10"]])]  # a gap: one launch each, numbers kept
+
+
+def test_a_focused_study_without_its_earlier_study_is_one_line(compose_cfg, tmp_path):
+    with pytest.raises(SweeplabError, match=r"^hydra\.sweeper\.focus\.from='\?\?\?': needs a value"):
+        _plan(compose_cfg, tmp_path, ["hparams_search=optuna_focused"])
+    assert not (tmp_path / "studies").exists()

@@ -249,7 +249,7 @@ class SweeplabSweeperConf:
     conditional: Any = None
     guard: GuardConf = field(default_factory=GuardConf)
     # staged search: {from: <earlier study>} searches the space narrowed around its top trials
-    focus: dict[str, Any] = field(default_factory=lambda: {"from": None})
+    focus: dict[str, Any] = field(default_factory=dict)  # {} or {from: <study>}
     rescue: RescueConf = field(default_factory=RescueConf)
     study_suffix: str = ""
     timeout: float | None = None  # seconds for this invocation of the study
