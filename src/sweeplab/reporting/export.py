@@ -13,6 +13,7 @@ import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -57,30 +58,28 @@ class Flattener:
     def __init__(self, compose: Composer, script: str = "runners/train.py") -> None:
         self.compose = compose
         self.script = script
-        self._defaults: dict[str, str | None] | None = None
-        self._root: DictConfig | None = None
         self._flat: dict[
             tuple[str, ...], FlatConfig
         ] = {}  # the preset and the focused space flatten the best trial
 
-    @property
+    @cached_property
+    def _root(self) -> DictConfig:
+        """The app's config composed without overrides."""
+        return self.compose([])
+
+    @cached_property
     def default_choices(self) -> dict[str, str | None]:
-        if self._defaults is None:
-            self._root = self.compose([])
-            self._defaults = _training_choices(self._root)
-        return self._defaults
+        return _training_choices(self._root)
 
     def option(self, group: str, name: str) -> str:
         """`group=name`, or `+group=name` for an app whose defaults list lacks the group (any Hydra app can
         take a generated preset or search space: sweeplab's search path makes them options of every app)."""
-        self.default_choices  # noqa: B018 (composes the root config once)
-        listed = group in OmegaConf.to_container(self._root.hydra.runtime.choices)  # type: ignore[operator]
+        listed = group in self._root.hydra.runtime.choices
         return f"{'' if listed else '+'}{group}={name}"
 
     @property
     def root_job(self) -> dict[str, Any]:
         """The app's own config, as composed without overrides."""
-        self.default_choices  # noqa: B018
         return _job(self._root)
 
     def flatten(self, overrides: list[str]) -> FlatConfig:

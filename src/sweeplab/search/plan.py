@@ -109,7 +109,7 @@ def make_plan(
                 "runs one fixed grid and cannot sample hydra.sweeper.conditional; use tpe, random, qmc, ...",
             )
 
-    hydra_job = config.hydra.job if "hydra" in config else {}
+    hydra_job = config.hydra.job
     study_name = str(conf.study_name or f"{hydra_job.get('name') or 'sweeplab'}{conf.study_suffix}")
     return SweepPlan(
         conf=conf,
