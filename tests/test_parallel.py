@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 from sweeplab.errors import SweeplabError
 from sweeplab.search.executors import assign_devices
+from sweeplab.search.liveness import Heartbeats, recover
 from sweeplab.search.records import (
     ATTR_FAIL_REASON,
     ATTR_LOST,
@@ -25,10 +26,8 @@ from sweeplab.search.records import (
     ATTR_WORKER_PID,
     INTERRUPTED,
     counted,
-    recover_stale,
 )
 from sweeplab.search.storage import open_storage
-from sweeplab.search.trial import StudyTrial
 from tests.conftest import QUICK, ROOT, load_trials, run_cli
 
 PARALLEL = ["-m", "hparams_search=optuna_fast", "hydra.sweeper.n_jobs=2", *QUICK]
@@ -221,17 +220,19 @@ def test_three_sweeps_with_two_workers_each_share_one_postgresql_study_without_l
 
 
 def test_a_trial_whose_heartbeat_stops_is_failed_and_rerun_once(tmp_path):
+    # 1 s heartbeats (below the sweeper's minimum, which guards against slow writers) keep the test short
     storage = open_storage(f"sqlite:///{tmp_path / 'hb.db'}", heartbeat_interval=1)
     study = optuna.create_study(study_name="hb", storage=storage)
     trial = study.ask({"x": FloatDistribution(0.0, 1.0)})
-    live = StudyTrial(study, trial, heartbeat_interval=1)
-    live.start_heartbeat()
+    beating = Heartbeats(study, 1)
+    beating.add(trial._trial_id)
+    study._storage.set_trial_user_attr(trial._trial_id, "host", "another-machine")
     time.sleep(3)
-    assert recover_stale(study) == []  # beating: alive
-    live.close()  # as if its process died: no more heartbeats
+    assert recover(study) == []  # beating: alive, to a sweep on any machine
+    beating.close()  # as if its sweep or machine died: no more heartbeats
     time.sleep(3)  # > grace period of 2 intervals
-    assert recover_stale(study) == [trial.number]
-    assert recover_stale(study) == []  # a second sweep finding it does nothing
+    assert recover(study) == [trial.number]
+    assert recover(study) == []  # a second sweep finding it does nothing
     closed = study.trials[trial.number]
     assert closed.state == TrialState.FAIL and closed.user_attrs[ATTR_FAIL_REASON] == INTERRUPTED
     assert "no heartbeat" in closed.user_attrs[ATTR_LOST]

@@ -12,6 +12,7 @@ from hydra.errors import ConfigCompositionException
 from sweeplab.errors import SweeplabError
 from sweeplab.search.loop import open_study
 from sweeplab.search.plan import make_plan
+from sweeplab.search.pruning import sampler_name
 from tests.conftest import CONF, QUICK, load_trials, run_cli
 
 
@@ -131,7 +132,7 @@ def test_every_sampler_builds(plan_for, sampler):
         }
     else:
         plan = plan_for([f"hydra/sweeper/sampler={sampler}"])
-    assert type(plan.sampler).__name__ == SAMPLERS[sampler]
+    assert sampler_name(plan.sampler) == SAMPLERS[sampler]
 
 
 @pytest.mark.parametrize(

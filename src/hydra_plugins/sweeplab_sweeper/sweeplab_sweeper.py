@@ -32,6 +32,10 @@ DIRECTIONS = ("minimize", "maximize")
 # Where studies keep their files, relative to the directory a command is started from: the default
 # SQLite storage, and the configs a finished study generates under studies/conf/ (presets, focused spaces).
 STUDIES_DIR = "studies"
+# The smallest heartbeat interval: SQLite stores heartbeats to the second and a busy sweep may write one a
+# second or two late, so a shorter grace period (two intervals) could take a live trial for dead.
+MIN_HEARTBEAT_S = 5
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
 GENERATED_CONF = "conf"
 
 
@@ -58,6 +62,7 @@ class SweeplabSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
+        from sweeplab.search.liveness import release_sweep_dir
         from sweeplab.search.loop import run_study
         from sweeplab.search.plan import make_plan
 
@@ -66,10 +71,36 @@ class SweeplabSweeper(Sweeper):
         plan = make_plan(
             self.keys, self.config, arguments, self._group_options, root_dir=root_dir, compose=self._compose
         )
-        executor = self._executor(plan.conf)
-        self._hide_password(plan.storage_url)
-        study, stopped = run_study(plan, executor)
-        return self._results(study, plan, stopped, root_dir)
+        sweep_dir = self._claim_sweep_dir()
+        try:
+            executor = self._executor(plan.conf)
+            self._hide_password(plan.storage_url)
+            try:
+                study, stopped = run_study(plan, executor)
+            except KeyboardInterrupt:  # the loop has said what it stopped; no traceback, the shell's status
+                raise SystemExit(EXIT_INTERRUPTED) from None
+            return self._results(study, plan, stopped, root_dir)
+        finally:
+            release_sweep_dir(sweep_dir)
+
+    def _claim_sweep_dir(self) -> Path:
+        """This sweep's own `hydra.sweep.dir` (see `claim_sweep_dir`), set where the launcher and jobs read it."""
+        from sweeplab.search.liveness import claim_sweep_dir
+        from sweeplab.search.space import format_value
+
+        assert self.config is not None
+        wanted = Path(str(self.config.hydra.sweep.dir))
+        claimed = claim_sweep_dir(wanted)
+        if claimed != wanted:
+            log.info(
+                "%s is in use by another sweep started at the same time: this sweep writes to %s",
+                wanted,
+                claimed,
+            )
+            with read_write(self.config.hydra):  # jobs are composed again from the hydra overrides
+                self.config.hydra.sweep.dir = str(claimed)
+                self.config.hydra.overrides.hydra.append(f"hydra.sweep.dir={format_value(str(claimed))}")
+        return claimed
 
     def _results(self, study: Any, plan: Any, stopped: str, root_dir: str) -> Any:
         """The sweep has ended: result files, and with `report`, plots, report.md/html and the preset."""
@@ -135,14 +166,18 @@ class SweeplabSweeper(Sweeper):
 
 
 def _log_summary(view: Any, stopped: str, sweep_dir: Path, retrain: str | None) -> None:
-    counts = view.counts
+    from sweeplab.search.records import counted, state_counts
+
+    counts = state_counts(counted(view.trials))
+    uncounted = sum(t.state.is_finished() for t in view.trials) - sum(counts.values())
     log.info(
-        "study %s finished (%s): %d complete, %d pruned, %d failed",
+        "study %s finished (%s): %d complete, %d pruned, %d failed%s",
         view.name,
         stopped,
         counts["COMPLETE"],
         counts["PRUNED"],
         counts["FAIL"],
+        f" ({uncounted} more interrupted or not run, not counted)" if uncounted else "",
     )
     best = view.best
     if best is not None:
@@ -256,7 +291,8 @@ class SweeplabSweeperConf:
     stop: StopConf = field(default_factory=StopConf)
     quick_validation: QuickValidationConf = field(default_factory=QuickValidationConf)
     allow_space_change: bool = False
-    # seconds between a running trial's heartbeats; a trial silent for 2 intervals is failed and re-run
+    # seconds between the heartbeats a sweep records for its running trials; a trial silent for 2 intervals
+    # (its sweep or machine died) is failed and re-run by any sweep on the storage
     heartbeat_interval: int | None = 60
     # true: start the next n_jobs trials only when the whole batch has ended (the stock plugin's way)
     synchronous: bool = False
@@ -281,11 +317,12 @@ class SweeplabSweeperConf:
             raise config_error(f"{key}.max_failure_rate", self.max_failure_rate, "must lie in [0, 1]")
         if self.timeout is not None and self.timeout <= 0:
             raise config_error(f"{key}.timeout", self.timeout, "must be a number of seconds > 0, or null")
-        if self.heartbeat_interval is not None and self.heartbeat_interval < 1:
+        if self.heartbeat_interval is not None and self.heartbeat_interval < MIN_HEARTBEAT_S:
             raise config_error(
                 f"{key}.heartbeat_interval",
                 self.heartbeat_interval,
-                "must be a whole number of seconds >= 1, or null",
+                f"must be a whole number of seconds >= {MIN_HEARTBEAT_S} (the minimum: a shorter one could "
+                "take a live trial for dead), or null (no heartbeats)",
             )
         if not self.directions:
             raise config_error(

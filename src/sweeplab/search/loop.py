@@ -7,29 +7,40 @@ finds its trial through the storage and reports every epoch (`sweeplab.search.tr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import signal
+import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.errors import SweeplabError, config_error
 from sweeplab.search.executors import Executor, Outcome
+from sweeplab.search.liveness import Heartbeats, grace_period, owned_here, recover, running_elsewhere
 from sweeplab.search.plan import SweepPlan
-from sweeplab.search.pruning import describe, rescue_candidates
+from sweeplab.search.pruning import describe, rescue_candidates, sampler_name
 from sweeplab.search.records import (
+    ATTR_CONFIG_ERROR,
     ATTR_EPOCHS,
     ATTR_FAIL_REASON,
     ATTR_FOCUS_BEST,
+    ATTR_HOST,
     ATTR_LOST,
     ATTR_OVERRIDES,
     ATTR_PRUNED_AT,
     ATTR_QUICK,
     ATTR_RESCUE_OF,
+    ATTR_RETRY_OF,
+    INTERRUPTED,
+    NOT_RUN,
     STUDY_COMMAND,
     STUDY_CONFIG_NAME,
     STUDY_FOCUSED_FROM,
@@ -44,9 +55,6 @@ from sweeplab.search.records import (
     counted,
     counts,
     front,
-    owned_here,
-    recover_orphans,
-    recover_stale,
     sign,
     stored_space,
 )
@@ -54,6 +62,9 @@ from sweeplab.search.space import format_value, override_key
 from sweeplab.search.storage import checkpoint, masked, open_storage
 
 log = logging.getLogger("sweeplab.sweep")
+
+MAX_REPEATS = 20  # proposals in a row that repeat other trials' params before the space counts as exhausted
+WAIT_S = 5.0  # how often a sweep waiting for other sweeps' trials looks again
 
 
 def run_study(plan: SweepPlan, executor: Executor) -> tuple[optuna.Study, str]:
@@ -64,7 +75,7 @@ def run_study(plan: SweepPlan, executor: Executor) -> tuple[optuna.Study, str]:
         plan.study_name,
         plan.n_trials,
         len(plan.space.all_distributions()),
-        type(plan.sampler).__name__,
+        sampler_name(plan.sampler),
         describe(plan.pruner),
         plan.n_jobs,
     )
@@ -130,13 +141,12 @@ def open_study(plan: SweepPlan) -> optuna.Study:
         STUDY_SCRIPT: plan.script,
         STUDY_COMMAND: plan.command,
         STUDY_METRICS: plan.metrics,
-        STUDY_SAMPLER: type(plan.sampler).__name__,
+        STUDY_SAMPLER: sampler_name(plan.sampler),
         STUDY_PRUNER: describe(plan.pruner),
         STUDY_STOPPED: f"not finished: a sweep started {time.strftime('%Y-%m-%d %H:%M:%S')} is running or was killed",
     }.items():
         study.set_user_attr(key, value)
-    recover_orphans(study)
-    recover_stale(study)
+    recover(study)
     return study
 
 
@@ -162,20 +172,24 @@ class StudySweep:
         self.started = time.monotonic()
         self.session_finished = 0
         self.session_failed = 0
+        self.asked: dict[int, optuna.Trial] = {}  # by number: the trials this sweep owns until it tells them
+        self.heartbeats = Heartbeats(study, plan.conf.heartbeat_interval)
+        self.exhausted: str | None = None  # why no new configuration can be proposed
+        self.waited_for: list[int] = []
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self) -> str:
         """Run trials until the study has n_trials finished ones (or a stop rule fires); returns why it stopped.
 
         A trial starts whenever the executor has room (with `synchronous`, only once the whole previous
-        batch has ended); the wait wakes at least every heartbeat interval to fail trials that went silent.
+        batch has ended); the wait wakes at least every heartbeat interval to close trials of sweeps that
+        died. A sweep ends only when no trial runs anywhere: it re-runs a dead sweep's trials itself.
         """
-        asked: dict[int, optuna.Trial] = {}
         executor, conf = self.executor, self.plan.conf
         try:
             stopping: str | None = None
             while True:
-                recover_stale(self.study)  # trials of sweeps elsewhere that died
+                recover(self.study, self.owned)
                 trials = self.study.get_trials(deepcopy=False)
                 # stop rules end the study's own trials; queued rescues run regardless
                 stopping = stopping or (None if _waiting_rescues(trials) else self.stop_reason(trials))
@@ -185,18 +199,25 @@ class StudySweep:
                     trial = self.ask()
                     if trial is None:
                         break
-                    asked[trial.number] = trial
                     executor.start(trial.number, self.job_overrides(trial))
                     remaining -= 1
                 if not executor.running:
-                    if stopping is None and self.enqueue_rescues():
+                    if stopping is not None or self.exhausted is not None:
+                        return stopping or str(self.exhausted)
+                    if self.enqueue_rescues():
                         continue
-                    return stopping or self.done_reason(self.study.get_trials(deepcopy=False))
+                    trials = self.study.get_trials(deepcopy=False)
+                    if self.remaining(trials) > 0:
+                        continue
+                    if self.wait_for_others():
+                        continue
+                    self.close_surplus_waiting()
+                    return self.done_reason(self.study.get_trials(deepcopy=False))
                 for number, outcome in executor.wait_any(timeout=conf.heartbeat_interval):
-                    self.tell(asked.pop(number), outcome)
+                    self.tell(self.asked.pop(number), outcome)
         except BaseException:  # Ctrl-C, a config error, too many failures: never leave trials RUNNING
             stopped = executor.stop_all()
-            open_trials = [t for t in asked.values() if not self._finished(t)]
+            open_trials = [t for t in self.asked.values() if not self._finished(t)]
             for trial in open_trials:
                 close_interrupted(self.study, trial._trial_id)
             if open_trials:
@@ -205,7 +226,52 @@ class StudySweep:
                     [t.number for t in open_trials],
                     f", their {len(stopped)} worker process(es) stopped" if stopped else "",
                 )
+            elif sys.exc_info()[0] is KeyboardInterrupt:
+                log.error("sweep stopped between trials; run the same command to resume")
             raise
+        finally:
+            self.heartbeats.close()
+
+    @property
+    def owned(self) -> set[int]:
+        """Trial ids this sweep asked and has not told: alive, whatever their heartbeats say."""
+        return {t._trial_id for t in self.asked.values()}
+
+    def wait_for_others(self) -> bool:
+        """Trials of other sweeps still run: wait a while (True), or, when this sweep cannot tell whether
+        they are alive (heartbeats off and a trial on another machine), end now (False)."""
+        others = running_elsewhere(self.study, self.owned)
+        if not others:
+            return False
+        host = owned_here()[ATTR_HOST]
+        if grace_period(self.study) is None and any(
+            t.user_attrs.get(ATTR_HOST) not in (None, host) for t in others
+        ):
+            return False
+        numbers = sorted(t.number for t in others)
+        if numbers != self.waited_for:
+            log.info(
+                "waiting for trials %s of other sweeps: their values complete the study, and if their sweep "
+                "stopped they run again here",
+                numbers,
+            )
+            self.waited_for = numbers
+        time.sleep(min(self.plan.conf.heartbeat_interval or WAIT_S, WAIT_S))
+        return True
+
+    def close_surplus_waiting(self) -> None:
+        """The study has its trials: close re-queued trials still waiting (their sweep died after queueing
+        them), so that nothing is left to run. A waiting trial is claimed (WAITING → RUNNING) before it is
+        closed, so one that another sweep takes at this moment is left to it."""
+        storage = self.study._storage
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            if ATTR_RESCUE_OF in t.user_attrs:
+                continue
+            for key, value in owned_here().items():
+                storage.set_trial_user_attr(t._trial_id, key, value)
+            if storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
+                storage.set_trial_user_attr(t._trial_id, ATTR_FAIL_REASON, SURPLUS)
+                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
 
     def remaining(self, trials: list[FrozenTrial]) -> int:
         """Trials still to start: n_trials minus finished and running ones, on every worker and machine,
@@ -282,21 +348,91 @@ class StudySweep:
 
     # -- one trial --------------------------------------------------------------------------------
     def ask(self) -> optuna.Trial | None:
-        """A new trial, or None when other sweeps on the same storage took the last places first."""
-        trial = self.study.ask(self.plan.space.distributions)
-        if self.surplus(trial):
-            trial.set_user_attr(ATTR_FAIL_REASON, SURPLUS)
-            self.study.tell(trial, state=TrialState.FAIL)
+        """A new trial with params no other trial of the study has, or None when other sweeps on the storage
+        took the last places first or the space has no new configuration left (`exhausted`)."""
+        if self.grid_started():
+            self.exhausted = "the grid sampler has started every point of its grid"
             return None
-        self.plan.space.suggest(trial)  # the params of the branches its values take
-        if self.plan.custom_search_space is not None:
-            self.plan.custom_search_space(trial)
+        for _ in range(MAX_REPEATS):
+            with _interrupt_after():  # a trial is created and owned as one step, even under Ctrl-C
+                trial = self.study.ask(self.plan.space.distributions)
+                self.own(trial)
+            if self.surplus(trial):
+                self.close_unrun(trial, SURPLUS)
+                return None
+            self.plan.space.suggest(trial)  # the params of the branches its values take
+            if self.plan.custom_search_space is not None:
+                self.plan.custom_search_space(trial)
+            twin = self.twin(trial)
+            if twin is not None:
+                self.close_unrun(trial, f"{NOT_RUN}the same params as trial {twin}")
+                if not self.queue_untaken(trial.number):
+                    return None
+                continue
+            quick, own = self.task_overrides(trial.params)
+            trial.set_user_attr(ATTR_OVERRIDES, [*quick, *own])
+            trial.set_user_attr(ATTR_QUICK, quick)
+            return trial
+        self.exhausted = (
+            f"the sampler proposed {MAX_REPEATS} configurations in a row that other trials have: "
+            "the search space looks exhausted"
+        )
+        return None
+
+    def own(self, trial: optuna.Trial) -> None:
+        """Make `trial` this sweep's: its first heartbeat, then its owner (`search.liveness` relies on the order)."""
+        self.asked[trial.number] = trial
+        self.heartbeats.add(trial._trial_id)
         for key, value in owned_here().items():
             trial.set_user_attr(key, value)
-        quick, own = self.task_overrides(trial.params)
-        trial.set_user_attr(ATTR_OVERRIDES, [*quick, *own])
-        trial.set_user_attr(ATTR_QUICK, quick)
-        return trial
+
+    def close_unrun(self, trial: optuna.Trial, reason: str) -> None:
+        trial.set_user_attr(ATTR_FAIL_REASON, reason)
+        self.study.tell(trial, state=TrialState.FAIL)
+        self.heartbeats.discard(trial._trial_id)
+        del self.asked[trial.number]
+
+    def twin(self, trial: optuna.Trial) -> int | None:
+        """The number of another trial with the same params, if any (None for a deliberate re-run).
+
+        Every sweep checks its new trial against all others once its params are set, so of two sweeps that
+        drew the same point at the same moment at least one sees the other's: the study never runs it twice.
+        """
+        params = trial.params
+        if not params or any(k in trial.user_attrs for k in (ATTR_RETRY_OF, ATTR_RESCUE_OF, ATTR_FOCUS_BEST)):
+            return None
+        for other in self.study.get_trials(deepcopy=False):
+            reason = str(other.user_attrs.get(ATTR_FAIL_REASON, ""))
+            if other.number == trial.number or reason == INTERRUPTED or reason.startswith(NOT_RUN):
+                continue
+            if other.params == params:
+                return other.number
+        return None
+
+    def queue_untaken(self, number: int) -> bool:
+        """After a repeat in a finite space (a sampler may keep proposing the points it likes): queue one of
+        the configurations no trial has, drawn by the trial's number; False when none is left (`exhausted`)."""
+        every = None if self.plan.custom_search_space else self.plan.space.configurations()
+        if every is None:
+            return True  # continuous or large: the next proposal differs
+        taken = [
+            t.params
+            for t in self.study.get_trials(deepcopy=False)
+            if not str(t.user_attrs.get(ATTR_FAIL_REASON, "")).startswith(NOT_RUN)
+        ]
+        untaken = [c for c in every if c not in taken]
+        if not untaken:
+            self.exhausted = f"every one of the {len(every)} configurations of the search space has a trial"
+            return False
+        pick = untaken[int(np.random.default_rng([self.plan.n_trials, number]).integers(len(untaken)))]
+        self.study.enqueue_trial(pick, skip_if_exists=False)
+        return True
+
+    def grid_started(self) -> bool:
+        """A grid whose every point has started (and no re-run waits): a new trial could only repeat one."""
+        started = getattr(self.plan.sampler, "all_started", None)
+        waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        return started is not None and not waiting and started(self.study)
 
     def surplus(self, trial: optuna.Trial) -> bool:
         """Whether `trial` would go past n_trials: places go by trial number, which the storage hands out in order.
@@ -327,6 +463,14 @@ class StudySweep:
         ]
 
     def tell(self, trial: optuna.Trial, outcome: Outcome) -> None:
+        self.heartbeats.discard(trial._trial_id)
+        if self._finished(trial):  # closed by another sweep that took it for dead: its re-run stands
+            log.warning(
+                "trial %d was closed by another sweep while it ran (no heartbeat reached it); its outcome is "
+                "dropped and its re-run counts",
+                trial.number,
+            )
+            return
         if outcome.lost:  # not the params' fault: run them again, as after an interrupted sweep
             trial.set_user_attr(ATTR_LOST, outcome.error)
             close_interrupted(self.study, trial._trial_id)
@@ -351,6 +495,8 @@ class StudySweep:
         else:
             state = TrialState.FAIL
             trial.set_user_attr(ATTR_FAIL_REASON, problem)
+            if outcome.config_error:  # the config's fault, not the params': it takes no place of n_trials
+                trial.set_user_attr(ATTR_CONFIG_ERROR, True)
             self.study.tell(trial, state=state)
             self.session_failed += 1
         self.session_finished += 1
@@ -406,6 +552,22 @@ class StudySweep:
         except ValueError:
             return "-"
         return f"{best.value:.4f} (trial {best.number})"
+
+
+@contextlib.contextmanager
+def _interrupt_after() -> Iterator[None]:
+    """Ctrl-C during the block takes effect when it ends (in the main thread, where signals arrive)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        raise KeyboardInterrupt
 
 
 def _waiting_rescues(trials: list[FrozenTrial]) -> list[FrozenTrial]:

@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import optuna
 from omegaconf import OmegaConf
 from optuna.study import StudyDirection
@@ -38,13 +39,24 @@ REMOVED_SAMPLERS = {
 }
 
 
+# Samplers that several sweeps coordinate through the storage (the grid's unvisited points, QMC's sample
+# index): each sweep keeps the configured seed, which defines one shared sequence.
+SHARED_SEQUENCE = (
+    "optuna.samplers.GridSampler",
+    "optuna.samplers.QMCSampler",
+    "optuna.samplers.BruteForceSampler",
+)
+
+
 def build_sampler(node: Any, grid: dict[str, list[Any]] | None = None) -> optuna.samplers.BaseSampler:
-    """The configured sampler; a GridSampler gets `grid` (the search space's points) when its config gives none."""
+    """The configured sampler; a GridSampler gets `grid` (the search space's points) when its config gives
+    none. A seeded sampler that draws at random is seeded per trial (`SeededPerTrial`)."""
     if not node or not node.get("_target_"):
         return optuna.samplers.TPESampler()
     node = OmegaConf.create(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node)
     if node._target_ in REMOVED_SAMPLERS:
         raise config_error("hydra.sweeper.sampler._target_", node._target_, REMOVED_SAMPLERS[node._target_])
+    shared = node._target_ in SHARED_SEQUENCE
     if node._target_ == "optuna.samplers.GridSampler":
         node._target_ = f"{__name__}.GridSampler"
         if node.get("search_space") is None:
@@ -52,7 +64,62 @@ def build_sampler(node: Any, grid: dict[str, list[Any]] | None = None) -> optuna
     sampler = instantiate_node(node, "hydra.sweeper.sampler")
     if not isinstance(sampler, optuna.samplers.BaseSampler):
         raise config_error("hydra.sweeper.sampler._target_", node._target_, "is not an Optuna sampler")
+    if node.get("seed") is not None and not shared:
+        return SeededPerTrial(node, sampler)
     return sampler
+
+
+class SeededPerTrial(optuna.samplers.BaseSampler):
+    """The configured sampler with its random state drawn per trial from (seed, trial number).
+
+    Optuna samplers keep their random state in the process, so every sweep started with one seed would
+    propose the same sequence again: after a resume, and on each of several workers or machines. Trial
+    numbers are unique in a study, so here each trial gets its own stream: one uninterrupted sweep is
+    as reproducible as with a plain seed, and sweeps that share a study draw different points. What the
+    sampler learns lives in the storage (trials, system attributes), so a fresh instance per trial
+    proposes what the one instance would have, given the same random state."""
+
+    def __init__(self, node: Any, first: optuna.samplers.BaseSampler) -> None:
+        self.node, self.seed, self.first = node, int(node.seed), first
+        self._by_trial: dict[int, optuna.samplers.BaseSampler] = {}
+
+    def __str__(self) -> str:
+        return type(self.first).__name__
+
+    def for_trial(self, number: int) -> optuna.samplers.BaseSampler:
+        sampler = self._by_trial.get(number)
+        if sampler is None:
+            seed = int(np.random.SeedSequence([self.seed, number]).generate_state(1)[0])
+            sampler = self._by_trial[number] = instantiate_node(self.node, "hydra.sweeper.sampler", seed=seed)
+        return sampler
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+        return self.for_trial(trial.number).infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]
+    ) -> dict[str, Any]:
+        return self.for_trial(trial.number).sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: Any
+    ) -> Any:
+        return self.for_trial(trial.number).sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.for_trial(trial.number).before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
+        self.for_trial(trial.number).after_trial(study, trial, state, values)
+        self._by_trial.pop(trial.number, None)
+
+    def reseed_rng(self) -> None:
+        """Seeds are per trial already."""
+
+
+def sampler_name(sampler: optuna.samplers.BaseSampler) -> str:
+    """The configured sampler's class name (for logs, attrs, reports)."""
+    return str(sampler) if isinstance(sampler, SeededPerTrial) else type(sampler).__name__
 
 
 def build_pruner(node: Any, guard: Any = None) -> optuna.pruners.BasePruner:
@@ -79,6 +146,18 @@ class GridSampler(optuna.samplers.GridSampler):
         grid_id = study._storage.get_trial_system_attrs(trial._trial_id).get("grid_id")
         if not unvisited or unvisited == [grid_id]:
             self.exhausted = True
+
+    def all_started(self, study: optuna.Study) -> bool:
+        """Every point of the grid has a trial, running or finished (Optuna would then repeat a point)."""
+        trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
+        taken = {
+            t.system_attrs["grid_id"]
+            for t in trials
+            if "grid_id" in t.system_attrs
+            and self._same_search_space(t.system_attrs["search_space"])
+            and (t.state.is_finished() or t.state == TrialState.RUNNING)
+        }
+        return len(taken) >= self._n_min_trials
 
 
 @dataclasses.dataclass

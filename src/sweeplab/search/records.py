@@ -1,18 +1,15 @@
 """What sweeplab stores beside Optuna's own data, and the rules that read it.
 
 Every user attribute sweeplab writes on a trial or a study is named here. The rules: which trials count
-toward `n_trials` (an interrupted trial is re-run, a surplus one never ran), how a trial that never
-finished is closed and its params queued again, and which running trials are known to be dead.
+toward `n_trials` (an interrupted trial is re-run, one closed before it ran never ran), and how a trial
+that never finished is closed and its params queued again (`search.liveness` finds such trials).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 from collections.abc import Iterable
-from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, json_to_distribution
@@ -38,9 +35,12 @@ ATTR_RETRY_OF = "retry_of"  # on a re-queued trial: the number of the interrupte
 ATTR_GUARD_SAVED = "guard_saved"  # [[step, rule], ...]: the pruner said stop, the guard said no
 ATTR_RESCUE_OF = "rescue_of"  # on a rescue trial: the number of the pruned trial it re-runs
 ATTR_FOCUS_BEST = "best_of"  # on the first trial of a focused study: the study whose best params it re-runs
-# Values of ATTR_FAIL_REASON for trials that do not count toward n_trials
+ATTR_CONFIG_ERROR = "config_error"  # the trial's job rejected the config: the study stopped, nothing counted
+# Values of ATTR_FAIL_REASON for trials that do not count toward n_trials: an interrupted trial runs again;
+# a trial "not run: ..." was closed before its job started (see StudySweep.ask)
 INTERRUPTED = "interrupted"
-SURPLUS = "not run: other sweeps had started the study's last trials"  # see StudySweep.surplus
+NOT_RUN = "not run: "
+SURPLUS = f"{NOT_RUN}other sweeps had started the study's last trials"
 
 # On studies: what reports and exports need, written by every run of the sweep
 STUDY_SPACE = "sweeplab:search_space"
@@ -63,8 +63,15 @@ def sign(direction: str | StudyDirection) -> float:
 
 
 def counts(trial: FrozenTrial) -> bool:
-    """Whether a trial counts toward n_trials: an interrupted trial is re-run and a surplus one never ran."""
-    return trial.state in FINISHED and trial.user_attrs.get(ATTR_FAIL_REASON) not in (INTERRUPTED, SURPLUS)
+    """Whether a trial counts toward n_trials: an interrupted trial is re-run, one "not run" never ran, and
+    a config error stopped the study (it would fail every trial alike)."""
+    reason = str(trial.user_attrs.get(ATTR_FAIL_REASON, ""))
+    return (
+        trial.state in FINISHED
+        and reason != INTERRUPTED
+        and not reason.startswith(NOT_RUN)
+        and ATTR_CONFIG_ERROR not in trial.user_attrs
+    )
 
 
 def counted(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
@@ -108,26 +115,6 @@ def searched_space(study: optuna.Study, trials: Iterable[FrozenTrial]) -> dict[s
     return space
 
 
-def owned_here() -> dict[str, Any]:
-    return {ATTR_HOST: socket.gethostname(), ATTR_PID: os.getpid()}
-
-
-def is_orphaned(trial: FrozenTrial) -> bool:
-    """A RUNNING trial whose sweep process on this machine is gone (killed, crashed)."""
-    if trial.user_attrs.get(ATTR_HOST) != socket.gethostname():
-        return False
-    pid = trial.user_attrs.get(ATTR_PID)
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 def close_interrupted(
     study: optuna.Study, trial_id: int, requeue: bool = True, how: str | None = None
 ) -> bool:
@@ -152,35 +139,3 @@ def close_interrupted(
             frozen.params, user_attrs={ATTR_RETRY_OF: frozen.number, **rescue}, skip_if_exists=False
         )
     return True
-
-
-def recover_stale(study: optuna.Study) -> list[int]:
-    """Close RUNNING trials whose heartbeat stopped (their process or machine died); their params run again."""
-    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache wrapper
-    if not isinstance(storage, optuna.storages.RDBStorage) or storage.get_heartbeat_interval() is None:
-        return []
-    grace = storage.grace_period or 2 * storage.get_heartbeat_interval()
-    closed = [
-        storage.get_trial(trial_id).number
-        for trial_id in storage._get_stale_trial_ids(study._study_id)  # Optuna's own staleness query
-        if close_interrupted(
-            study, trial_id, how=f"no heartbeat for {grace}s: its process or machine stopped"
-        )
-    ]
-    if closed:
-        log.warning("trials %s stopped sending heartbeats: marked FAIL (interrupted), re-run first", closed)
-    return closed
-
-
-def recover_orphans(study: optuna.Study) -> list[int]:
-    """Close trials left RUNNING by a killed sweep on this machine; their params run again first."""
-    closed = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if is_orphaned(trial):
-            close_interrupted(study, trial._trial_id)
-            closed.append(trial.number)
-    if closed:
-        log.warning(
-            "trials %s were left running by a stopped sweep: marked FAIL (interrupted), re-run first", closed
-        )
-    return closed

@@ -16,6 +16,7 @@ written from a conditional study uses them).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -147,6 +148,23 @@ class SearchSpace:
                     "a continuous range has no grid points; the grid sampler needs choice(...) or range(...)",
                 )
         return {k: v for k, v in self.points.items() if v is not None}
+
+    def configurations(self, limit: int = 100_000) -> list[dict[str, Any]] | None:
+        """Every configuration the space can take, when it is finite and has at most `limit` of them
+        (None otherwise, and for conditional spaces)."""
+        if self.conditional or not self.distributions:
+            return None
+        values: dict[str, list[Any]] = {}
+        size = 1
+        for name, dist in self.distributions.items():
+            points = _finite_points(dist)
+            if points is None:
+                return None
+            values[name] = points
+            size *= len(points)
+            if size > limit:
+                return None
+        return [dict(zip(values, combo, strict=True)) for combo in itertools.product(*values.values())]
 
     def all_distributions(self) -> dict[str, BaseDistribution]:
         """Every param a trial may have, by param name (conditional ones qualified)."""
@@ -400,6 +418,18 @@ def _float(x: float) -> str:
     """A float as the grammar reads a float (never as an int, which would make an int range)."""
     text = f"{x:.6g}"
     return text if any(c in text for c in ".en") else f"{text}.0"
+
+
+def _finite_points(dist: BaseDistribution) -> list[Any] | None:
+    """Every value a distribution can give, or None for a continuous one."""
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    if isinstance(dist, IntDistribution):
+        return list(range(dist.low, dist.high + 1, dist.step))
+    if isinstance(dist, FloatDistribution) and dist.step is not None:
+        n = int(round((dist.high - dist.low) / dist.step))
+        return [dist.low + i * dist.step for i in range(n + 1)]
+    return None
 
 
 def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:

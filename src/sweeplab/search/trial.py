@@ -1,4 +1,4 @@
-"""The job's side of a study: find its own trial in the storage, report to it, send heartbeats.
+"""The job's side of a study: find its own trial in the storage and report to it.
 
 A sweeplab sweep launches trial N as Hydra job N, passes the study name as `hydra.sweeper.study_name`,
 and the storage is in the job's own `hydra.sweeper` node. So a job finds its trial through the storage
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -29,33 +28,11 @@ from sweeplab.search.storage import open_storage, resolve_storage
 
 @dataclass
 class StudyTrial:
-    """The Optuna trial this job is, with the study's pruner, sending heartbeats while it trains."""
+    """The Optuna trial this job is, with the study's pruner. (The sweep that asked the trial records its
+    heartbeats: `sweeplab.search.liveness`.)"""
 
     study: optuna.Study
     trial: optuna.Trial
-    heartbeat_interval: int | None = None
-    _stop: threading.Event | None = None
-
-    def start_heartbeat(self) -> None:
-        """Record a heartbeat every interval until `close()` or the trial's end: a sweep anywhere sees this
-        trial is alive. (A job that only calls `report` never calls `close()`: the sweeper ending its trial
-        stops the heartbeats.)"""
-        if not self.heartbeat_interval or self._stop is not None:
-            return
-        storage, trial_id, stop = self.study._storage, self.trial._trial_id, threading.Event()
-        self._stop = stop
-
-        def beat() -> None:
-            while not storage.get_trial(trial_id).state.is_finished():
-                storage.record_heartbeat(trial_id)
-                if stop.wait(self.heartbeat_interval):
-                    return
-
-        threading.Thread(target=beat, name=f"heartbeat-trial-{self.number}", daemon=True).start()
-
-    def close(self) -> None:
-        if self._stop is not None:
-            self._stop.set()
 
     @property
     def number(self) -> int:
@@ -106,8 +83,7 @@ def current_trial() -> StudyTrial | None:
     trial = optuna.Trial(study, trial_id)
     trial.set_user_attr(ATTR_OUTPUT_DIR, str(hydra_cfg.runtime.output_dir))
     trial.set_user_attr(ATTR_WORKER_PID, os.getpid())
-    interval = sweeper.get("heartbeat_interval")
-    return StudyTrial(study, trial, int(interval) if interval else None)
+    return StudyTrial(study, trial)
 
 
 _JOB_TRIAL: dict[tuple[Any, ...], StudyTrial | None] = {}
@@ -124,9 +100,7 @@ def job_trial() -> StudyTrial | None:
     key = (os.getpid(), where, OmegaConf.select(hydra_cfg, "job.num", default=None, throw_on_missing=False))
     if key not in _JOB_TRIAL:
         _JOB_TRIAL.clear()  # only the running job's trial is ever reported to
-        _JOB_TRIAL[key] = trial = current_trial()
-        if trial is not None:
-            trial.start_heartbeat()
+        _JOB_TRIAL[key] = current_trial()
     return _JOB_TRIAL[key]
 
 

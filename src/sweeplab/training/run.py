@@ -83,30 +83,24 @@ def _train(cfg: DictConfig) -> float | list[float]:
     if study_trial:  # the budget pruning saves from: every fold's epochs
         study_trial.set(ATTR_MAX_EPOCHS, int(cfg.trainer.max_epochs) * (folds or 1))
     runs: list[FoldRun] = []
-    try:
-        if study_trial:
-            study_trial.start_heartbeat()
-        for fold in [None] if folds is None else range(folds):
-            run = _fit(cfg, mode, study_trial, fold, epochs_before=sum(len(r.epochs) for r in runs))
-            runs.append(run)
-            if fold is not None:
-                log.info(
-                    "fold %d/%d: %s %.4f%s",
-                    fold + 1,
-                    folds,
-                    cfg.optimized_metric,
-                    run.value,
-                    " [pruned]" if run.pruned_at is not None else "",
-                )
-                if study_trial and run.pruned_at is None:  # the folds that ran to the end
-                    study_trial.set(ATTR_FOLD_VALUES, [r.value for r in runs])
-            if run.pruned_at is not None:
-                break  # a pruned trial is not a candidate: no later folds, no test
-            if fold is not None and fold + 1 < folds:
-                release_memory()  # before the next fold; train() releases after the last
-    finally:
-        if study_trial:
-            study_trial.close()  # heartbeats stop; the sweeper stores the trial's end
+    for fold in [None] if folds is None else range(folds):
+        run = _fit(cfg, mode, study_trial, fold, epochs_before=sum(len(r.epochs) for r in runs))
+        runs.append(run)
+        if fold is not None:
+            log.info(
+                "fold %d/%d: %s %.4f%s",
+                fold + 1,
+                folds,
+                cfg.optimized_metric,
+                run.value,
+                " [pruned]" if run.pruned_at is not None else "",
+            )
+            if study_trial and run.pruned_at is None:  # the folds that ran to the end
+                study_trial.set(ATTR_FOLD_VALUES, [r.value for r in runs])
+        if run.pruned_at is not None:
+            break  # a pruned trial is not a candidate: no later folds, no test
+        if fold is not None and fold + 1 < folds:
+            release_memory()  # before the next fold; train() releases after the last
 
     # k folds: the value is the mean of the folds' best values (each fold's best epoch, as for one run)
     value = _mean([r.value for r in runs])

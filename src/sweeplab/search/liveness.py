@@ -1,0 +1,203 @@
+"""Which RUNNING trials are alive, and closing the ones whose sweep died so that their params run again.
+
+A sweep owns the trials it asks. Right after `study.ask` creates a trial (RUNNING), the sweep records
+its first heartbeat, then writes its owner (host and pid); a thread of the sweep then beats for every
+trial it owns until it tells the trial's end. So every RUNNING trial is in one of three cases:
+
+- its owner is a process on this machine: alive exactly while that process exists;
+- its owner is elsewhere: alive while its heartbeat is younger than the grace period (two intervals);
+- it has no owner (its sweep died in the milliseconds between creating it and writing the owner): dead
+  once it is older than the grace period.
+
+A sweep never closes a trial it owns itself: it knows those are alive. The sweep beats, not the trial's
+job: a job waiting in a cluster queue is alive for the study, and a job whose sweep died has nobody to
+tell its value, so its trial must be re-run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+from collections.abc import Collection
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeplab.errors import SweeplabError, one_line
+from sweeplab.search.records import ATTR_HOST, ATTR_PID, close_interrupted
+
+log = logging.getLogger("sweeplab.sweep")
+
+# With heartbeats off, how long a trial may be RUNNING without an owner before it counts as dead.
+UNOWNED_GRACE_S = 60
+
+
+def owned_here() -> dict[str, Any]:
+    return {ATTR_HOST: socket.gethostname(), ATTR_PID: os.getpid()}
+
+
+def rdb(study: optuna.Study) -> optuna.storages.RDBStorage | None:
+    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache wrapper
+    return storage if isinstance(storage, optuna.storages.RDBStorage) else None
+
+
+def grace_period(study: optuna.Study) -> float | None:
+    """Seconds without a heartbeat after which a trial is dead; None when heartbeats are off."""
+    storage = rdb(study)
+    if storage is None or storage.get_heartbeat_interval() is None:
+        return None
+    return float(storage.grace_period or 2 * storage.get_heartbeat_interval())
+
+
+class Heartbeats:
+    """Beats for the trials this sweep owns, every `interval` seconds, from a thread of the sweep."""
+
+    def __init__(self, study: optuna.Study, interval: int | None) -> None:
+        self.storage = study._storage
+        self.interval = interval
+        self.owned: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, trial_id: int) -> None:
+        """Beat once now (before the owner is written: see the module's docstring), then every interval."""
+        if self.interval:
+            self.storage.record_heartbeat(trial_id)
+        with self._lock:
+            self.owned.add(trial_id)
+        if self.interval and self._thread is None:
+            self._thread = threading.Thread(target=self._beat, name="sweeplab-heartbeats", daemon=True)
+            self._thread.start()
+
+    def discard(self, trial_id: int) -> None:
+        with self._lock:
+            self.owned.discard(trial_id)
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _beat(self) -> None:
+        assert self.interval
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                owned = sorted(self.owned)
+            for trial_id in owned:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception as exc:  # a storage hiccup: the next beat tries again
+                    log.warning("heartbeat of trial id %d not recorded: %s", trial_id, one_line(exc))
+
+
+def _owner_gone(trial: FrozenTrial) -> bool:
+    """Owned by a process on this machine that no longer exists."""
+    if trial.user_attrs.get(ATTR_HOST) != socket.gethostname():
+        return False
+    pid = trial.user_attrs.get(ATTR_PID)
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def dead_trials(study: optuna.Study, alive: Collection[int] = ()) -> dict[int, str]:
+    """RUNNING trials known to be dead, by trial id, with how it is known; `alive`: ids this sweep owns."""
+    grace = grace_period(study)
+    stale = set(rdb(study)._get_stale_trial_ids(study._study_id)) if grace is not None else set()  # type: ignore[union-attr]
+    unowned_after = timedelta(seconds=grace if grace is not None else UNOWNED_GRACE_S)
+    now = datetime.now()
+    dead = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial._trial_id in alive:
+            continue
+        if _owner_gone(trial):
+            dead[trial._trial_id] = f"its sweep (pid {trial.user_attrs[ATTR_PID]}) stopped"
+        elif trial._trial_id in stale:
+            dead[trial._trial_id] = f"no heartbeat for {grace:g}s: its sweep or machine stopped"
+        elif (
+            ATTR_HOST not in trial.user_attrs
+            and trial.datetime_start is not None
+            and now - trial.datetime_start > unowned_after
+        ):
+            dead[trial._trial_id] = "its sweep stopped before it could start the trial"
+    return dead
+
+
+def recover(study: optuna.Study, alive: Collection[int] = ()) -> list[int]:
+    """Close the dead RUNNING trials (FAIL, interrupted) and queue their params to run again first.
+
+    Several sweeps may find the same trial: only the one whose state change lands queues it again."""
+    closed = []
+    for trial_id, how in dead_trials(study, alive).items():
+        if close_interrupted(study, trial_id, how=how):
+            closed.append((study._storage.get_trial(trial_id).number, how))
+    if closed:
+        log.warning(
+            "trials %s were left running by a sweep that stopped (%s): marked FAIL (interrupted), re-run first",
+            [n for n, _ in closed],
+            "; ".join(sorted({how for _, how in closed})),
+        )
+    return [n for n, _ in closed]
+
+
+def running_elsewhere(study: optuna.Study, alive: Collection[int]) -> list[FrozenTrial]:
+    return [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t._trial_id not in alive
+    ]
+
+
+SWEEP_LOCK = ".sweep.lock"  # in a sweep dir while a sweep writes there: "<host> <pid>"
+
+
+def claim_sweep_dir(sweep_dir: Path) -> Path:
+    """`sweep_dir`, or `<sweep_dir>_2`, `_3`, ... when a live sweep holds it: sweeps started in the same
+    second (whose time-stamped dirs have one name) never write into each other's files. The claim is a
+    lock file created atomically; it names the sweep, and a dead sweep's lock on this machine is taken over."""
+    for i in range(1, 1000):
+        candidate = sweep_dir if i == 1 else sweep_dir.with_name(f"{sweep_dir.name}_{i}")
+        candidate.mkdir(parents=True, exist_ok=True)
+        lock = candidate / SWEEP_LOCK
+        mine = f"{socket.gethostname()} {os.getpid()}"
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            if not _lock_is_dead(lock):
+                continue
+            lock.write_text(mine)  # its sweep died: this sweep resumes in its dir
+            return candidate
+        with os.fdopen(fd, "w") as f:
+            f.write(mine)
+        return candidate
+    raise SweeplabError(f"hydra.sweep.dir={str(sweep_dir)!r}: 999 sweeps hold it and its numbered variants")
+
+
+def release_sweep_dir(sweep_dir: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (sweep_dir / SWEEP_LOCK).unlink()
+
+
+def _lock_is_dead(lock: Path) -> bool:
+    try:
+        host, pid = lock.read_text().split()
+    except (OSError, ValueError):
+        return False  # being written right now
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
