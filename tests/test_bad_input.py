@@ -75,9 +75,9 @@ def test_optimized_metric_that_is_never_logged_lists_the_logged_ones(compose_cfg
 
 
 @pytest.mark.slow
-def test_cli_prints_the_error_as_one_line_and_exits_non_zero(tmp_path):
+def test_cli_prints_the_error_as_one_line_and_exits_1_as_the_readme_says(tmp_path):
     result = run_cli(["models.net.name=resnet_18"], cwd=tmp_path)
-    assert result.returncode != 0
+    assert result.returncode == 1
     message = "models.net.name='resnet_18': not a timm model (did you mean resnet18, resnetv2_18, resnet18d?)"
     assert message in result.stderr.splitlines()
     assert "Traceback" not in result.stderr
@@ -90,3 +90,25 @@ def test_cli_unknown_group_option_lists_the_available_ones(tmp_path):
     assert "Could not find 'model/resnet1'" in result.stderr
     assert "resnet18" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_a_yaml_syntax_error_is_one_line_with_file_line_and_column(tmp_path):
+    broken = tmp_path / "extra" / "search" / "broken.yaml"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("# @package _global_\nhydra:\n  sweeper:\n    params: {x: [1, 2}\n")
+    result = run_cli(
+        [
+            "-m",
+            "hparams_search=optuna_fast",
+            "+search=broken",
+            f"hydra.searchpath=[file://{broken.parent.parent}]",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert (
+        "extra/search/broken.yaml:4:22: YAML syntax error: while parsing a flow sequence expected ',' or ']', but got '}'"
+        in result.stderr
+    )
+    assert "Traceback" not in result.stderr and not (tmp_path / "studies").exists()

@@ -194,7 +194,8 @@ def test_a_metric_that_is_never_logged_stops_the_study_after_the_first_epoch(tmp
     assert result.returncode != 0
     assert "optimized_metric='val/f2' was never logged; metrics logged: " in result.stderr
     trials = load_trials(tmp_path, "nometric_fast")
-    assert [t.state for t in trials] == [TrialState.FAIL]
+    assert [t.state for t in trials] == [TrialState.FAIL]  # stopped at once, nothing queued to run again
+    assert counted(trials) == []  # the config's fault takes no place of n_trials
 
 
 def test_bad_search_space_on_the_command_line_is_one_line_and_writes_nothing(tmp_path):

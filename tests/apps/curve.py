@@ -1,6 +1,7 @@
 """A training loop without Lightning: it reports one value per epoch and stops when the study prunes it."""
 
 import json
+import time
 from pathlib import Path
 
 import hydra
@@ -17,6 +18,7 @@ def curve(cfg: DictConfig) -> float:
     for epoch in range(1, cfg.epochs + 1):
         loss = abs(cfg.lr - 0.1) + 1.0 / epoch  # a loss that falls with epochs, lowest near lr=0.1
         epochs = epoch
+        time.sleep(cfg.epoch_s)
         if sweeplab.report(loss, epoch):
             break
     out = Path(HydraConfig.get().runtime.output_dir)

@@ -24,7 +24,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, RunMode, TaskFunction
 from omegaconf import DictConfig, read_write
 
-from sweeplab.errors import config_error
+from sweeplab.errors import SweeplabError, config_error
 
 log = logging.getLogger("sweeplab.sweep")
 
@@ -357,6 +357,40 @@ class SweeplabSearchPath(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
         search_path.append(provider="sweeplab", path="pkg://hydra_plugins.sweeplab_sweeper.conf")
         search_path.append(provider="sweeplab-studies", path=f"file://{generated_conf_dir(Path.cwd())}")
+
+
+def _yaml_errors_in_one_line() -> None:
+    """A YAML syntax error in any config file becomes one line with the file, line and column (Hydra would
+    print the parser's traceback). Plugin discovery imports this module before any config is loaded."""
+    import functools
+
+    import yaml
+    from hydra._internal.core_plugins.file_config_source import FileConfigSource
+    from hydra._internal.core_plugins.importlib_resources_config_source import ImportlibResourcesConfigSource
+
+    for source in (FileConfigSource, ImportlibResourcesConfigSource):
+        load = source.load_config
+        if getattr(load, "_one_line", False):
+            continue  # this module runs again when Hydra's plugin scan re-imports it
+
+        @functools.wraps(load)
+        def load_config(self: Any, config_path: str, _load: Any = load) -> Any:
+            try:
+                return _load(self, config_path)
+            except yaml.MarkedYAMLError as exc:
+                mark = exc.problem_mark
+                where = f"{self.path}/{self._normalize_file_name(config_path)}".removeprefix(
+                    f"{os.getcwd()}/"
+                )
+                at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+                problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+                raise SweeplabError(f"{where}{at}: YAML syntax error: {problem}") from exc
+
+        load_config._one_line = True  # type: ignore[attr-defined]
+        source.load_config = load_config  # type: ignore[method-assign]
+
+
+_yaml_errors_in_one_line()
 
 
 def generated_conf_dir(root_dir: str | os.PathLike) -> Path:

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
-from scipy.stats import spearmanr
 
 from sweeplab.reporting.view import StudyView, last_report
 from sweeplab.search.records import (
@@ -124,6 +123,8 @@ def _quantile_trend(view: StudyView, name: str, rows: list[tuple[Any, float]], n
             buckets.append(_bucket(view, f"[{_num(edges[i])}, {_num(edges[i + 1])}{closing}", in_bucket))
     rho = None
     if len(set(xs.tolist())) > 1 and len(set(ys)) > 1 and len(ys) >= 3:
+        from scipy.stats import spearmanr  # 1 s to import: only where a trend is computed
+
         rho = float(spearmanr(xs, ys).statistic)
     return Trend(name, "quantiles", buckets, rho)
 
