@@ -280,3 +280,34 @@ def test_a_grid_smaller_than_n_trials_runs_each_point_once_and_stops(tmp_path):
     assert sorted(t.params["models.optimizer.lr"] for t in trials) == [0.001, 0.002]
     assert all(t.state.is_finished() for t in trials)
     assert "the grid sampler has run every point of its grid" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "arguments", "message"),
+    [
+        (
+            [],
+            ["data.batch_size=0"],
+            r"^data\.batch_size=0: must be at least 1 \(found before the study started, in a",
+        ),
+        ([], ["models.optimizer.lr=0"], r"^models\.optimizer\.lr=0: must be a number > 0 \(found before"),
+        (["data.img_size=2"], [], r"^data\.img_size=2: too small for test_resnet"),
+        (["data=image_folder", "data.root=/nonexistent"], [], r"^data\.root='/nonexistent': no such folder"),
+        # a choice the space can take, though the config's own value is fine
+        (
+            [],
+            ["models.net.name=choice(test_resnet, resnet_18)"],
+            r"^models\.net\.name='resnet_18': not a timm model",
+        ),
+    ],
+)
+def test_a_config_a_trial_would_reject_is_refused_before_the_study_is_written(
+    compose_cfg, tmp_path, overrides, arguments, message
+):
+    def compose(extra):
+        return compose_cfg(["hparams_search=optuna_fast", *overrides, *extra], keep_hydra=True)
+
+    cfg = compose([])
+    with pytest.raises(SweeplabError, match=message):
+        make_plan(cfg.hydra.sweeper, cfg, arguments, _group_options, root_dir=str(tmp_path), compose=compose)
+    assert not (tmp_path / "studies").exists()

@@ -278,6 +278,9 @@ class SweeplabSweeperConf:
     custom_search_space: str | None = None
 
     # --- sweeplab's own ---
+    # a function (cfg) -> None that raises where the app's job would reject its config before training;
+    # called on the configurations the space can produce, before the study is created or written to
+    check: str | None = None
     pruner: Any = None
     # params only some trials get: {parent key: {value: {param: sweep or value}}}, e.g. ConvNeXt's layer
     # scale only when model=convnext_tiny (see conf/search/families.yaml)

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import SweeplabSweeperConf
 from sweeplab.config import typed
-from sweeplab.errors import config_error
+from sweeplab.errors import SweeplabError, config_error, one_line
 from sweeplab.search.pruning import build_pruner, build_sampler
 from sweeplab.search.records import ranked, searched_space
 from sweeplab.search.space import SearchSpace, focused_space, format_value, override_key
@@ -109,6 +109,10 @@ def make_plan(
                 "runs one fixed grid and cannot sample hydra.sweeper.conditional; use tpe, random, qmc, ...",
             )
 
+    quick_overrides = _quick_overrides(conf, job_cfg)
+    if conf.check:
+        check_configurations(conf.check, space, quick_overrides, compose)
+
     hydra_job = config.hydra.job
     study_name = str(conf.study_name or f"{hydra_job.get('name') or 'sweeplab'}{conf.study_suffix}")
     return SweepPlan(
@@ -118,7 +122,7 @@ def make_plan(
         space=space,
         sampler=build_sampler(conf.sampler, space.grid if _is_grid(conf.sampler) else None),
         pruner=build_pruner(conf.pruner, conf.guard),
-        quick_overrides=_quick_overrides(conf, job_cfg),
+        quick_overrides=quick_overrides,
         custom_search_space=_custom_search_space(conf, config),
         script=_script(),
         config_name=str(hydra_job.get("config_name") or "config"),
@@ -213,6 +217,47 @@ def _quick_overrides(conf: SweeplabSweeperConf, job_cfg: DictConfig) -> list[str
             )
         out.append(f"{target}={value}")
     return out
+
+
+def check_configurations(
+    hook_path: str, space: SearchSpace, quick: list[str], compose: Compose | None
+) -> None:
+    """Run the app's check (`hydra.sweeper.check`) on the configurations the study can produce, before
+    anything is written: every choice of each categorical param and both ends of each numeric one, the
+    others at their first choice or lower end, with the fixed values and quick validation. A config error
+    would otherwise surface in a trial, after the study was created."""
+    try:
+        hook = get_method(hook_path)
+    except Exception as exc:
+        raise config_error("hydra.sweeper.check", hook_path, f"cannot import it: {exc}") from None
+    if compose is None:
+        return
+    ends = {name: _ends(dist) for name, dist in space.distributions.items()}
+    first = {name: values[0] for name, values in ends.items()}
+    variants: list[dict[str, Any]] = [first]
+    for name, values in ends.items():
+        variants += [{**first, name: v} for v in values[1:]]
+    for params in variants:
+        overrides = [*quick, *space.overrides(params)]
+        cfg = compose(overrides)
+        job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        try:
+            hook(job_cfg)
+        except SweeplabError as exc:
+            raise SweeplabError(
+                f"{exc} (found before the study started, in a trial with {' '.join(overrides)})"
+            ) from None
+        except Exception as exc:
+            raise SweeplabError(
+                f"hydra.sweeper.check={hook_path}: {one_line(exc)} (in a trial with {' '.join(overrides)})"
+            ) from None
+
+
+def _ends(dist: optuna.distributions.BaseDistribution) -> list[Any]:
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return list(dist.choices)
+    low, high = dist.low, dist.high  # type: ignore[attr-defined]
+    return [low, high] if high != low else [low]
 
 
 def _parent_defaults(space: SearchSpace, job_cfg: DictConfig, compose: Compose | None) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 from typing import Any
@@ -12,10 +13,11 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab.config import instantiate_node
 from sweeplab.data import ImageDataModule
+from sweeplab.data.datamodule import check_folds
 from sweeplab.errors import SweeplabError, config_error, one_line
 from sweeplab.models import ImageClassifier
 from sweeplab.models.backbone import check_input_size
@@ -56,12 +58,39 @@ def build_datamodule(cfg: DictConfig, fold: int | None = None) -> ImageDataModul
     return dm
 
 
-def build_module(cfg: DictConfig, dm: ImageDataModule) -> ImageClassifier:
+def build_net(cfg: DictConfig, dm: ImageDataModule) -> torch.nn.Module:
+    """The backbone for `dm`'s classes and image size (checked against the model's input size), after
+    the optimizer's learning rate is checked."""
     lr = cfg.models.optimizer.get("lr")
     if lr is None or float(lr) <= 0:
         raise config_error("models.optimizer.lr", lr, "must be a number > 0")
     net = instantiate_node(cfg.models.net, "models.net", num_classes=dm.num_classes)
     check_input_size(net, cfg.models.net.name, dm.img_size)
+    return net
+
+
+def check_config(cfg: DictConfig) -> None:
+    """What a training job rejects before it trains (data root, CSV columns, unreadable images, image size,
+    batch size, model name, learning rate), checked on the CPU without training: the sweeper's
+    `hydra.sweeper.check`, so that a study refuses a bad config before it writes anything. The decoded
+    data stays in the process cache, where the study's trials find it."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.trainer.accelerator = "cpu"  # the sweeper never touches CUDA: its forked workers may
+    optimized_mode(cfg)
+    check_folds(cfg.data.get("folds"))
+    build_net(cfg, build_datamodule(cfg))
+
+
+def optimized_mode(cfg: DictConfig) -> str:
+    mode = str(cfg.get("optimized_mode", "max"))
+    if mode not in ("max", "min"):
+        raise config_error("optimized_mode", mode, "allowed: max, min")
+    return mode
+
+
+def build_module(cfg: DictConfig, dm: ImageDataModule) -> ImageClassifier:
+    net = build_net(cfg, dm)
     if dm.channels_last:
         net = net.to(memory_format=torch.channels_last)
     compile_args = compile_options(cfg)

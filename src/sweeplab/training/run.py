@@ -21,7 +21,13 @@ from sweeplab.data.datamodule import check_folds
 from sweeplab.errors import config_error
 from sweeplab.search.records import ATTR_FOLD_VALUES, ATTR_MAX_EPOCHS
 from sweeplab.search.trial import StudyTrial, current_trial
-from sweeplab.training.build import build_datamodule, build_module, build_trainer, compile_options
+from sweeplab.training.build import (
+    build_datamodule,
+    build_module,
+    build_trainer,
+    compile_options,
+    optimized_mode,
+)
 from sweeplab.training.callbacks import CompileTimer, MetricHistory, PruningCallback
 
 log = logging.getLogger(__name__)
@@ -70,9 +76,7 @@ class FoldRun:
 
 def _train(cfg: DictConfig) -> float | list[float]:
     started = time.perf_counter()
-    mode = str(cfg.get("optimized_mode", "max"))
-    if mode not in ("max", "min"):
-        raise config_error("optimized_mode", mode, "allowed: max, min")
+    mode = optimized_mode(cfg)
     folds, _ = check_folds(cfg.data.get("folds"))
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
