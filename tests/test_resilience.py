@@ -302,3 +302,39 @@ def test_sweeps_started_in_the_same_second_get_their_own_sweep_dirs(tmp_path):
     dead.wait()
     (wanted / SWEEP_LOCK).write_text(f"{os.uname().nodename} {dead.pid}")
     assert claim_sweep_dir(wanted) == wanted  # a dead sweep's dir is resumed in
+
+
+# -- SLURM's path, through submitit's local executor ------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_study_through_the_submitit_launcher_prunes_resumes_after_a_kill_and_ends_at_n_trials(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[slurm]'")
+    args = [
+        *CURVE,
+        "hydra/launcher=submitit_local",
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.n_jobs=2",
+        "epochs=3",
+        "epoch_s=1.0",
+        "hydra.sweeper.heartbeat_interval=5",
+    ]
+    sweep = _start(args, tmp_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and sweep.poll() is None:
+        time.sleep(0.2)
+        try:
+            if any(t.state == TrialState.COMPLETE for t in _trials(tmp_path)):
+                break
+        except Exception:  # the study is being created
+            continue
+    sweep.kill()  # in the middle of the second batch
+    assert sweep.wait(timeout=30) == -signal.SIGKILL
+    resumed = _run(args, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:] + resumed.stdout[-3000:]
+
+    trials = _trials(tmp_path)
+    assert len(counted(trials)) == 6
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert any(t.state == TrialState.PRUNED for t in trials)
+    assert any(t.user_attrs.get(ATTR_FAIL_REASON) == INTERRUPTED for t in trials)  # the kill cut a batch

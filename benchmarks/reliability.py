@@ -1,0 +1,138 @@
+"""Counts of what can go wrong when sweeps share a study, are killed and resumed: the reliability table.
+
+    python benchmarks/reliability.py [--rounds 5] [--postgres postgresql://user:pw@host/db]
+
+Method: every sweep runs tests/apps/curve.py (a plain Hydra app that reports one value per epoch and is
+pruned; a seeded random sampler over a continuous lr), each in its own process, in a fresh directory.
+- distinct configurations: 1, 2 and 3 sweeps started together with the same command (n_trials=12), then
+  the same command again with n_trials=18; counted: finished trials and distinct params among them.
+- kill rounds: in round r, a sweep that grows the study to 6 r trials (0.3 s epochs) is killed with SIGKILL
+  at a random moment (seeded), then the same command runs; counted: rounds after which that run ended
+  the study at exactly n_trials, with nothing RUNNING or WAITING left.
+- "database is locked": 4 sweeps on one SQLite study at once; counted: the phrase in their logs.
+- password hits (with --postgres): 2 sweeps on the server, the URL given directly on the command line;
+  counted: files under their directories that contain the password.
+Stop points (a sweep stopped at each of its storage writes, then resumed) are counted by
+tests/test_resilience.py::test_a_sweep_stopped_at_any_storage_write_is_finished_by_the_same_command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from sweeplab.search.records import counted  # noqa: E402
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+CURVE = [sys.executable, str(ROOT / "tests" / "apps" / "curve.py"), "-m", "hydra.sweeper.report=false"]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def start(where: Path, *overrides: str, log: str = "sweep.log") -> subprocess.Popen:
+    where.mkdir(parents=True, exist_ok=True)
+    out = (where / log).open("a")
+    return subprocess.Popen([*CURVE, *overrides], cwd=where, env=ENV, stdout=out, stderr=subprocess.STDOUT)
+
+
+def trials(url: str, name: str = "curve") -> list:
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def distinct(base: Path, sweeps: int) -> tuple[int, int]:
+    where = base / f"together{sweeps}"
+    for n_trials in (12, 18):
+        procs = [start(where, f"hydra.sweeper.n_trials={n_trials}", log=f"s{i}.log") for i in range(sweeps)]
+        assert all(p.wait() == 0 for p in procs), where
+    done = counted(trials(f"sqlite:///{where / 'studies' / 'curve.db'}"))
+    return len(done), len({tuple(sorted(t.params.items())) for t in done})
+
+
+def kill_rounds(base: Path, rounds: int) -> tuple[int, int]:
+    """Round r grows the study to 6 * r trials: a sweep killed at a random moment, then the same command."""
+    where, rng = base / "kills", random.Random(0)
+    url = f"sqlite:///{where / 'studies' / 'curve.db'}"
+    survived = 0
+    for r in range(1, rounds + 1):
+        args = [
+            f"hydra.sweeper.n_trials={6 * r}",
+            "epochs=4",
+            "epoch_s=0.3",
+            "hydra.sweeper.heartbeat_interval=5",
+        ]
+        sweep = start(where, *args)
+        time.sleep(rng.uniform(1.5, 5.0))
+        sweep.kill()
+        sweep.wait()
+        assert start(where, *args).wait() == 0, where
+        ts = trials(url)
+        still_open = [
+            t for t in ts if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+        ]
+        survived += len(counted(ts)) == 6 * r and not still_open
+    return survived, rounds
+
+
+def locked(base: Path) -> int:
+    where = base / "four"
+    procs = [start(where, "hydra.sweeper.n_trials=40", log=f"s{i}.log") for i in range(4)]
+    assert all(p.wait() == 0 for p in procs), where
+    return sum((where / f"s{i}.log").read_text().count("database is locked") for i in range(4))
+
+
+def password_hits(base: Path, url: str) -> int:
+    password = make_url(url).password
+    name = f"curve_{uuid.uuid4().hex[:8]}"
+    where = base / "postgres"
+    procs = [
+        start(
+            where / f"m{i}",
+            "hydra.sweeper.n_trials=8",
+            f"hydra.sweeper.storage={url}",
+            f"hydra.sweeper.study_name={name}",
+        )
+        for i in range(2)
+    ]
+    assert all(p.wait() == 0 for p in procs), where
+    return sum(password.encode() in p.read_bytes() for p in where.rglob("*") if p.is_file())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--postgres", default=os.environ.get("SWEEPLAB_TEST_POSTGRES"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        print("| measure | count |\n|---|---|")
+        for sweeps in (1, 2, 3):
+            finished, unique = distinct(base, sweeps)
+            print(
+                f"| distinct configurations, {sweeps} sweep(s) together then resumed | {unique} of {finished} finished |"
+            )
+        survived, rounds = kill_rounds(base, args.rounds)
+        print(
+            f"| SIGKILL rounds after which the same command ended at exactly n_trials, nothing left open | {survived} of {rounds} |"
+        )
+        print(f'| "database is locked" in the logs of 4 sweeps on one SQLite study | {locked(base)} |')
+        if args.postgres:
+            print(
+                f"| files holding the PostgreSQL password after 2 sweeps | {password_hits(base, args.postgres)} |"
+            )
+        else:
+            print("| files holding the PostgreSQL password | not measured: no --postgres URL |")
+
+
+if __name__ == "__main__":
+    main()
