@@ -202,17 +202,17 @@ class StudySweep:
                     executor.start(trial.number, self.job_overrides(trial))
                     remaining -= 1
                 if not executor.running:
-                    if stopping is not None or self.exhausted is not None:
-                        return stopping or str(self.exhausted)
+                    if stopping is not None:
+                        return stopping
                     if self.enqueue_rescues():
                         continue
                     trials = self.study.get_trials(deepcopy=False)
-                    if self.remaining(trials) > 0:
+                    if self.remaining(trials) > 0 and self.exhausted is None:
                         continue
-                    if self.wait_for_others():
+                    if self.wait_for_others():  # their trials may fail and need re-running here
                         continue
                     self.close_surplus_waiting()
-                    return self.done_reason(self.study.get_trials(deepcopy=False))
+                    return self.exhausted or self.done_reason(self.study.get_trials(deepcopy=False))
                 for number, outcome in executor.wait_any(timeout=conf.heartbeat_interval):
                     self.tell(self.asked.pop(number), outcome)
         except BaseException:  # Ctrl-C, a config error, too many failures: never leave trials RUNNING
@@ -350,6 +350,7 @@ class StudySweep:
     def ask(self) -> optuna.Trial | None:
         """A new trial with params no other trial of the study has, or None when other sweeps on the storage
         took the last places first or the space has no new configuration left (`exhausted`)."""
+        self.exhausted = None
         if self.grid_started():
             self.exhausted = "the grid sampler has started every point of its grid"
             return None
