@@ -32,11 +32,11 @@ DIRECTIONS = ("minimize", "maximize")
 # Where studies keep their files, relative to the directory a command is started from: the default
 # SQLite storage, and the configs a finished study generates under studies/conf/ (presets, focused spaces).
 STUDIES_DIR = "studies"
+GENERATED_CONF = "conf"
 # The smallest heartbeat interval: SQLite stores heartbeats to the second and a busy sweep may write one a
 # second or two late, so a shorter grace period (two intervals) could take a live trial for dead.
 MIN_HEARTBEAT_S = 5
 EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
-GENERATED_CONF = "conf"
 
 
 class SweeplabSweeper(Sweeper):
