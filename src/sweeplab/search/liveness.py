@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import threading
 from collections.abc import Collection
@@ -85,6 +86,9 @@ class Heartbeats:
 
     def _beat(self) -> None:
         assert self.interval
+        # Ctrl-C and SIGTERM go to the main thread, which may be waiting for a trial's process: delivered
+        # here, they would wait with it (Python runs handlers in the main thread only when it wakes)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         while not self._stop.wait(self.interval):
             with self._lock:
                 owned = sorted(self.owned)
