@@ -104,8 +104,11 @@ def _owner_gone(trial: FrozenTrial) -> bool:
     if trial.user_attrs.get(ATTR_HOST) != socket.gethostname():
         return False
     pid = trial.user_attrs.get(ATTR_PID)
-    if not isinstance(pid, int):
-        return False
+    return isinstance(pid, int) and _gone(pid)
+
+
+def _gone(pid: int) -> bool:
+    """No process `pid` on this machine (one of another user's counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -196,12 +199,4 @@ def _lock_is_dead(lock: Path) -> bool:
         host, pid = lock.read_text().split()
     except (OSError, ValueError):
         return False  # being written right now
-    if host != socket.gethostname():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return host == socket.gethostname() and pid.isdigit() and _gone(int(pid))
