@@ -7,9 +7,12 @@ the search space against the config's keys and groups, the sampler against the s
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,7 +245,8 @@ def check_configurations(
         cfg = compose(overrides)
         job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         try:
-            hook(job_cfg)
+            with _signals_to_main_thread():
+                hook(job_cfg)
         except SweeplabError as exc:
             raise SweeplabError(
                 f"{exc} (found before the study started, in a trial with {' '.join(overrides)})"
@@ -251,6 +255,22 @@ def check_configurations(
             raise SweeplabError(
                 f"hydra.sweeper.check={hook_path}: {one_line(exc)} (in a trial with {' '.join(overrides)})"
             ) from None
+
+
+@contextlib.contextmanager
+def _signals_to_main_thread() -> Iterator[None]:
+    """Threads a hook starts (torch's intra-op pool) inherit SIGINT/SIGTERM blocked, so Ctrl-C reaches the
+    main thread later; Python handles a signal that lands in another thread only when the main thread
+    next runs, which may be after a long wait for a trial."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stopping = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
 
 
 def _ends(dist: optuna.distributions.BaseDistribution) -> list[Any]:
