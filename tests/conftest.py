@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -83,6 +84,13 @@ def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+def default_sigint() -> None:
+    """preexec_fn of a subprocess a test interrupts: SIGINT at its default, as in a terminal. A shell that
+    starts a command in the background without job control (CI runners may) makes it ignore SIGINT, and
+    that disposition would pass to every process below it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(

@@ -28,7 +28,7 @@ from sweeplab.search.records import (
     counted,
 )
 from sweeplab.search.storage import open_storage
-from tests.conftest import QUICK, ROOT, load_trials, run_cli
+from tests.conftest import QUICK, ROOT, default_sigint, load_trials, run_cli
 
 PARALLEL = ["-m", "hparams_search=optuna_fast", "hydra.sweeper.n_jobs=2", *QUICK]
 
@@ -61,6 +61,7 @@ def _background_sweep(tmp_path: Path, name: str) -> tuple[subprocess.Popen, list
         cwd=tmp_path,
         stdout=log,
         stderr=subprocess.STDOUT,
+        preexec_fn=default_sigint,
     )
     return sweep, args
 
