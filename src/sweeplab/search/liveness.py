@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import socket
 import threading
 from collections.abc import Collection
@@ -31,6 +30,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.errors import SweeplabError, one_line
+from sweeplab.search.interrupts import block_stop_signals
 from sweeplab.search.records import ATTR_HOST, ATTR_PID, close_interrupted
 
 log = logging.getLogger("sweeplab.sweep")
@@ -86,9 +86,7 @@ class Heartbeats:
 
     def _beat(self) -> None:
         assert self.interval
-        # Ctrl-C and SIGTERM go to the main thread, which may be waiting for a trial's process: delivered
-        # here, they would wait with it (Python runs handlers in the main thread only when it wakes)
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        block_stop_signals()  # Ctrl-C must wake the main thread, which may be waiting for a trial
         while not self._stop.wait(self.interval):
             with self._lock:
                 owned = sorted(self.owned)

@@ -7,15 +7,12 @@ finds its trial through the storage and reports every epoch (`sweeplab.search.tr
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -24,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.errors import SweeplabError, config_error
 from sweeplab.search.executors import Executor, Outcome
+from sweeplab.search.interrupts import interrupt_after
 from sweeplab.search.liveness import Heartbeats, grace_period, owned_here, recover, running_elsewhere
 from sweeplab.search.plan import SweepPlan
 from sweeplab.search.pruning import describe, rescue_candidates, sampler_name
@@ -39,7 +37,6 @@ from sweeplab.search.records import (
     ATTR_QUICK,
     ATTR_RESCUE_OF,
     ATTR_RETRY_OF,
-    INTERRUPTED,
     NOT_RUN,
     STUDY_COMMAND,
     STUDY_CONFIG_NAME,
@@ -55,6 +52,8 @@ from sweeplab.search.records import (
     counted,
     counts,
     front,
+    interrupted,
+    never_ran,
     sign,
     stored_space,
 )
@@ -355,7 +354,7 @@ class StudySweep:
             self.exhausted = "the grid sampler has started every point of its grid"
             return None
         for _ in range(MAX_REPEATS):
-            with _interrupt_after():  # a trial is created and owned as one step, even under Ctrl-C
+            with interrupt_after():  # a trial is created and owned as one step, even under Ctrl-C
                 trial = self.study.ask(self.plan.space.distributions)
                 self.own(trial)
             if self.surplus(trial):
@@ -403,8 +402,7 @@ class StudySweep:
         if not params or any(k in trial.user_attrs for k in (ATTR_RETRY_OF, ATTR_RESCUE_OF, ATTR_FOCUS_BEST)):
             return None
         for other in self.study.get_trials(deepcopy=False):
-            reason = str(other.user_attrs.get(ATTR_FAIL_REASON, ""))
-            if other.number == trial.number or reason == INTERRUPTED or reason.startswith(NOT_RUN):
+            if other.number == trial.number or interrupted(other) or never_ran(other):
                 continue
             if other.params == params:
                 return other.number
@@ -416,11 +414,7 @@ class StudySweep:
         every = None if self.plan.custom_search_space else self.plan.space.configurations()
         if every is None:
             return True  # continuous or large: the next proposal differs
-        taken = [
-            t.params
-            for t in self.study.get_trials(deepcopy=False)
-            if not str(t.user_attrs.get(ATTR_FAIL_REASON, "")).startswith(NOT_RUN)
-        ]
+        taken = [t.params for t in self.study.get_trials(deepcopy=False) if not never_ran(t)]
         untaken = [c for c in every if c not in taken]
         if not untaken:
             self.exhausted = f"every one of the {len(every)} configurations of the search space has a trial"
@@ -553,22 +547,6 @@ class StudySweep:
         except ValueError:
             return "-"
         return f"{best.value:.4f} (trial {best.number})"
-
-
-@contextlib.contextmanager
-def _interrupt_after() -> Iterator[None]:
-    """Ctrl-C during the block takes effect when it ends (in the main thread, where signals arrive)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pressed: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if pressed:
-        raise KeyboardInterrupt
 
 
 def _waiting_rescues(trials: list[FrozenTrial]) -> list[FrozenTrial]:

@@ -7,12 +7,9 @@ the search space against the config's keys and groups, the sampler against the s
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import SweeplabSweeperConf
 from sweeplab.config import typed
 from sweeplab.errors import SweeplabError, config_error, one_line
+from sweeplab.search.interrupts import stop_signals_blocked
 from sweeplab.search.pruning import build_pruner, build_sampler
 from sweeplab.search.records import ranked, searched_space
 from sweeplab.search.space import SearchSpace, focused_space, format_value, override_key
@@ -91,7 +89,7 @@ def make_plan(
     `compose` (the sweeper's config loader) recomposes the job config for a conditional branch's group
     choice, so that its keys are checked where they exist (ConvNeXt's `ls_init_value` under model=convnext)."""
     conf = typed(SweeplabSweeperConf, sweeper, "hydra.sweeper")
-    job_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+    job_cfg = _job_config(config)
     metrics = _objectives(conf.directions, job_cfg)
     if conf.stop.target is not None and len(conf.directions) > 1:
         raise config_error("hydra.sweeper.stop.target", conf.stop.target, "needs a single-objective study")
@@ -164,6 +162,11 @@ def _objectives(directions: list[str], job_cfg: DictConfig) -> list[str]:
     if "optimized_metric" in job_cfg and len(directions) == 1:
         names = [str(job_cfg.optimized_metric)]
     return names
+
+
+def _job_config(config: DictConfig) -> DictConfig:
+    """The app's config without its `hydra` node: what the app's task receives."""
+    return OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
 
 
 def _is_grid(sampler: Any) -> bool:
@@ -243,9 +246,9 @@ def check_configurations(
     for params in variants:
         overrides = [*quick, *space.overrides(params)]
         cfg = compose(overrides)
-        job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        job_cfg = _job_config(cfg)
         try:
-            with _signals_to_main_thread():
+            with stop_signals_blocked():  # Ctrl-C reaches the main thread, not torch's pool
                 hook(job_cfg)
         except SweeplabError as exc:
             raise SweeplabError(
@@ -255,22 +258,6 @@ def check_configurations(
             raise SweeplabError(
                 f"hydra.sweeper.check={hook_path}: {one_line(exc)} (in a trial with {' '.join(overrides)})"
             ) from None
-
-
-@contextlib.contextmanager
-def _signals_to_main_thread() -> Iterator[None]:
-    """Threads a hook starts (torch's intra-op pool) inherit SIGINT/SIGTERM blocked, so Ctrl-C reaches the
-    main thread later; Python handles a signal that lands in another thread only when the main thread
-    next runs, which may be after a long wait for a trial."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    stopping = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
 
 
 def _ends(dist: optuna.distributions.BaseDistribution) -> list[Any]:

@@ -62,14 +62,23 @@ def sign(direction: str | StudyDirection) -> float:
     return 1.0 if name.lower() == "maximize" else -1.0
 
 
+def never_ran(trial: FrozenTrial) -> bool:
+    """Closed before its job started (a repeat, a place other sweeps took): its params were not tried."""
+    return str(trial.user_attrs.get(ATTR_FAIL_REASON, "")).startswith(NOT_RUN)
+
+
+def interrupted(trial: FrozenTrial) -> bool:
+    """Closed because its sweep stopped: its params run again in a new trial."""
+    return trial.user_attrs.get(ATTR_FAIL_REASON) == INTERRUPTED
+
+
 def counts(trial: FrozenTrial) -> bool:
     """Whether a trial counts toward n_trials: an interrupted trial is re-run, one "not run" never ran, and
     a config error stopped the study (it would fail every trial alike)."""
-    reason = str(trial.user_attrs.get(ATTR_FAIL_REASON, ""))
     return (
         trial.state in FINISHED
-        and reason != INTERRUPTED
-        and not reason.startswith(NOT_RUN)
+        and not interrupted(trial)
+        and not never_ran(trial)
         and ATTR_CONFIG_ERROR not in trial.user_attrs
     )
 
