@@ -92,3 +92,42 @@ def test_default_config_reaches_test_macro_f1_above_0_9_on_digits(compose_cfg):
     metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert metrics["epochs_run"] == cfg.trainer.max_epochs
     assert metrics["test"]["test/f1"] > 0.9
+
+
+def test_epochs_are_counted_from_1_in_metrics_and_in_the_progress_bar(compose_cfg):
+    from sweeplab.training.build import build_trainer
+    from sweeplab.training.callbacks import ProgressBar
+
+    cfg = compose_cfg(fast("trainer.max_epochs=2"))
+    train(cfg)
+    metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert metrics["last_val"]["epoch"] == 2 and metrics["best_val"]["epoch"] in (1, 2)
+
+    trainer = build_trainer(compose_cfg(["trainer.max_epochs=8", "trainer.accelerator=cpu"]), [])
+    (bar,) = [c for c in trainer.callbacks if isinstance(c, ProgressBar)]
+    bar._trainer = trainer  # as Lightning's setup sets it
+    assert bar._get_train_description(0).strip() == "Epoch 1/8"
+    assert bar._get_train_description(7).strip() == "Epoch 8/8"
+
+
+def test_callbacks_progress_null_leaves_no_progress_bar_at_all(compose_cfg):
+    from sweeplab.training.build import build_trainer
+
+    trainer = build_trainer(compose_cfg(["callbacks.progress=null", "trainer.accelerator=cpu"]), [])
+    assert trainer.progress_bar_callback is None
+
+
+def test_lightnings_pytree_deprecation_is_not_shown_to_users():
+    import subprocess
+    import sys
+
+    code = (
+        "import warnings; warnings.simplefilter('default');"
+        "import sweeplab.training.build;"
+        "from lightning.pytorch.utilities._pytree import _tree_flatten; _tree_flatten(1);"
+        "import torch.utils._pytree as p; p.LeafSpec()"  # the same warning from elsewhere still shows
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("`isinstance(treespec, LeafSpec)` is deprecated") == 1
+    assert "lightning/pytorch/utilities/_pytree.py" not in result.stderr

@@ -5,14 +5,16 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import warnings
 from typing import Any
 
 import lightning.pytorch as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab.config import instantiate_node
@@ -23,6 +25,15 @@ from sweeplab.models import ImageClassifier
 from sweeplab.models.backbone import check_input_size
 
 log = logging.getLogger(__name__)
+
+# Lightning's own pytree helper still builds torch's LeafSpec, which torch >= 2.10 deprecates: not the
+# user's business, and one line per run. Only that message, only from Lightning's module.
+warnings.filterwarnings(
+    "ignore",
+    message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    category=FutureWarning,
+    module=r"lightning\.pytorch\.utilities\._pytree",
+)
 
 
 def uses_gpu(cfg: DictConfig) -> bool:
@@ -150,6 +161,10 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback]) -> L.Train
         callbacks = kept
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_cfg["precision"] = precision
+    if quiet_console():  # a study's trial: its console shows warnings only, and no bar
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if not any(isinstance(c, ProgressBar) for c in callbacks):  # callbacks.progress=null: no bar at all
+        trainer_cfg.setdefault("enable_progress_bar", False)
     try:
         trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
     except InstantiationException as exc:
@@ -159,6 +174,15 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback]) -> L.Train
         raise
     log.info("trainer: accelerator=%s precision=%s", trainer.accelerator.__class__.__name__, precision)
     return trainer
+
+
+def quiet_console() -> bool:
+    """Whether this job's console shows warnings only (a sweep sets that for its trials, see
+    `sweeplab.search.plan.QUIET_CONSOLE`): then a progress bar would be the only thing on it."""
+    if not HydraConfig.initialized():
+        return False
+    level = OmegaConf.select(HydraConfig.get().job_logging, "handlers.console.level", default=None)
+    return str(level).upper() in ("WARNING", "ERROR", "CRITICAL")
 
 
 def _gpu_precision() -> str:

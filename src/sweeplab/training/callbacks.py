@@ -11,12 +11,23 @@ from typing import Any
 
 import lightning.pytorch as L
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 
 from sweeplab.errors import SweeplabError
 from sweeplab.search.records import ATTR_EPOCHS
 from sweeplab.search.trial import StudyTrial
 
 log = logging.getLogger(__name__)
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich bar, with epochs counted from 1 (`Epoch 3/8`) as every line sweeplab prints does."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = f"Epoch {current_epoch + 1}"
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
+            description += f"/{self.trainer.max_epochs}"
+        return f"{description:{len(self.validation_description)}}"
 
 
 class MetricHistory(L.Callback):
@@ -53,7 +64,7 @@ class MetricHistory(L.Callback):
                 f"optimized_metric={self.optimized_metric!r} was never logged; metrics logged: {logged}"
             )
         metrics[self.optimized_metric] = float(trainer.callback_metrics[self.optimized_metric])
-        metrics["epoch"] = trainer.current_epoch
+        metrics["epoch"] = trainer.current_epoch + 1  # epochs completed, as people count them
         self.epochs.append(metrics)
         diverged = [k for k in ("train/loss", "val/loss") if math.isnan(metrics.get(k, 0.0))]
         if diverged:  # every later epoch would be NaN too: fail now, with the reason
