@@ -112,3 +112,14 @@ def test_a_yaml_syntax_error_is_one_line_with_file_line_and_column(tmp_path):
         in result.stderr
     )
     assert "Traceback" not in result.stderr and not (tmp_path / "studies").exists()
+
+
+@pytest.mark.slow
+def test_a_group_set_to_null_on_the_command_line_is_one_line_naming_the_way_to_drop_it(tmp_path):
+    result = run_cli(["-m", "hparams_search=optuna_fast", "search=null"], cwd=tmp_path)
+    assert result.returncode == 1
+    assert (
+        "search=null: a config group cannot be set to null on the command line; drop it with '~search' "
+        "(quoted for the shell), e.g. to search only the params you pass"
+    ) in result.stderr.splitlines()
+    assert "Traceback" not in result.stderr and not (tmp_path / "studies").exists()

@@ -193,8 +193,13 @@ def test_report_files_say_what_the_study_holds_and_escape_user_strings(tmp_path)
     for plot in report.plots:
         assert plot.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         html = plot.html.read_text()
-        # plotly.js inline, no <script src=...>: works offline
-        assert "Plotly.newPlot" in html and not re.search(r"<script[^>]*\bsrc=", html)
+        # offline: the only script loaded is the one plotly.min.js beside the plots, none inline
+        assert "Plotly.newPlot" in html and re.findall(r"<script[^>]*\bsrc=\"([^\"]+)\"", html) == [
+            "plotly.min.js"
+        ]
+        assert len(html) < 100_000 and f'<a href="plots/{plot.name}.html">' in page
+    (js,) = plot.html.parent.glob("*.js")
+    assert js.name == "plotly.min.js" and js.stat().st_size > 1_000_000
 
 
 def test_a_two_objective_study_gets_a_pareto_front_in_files_and_plots(tmp_path):

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
 import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -45,11 +49,13 @@ def root(tmp_path_factory) -> Path:
         cwd=where,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    (where / "console.txt").write_text(result.stdout + result.stderr)
     return where
 
 
 def _sweep_dir(root: Path) -> Path:
-    return sorted((root / "multirun" / "rep").iterdir())[-1]
+    """The fixture study's sweep dir: the first under multirun/rep (a focused study run by a test comes later)."""
+    return sorted((root / "multirun" / "rep").iterdir())[0]
 
 
 def _study(root: Path) -> optuna.Study:
@@ -91,8 +97,10 @@ def test_study_files_say_what_the_storage_holds(root):
     assert results == {"name": "optuna", "best_params": best.params, "best_value": pytest.approx(best.value)}
 
     for name in PLOTS:
-        assert (out / "plots" / f"{name}.html").stat().st_size > 100_000  # plotly.js inline
+        assert 'src="plotly.min.js"' in (out / "plots" / f"{name}.html").read_text()  # one shared copy
         assert (out / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    # everything but the trials' checkpoints (kept for predict and rescue) fits in 8 MB
+    assert sum(f.stat().st_size for f in out.rglob("*") if f.is_file() and f.suffix != ".ckpt") < 8_000_000
     report = (out / "report.md").read_text()
     assert f"| 1 | {best.number} | {best.value:.4g} | COMPLETE |" in report
     assert f"preset=optimized/{STUDY}" in report and "seed=42,777,2024" in report
@@ -243,9 +251,36 @@ def test_the_command_given_for_a_trial_trains_exactly_its_config_in_full(root, m
         expected = flattener.flatten(full_overrides(trial)).job
     GlobalHydra.instance().clear()
     job = OmegaConf.to_container(cfg, resolve=False)
-    assert command[:2] == ["python", "runners/train.py"] or command[1].endswith("runners/train.py")
+    assert os.path.samefile(command[0], sys.executable)  # the interpreter that ran the study
+    assert command[1] == "runners/train.py" or command[1].endswith("runners/train.py")
     assert job == expected
     assert (
         job["trainer"]["max_epochs"] == 8
         and job["models"]["optimizer"]["lr"] == trial.params["models.optimizer.lr"]
     )
+
+
+def test_a_studys_console_has_one_status_line_per_trial_and_each_trials_lines_go_to_its_log(root):
+    console = (root / "console.txt").read_text()
+    status = re.findall(r"\[(\d)/6\] trial (\d) (COMPLETE|PRUNED|FAIL).* elapsed=", console)
+    assert sorted(int(n) for n, _, _ in status) == [1, 2, 3, 4, 5, 6]
+    assert all("left~" in line for line in console.splitlines() if "] trial " in line and "[6/6]" not in line)
+    # per-trial chatter (data sizes, trainer, the launcher's job lines) is not on the console ...
+    assert "data: " not in console and "Launching" not in console and "trainer: accelerator" not in console
+    # ... but in each trial's own log
+    for n in range(6):
+        log = (_sweep_dir(root) / str(n) / "rep.log").read_text()
+        assert f"trial {n}: data: " in log and "trainer: accelerator" in log
+
+
+def test_the_focused_study_command_of_the_report_runs_as_printed(root):
+    md = (_sweep_dir(root) / "report.md").read_text()
+    command = md.split("Run a focused study on it:\n\n```\n", 1)[1].split("\n```", 1)[0]
+    args = shlex.split(command)
+    assert os.path.samefile(args[0], sys.executable) and f"search=focused/{STUDY}" in args
+    result = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    focused = optuna.load_study(
+        study_name=f"{STUDY}_focused", storage=f"sqlite:///{root / 'studies' / STUDY}_focused.db"
+    )
+    assert len([t for t in focused.trials if t.state.is_finished()]) == 6

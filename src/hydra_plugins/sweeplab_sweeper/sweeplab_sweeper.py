@@ -9,6 +9,7 @@ Hydra's plugin scan executes this module again when it was imported before (swee
 import it), so its classes may exist twice: nothing may test an object against them with isinstance.
 """
 
+import functools
 import logging
 import os
 from dataclasses import dataclass, field
@@ -72,6 +73,8 @@ class SweeplabSweeper(Sweeper):
             self.keys, self.config, arguments, self._group_options, root_dir=root_dir, compose=self._compose
         )
         sweep_dir = self._claim_sweep_dir()
+        if plan.hydra_overrides:  # a quiet console: the basic launcher's "Launching"/"#n : ..." lines too
+            logging.getLogger("hydra._internal.core_plugins.basic_launcher").setLevel(logging.WARNING)
         try:
             executor = self._executor(plan.conf)
             self._hide_password(plan.storage_url)
@@ -160,9 +163,17 @@ class SweeplabSweeper(Sweeper):
         )
 
     def _group_options(self, name: str) -> list[str] | None:
+        """The options of config group `name`, those of its nested groups included (`search=focused/<study>`)."""
         assert self.hydra_context is not None
-        options = self.hydra_context.config_loader.get_group_options(name.replace(".", "/"))
-        return options or None
+        loader = self.hydra_context.config_loader
+
+        def options(group: str) -> list[str]:
+            found = list(loader.get_group_options(group))
+            for sub in loader.list_groups(group):
+                found += [f"{sub}/{o}" for o in options(f"{group}/{sub}")]
+            return found
+
+        return options(name.replace(".", "/")) or None
 
 
 def _log_summary(view: Any, stopped: str, sweep_dir: Path, retrain: str | None) -> None:
@@ -365,8 +376,6 @@ class SweeplabSearchPath(SearchPathPlugin):
 def _yaml_errors_in_one_line() -> None:
     """A YAML syntax error in any config file becomes one line with the file, line and column (Hydra would
     print the parser's traceback). Plugin discovery imports this module before any config is loaded."""
-    import functools
-
     import yaml
     from hydra._internal.core_plugins.file_config_source import FileConfigSource
     from hydra._internal.core_plugins.importlib_resources_config_source import ImportlibResourcesConfigSource
@@ -393,7 +402,35 @@ def _yaml_errors_in_one_line() -> None:
         source.load_config = load_config  # type: ignore[method-assign]
 
 
+def _null_group_in_one_line() -> None:
+    """`search=null` on the command line: Hydra refuses a group set to null with a traceback that names
+    neither the group nor the way out; this says both in one line."""
+    from hydra._internal import defaults_list
+
+    init = defaults_list.Overrides.__init__
+    if getattr(init, "_one_line", False):
+        return
+
+    @functools.wraps(init)
+    def overrides_init(self: Any, repo: Any, overrides_list: list[Any]) -> None:
+        try:
+            init(self, repo, overrides_list)
+        except ValueError as exc:
+            nulls = [o for o in overrides_list if not o.is_delete() and o.value() is None]
+            if not nulls or not str(exc).startswith("Config group override must be"):
+                raise
+            group = nulls[0].key_or_group
+            raise SweeplabError(
+                f"{nulls[0].input_line}: a config group cannot be set to null on the command line; "
+                f"drop it with '~{group}' (quoted for the shell), e.g. to search only the params you pass"
+            ) from exc
+
+    overrides_init._one_line = True  # type: ignore[attr-defined]
+    defaults_list.Overrides.__init__ = overrides_init  # type: ignore[method-assign]
+
+
 _yaml_errors_in_one_line()
+_null_group_in_one_line()
 
 
 def generated_conf_dir(root_dir: str | os.PathLike) -> Path:

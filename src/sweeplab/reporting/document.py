@@ -11,6 +11,7 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 
 @dataclass
@@ -41,12 +42,17 @@ class Code:
 
 
 @dataclass
+class Links:
+    items: list[tuple[str, str]]  # (text, a path relative to the report), one bullet each
+
+
+@dataclass
 class Image:
     path: Path  # a PNG; embedded in the HTML, linked (relative to the report) in the Markdown
     alt: str
 
 
-Block = Heading | Para | Bullets | Table | Code | Image
+Block = Heading | Para | Bullets | Links | Table | Code | Image
 
 
 def cell(value: Any) -> str:
@@ -70,6 +76,8 @@ def to_markdown(blocks: list[Block], base: Path) -> str:
             out.append(_md(block.text))
         elif isinstance(block, Bullets):
             out.append("\n".join(f"- {_md(item)}" for item in block.items))
+        elif isinstance(block, Links):
+            out.append("\n".join(f"- [{_md(text)}]({quote(href)})" for text, href in block.items))
         elif isinstance(block, Table):
             lines = ["| " + " | ".join(_md_cell(h) for h in block.header) + " |"]
             lines.append("|" + "---|" * len(block.header))
@@ -84,7 +92,7 @@ def to_markdown(blocks: list[Block], base: Path) -> str:
 
 
 def to_html(blocks: list[Block], title: str) -> str:
-    """One HTML page with no external references: styles inline, images as data: URIs, no scripts."""
+    """One HTML page: styles inline, images as data: URIs, no scripts; `Links` point at files beside it."""
     body: list[str] = []
     for block in blocks:
         if isinstance(block, Heading):
@@ -93,12 +101,20 @@ def to_html(blocks: list[Block], title: str) -> str:
             body.append(f"<p>{_h(block.text)}</p>")
         elif isinstance(block, Bullets):
             body.append("<ul>" + "".join(f"<li>{_h(item)}</li>" for item in block.items) + "</ul>")
+        elif isinstance(block, Links):
+            links = "".join(
+                f'<li><a href="{_h(quote(href))}">{_h(text)}</a></li>' for text, href in block.items
+            )
+            body.append(f"<ul>{links}</ul>")
         elif isinstance(block, Table):
             head = "".join(f"<th>{_h(h)}</th>" for h in block.header)
             rows = "".join(
                 "<tr>" + "".join(f"<td>{_h(cell(v))}</td>" for v in row) + "</tr>" for row in block.rows
             )
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            # a wide table scrolls inside its own box; the page keeps its width
+            body.append(
+                f'<div class="table"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
+            )
         elif isinstance(block, Code):
             body.append(f"<pre><code>{_h(block.text)}</code></pre>")
         elif isinstance(block, Image):
@@ -116,7 +132,8 @@ _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}"
     "table{border-collapse:collapse;margin:0.5rem 0 1rem}th,td{border:1px solid #ccc;padding:0.25rem 0.5rem;"
     "text-align:left;font-variant-numeric:tabular-nums}th{background:#f3f3f3}"
-    "pre{background:#f6f8fa;padding:0.75rem;overflow-x:auto}img{max-width:100%}"
+    "pre{background:#f6f8fa;padding:0.75rem;overflow-x:auto;white-space:pre-wrap;overflow-wrap:anywhere}"
+    "img{max-width:100%}div.table{max-width:100%;overflow-x:auto}td{overflow-wrap:anywhere;max-width:28rem}"
 )
 
 

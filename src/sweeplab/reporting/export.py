@@ -9,8 +9,10 @@ so `preset=optimized/<study>` and `search=focused/<study>` work without copying 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shlex
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -34,6 +36,19 @@ FOCUSED_GROUP = "focused"
 
 # overrides → the composed config with its `hydra` node (Hydra's config loader, in the sweeper or a runner)
 Composer = Callable[[list[str]], DictConfig]
+
+
+def python() -> str:
+    """The interpreter running now (the study's, or the report runner's), as printed commands call it:
+    relative to the working dir when inside it (`.venv/bin/python`), never resolved through the venv's
+    symlink (that would leave the venv)."""
+    if not sys.executable:
+        return "python"
+    path = Path(os.path.abspath(sys.executable))
+    try:
+        return path.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def config_stem(study_name: str) -> str:
@@ -113,7 +128,7 @@ class Flattener:
             if g in flat.new_groups or self.default_choices.get(g) != c
         ]
         args += [f"{'+' if k in flat.added else ''}{k}={_value_text(v)}" for k, v in flat.values.items()]
-        return shlex.join(["python", self.script, *(["-m"] if multirun else []), *args])
+        return shlex.join([python(), self.script, *(["-m"] if multirun else []), *args])
 
     def trial_command(self, trial: FrozenTrial) -> str:
         return self.command(self.flatten(full_overrides(trial)))
@@ -166,7 +181,7 @@ def export_preset(
             f"{option} would not reproduce trial {trial.number} (keys {', '.join(differing[:5])} differ{why}); "
             "not written"
         )
-    return Export(name, path, shlex.join(["python", flattener.script, option]), option)
+    return Export(name, path, shlex.join([python(), flattener.script, option]), option)
 
 
 def export_focused(
@@ -196,7 +211,7 @@ def export_focused(
     kept = [a for a in sweep_argv if a not in ("-m", "--multirun") and override_key(a) not in drop]
     command = shlex.join(
         [
-            "python",
+            python(),
             flattener.script,
             "-m",
             *kept,

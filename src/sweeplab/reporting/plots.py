@@ -56,9 +56,8 @@ def write_plots(view: StudyView, out_dir: Path, ranked_params: list[str]) -> lis
             fig = draw(plotly_backend)
             fig.update_layout(title=f"{view.name}: {title}")
             plot.html = out_dir / f"{name}.html"
-            fig.write_html(
-                plot.html, include_plotlyjs=True, full_html=True
-            )  # plotly.js inline: works offline
+            # every plot loads the one plotly.min.js written beside it: offline, and one copy per sweep dir
+            fig.write_html(plot.html, include_plotlyjs="directory", full_html=True)
             plot.png = out_dir / f"{name}.png"
             _save_png(draw, plot.png)
         except Exception as exc:  # Optuna refuses some studies (e.g. one distinct value); the report says why
@@ -134,6 +133,8 @@ def _save_png(draw: Draw, path: Path) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # trials that all reached one value (digits: val/f1 1.0) draw a flat axis; matplotlib widens it itself
+        warnings.filterwarnings("ignore", message="Attempting to set identical low and high ylims")
         axes = draw(mpl_backend)
     figure = np.asarray(axes).ravel()[0].figure
     try:

@@ -25,13 +25,14 @@ from sweeplab.reporting.document import (
     Code,
     Heading,
     Image,
+    Links,
     Para,
     Table,
     cell,
     to_html,
     to_markdown,
 )
-from sweeplab.reporting.export import Export, Flattener, export_focused, export_preset
+from sweeplab.reporting.export import Export, Flattener, export_focused, export_preset, python
 from sweeplab.reporting.files import write_files
 from sweeplab.reporting.pick import Pick, pick_trial, round_budget
 from sweeplab.reporting.plots import Plot, importances, write_plots
@@ -467,13 +468,12 @@ def _plots(plots: list[Plot]) -> list[Block]:
     drawn = [p for p in plots if p.png]
     for plot in drawn:
         blocks += [Heading(plot.title, 3), Image(plot.png, plot.title)]
-    blocks.append(
-        Bullets(
-            [f"{p.title}: plots/{p.name}.html (interactive, works offline)" for p in drawn]
-            + [f"{p.title}: not drawn ({p.skipped})" for p in plots if p.skipped]
-        )
-    )
-    return blocks
+    blocks += [
+        Para("Interactive versions (plotly, offline: they load plots/plotly.min.js):"),
+        Links([(p.title, f"plots/{p.name}.html") for p in drawn if p.html]),
+    ]
+    skipped = [f"{p.title}: not drawn ({p.skipped})" for p in plots if p.skipped]
+    return blocks + ([Bullets(skipped)] if skipped else [])
 
 
 def _next_steps(
@@ -493,7 +493,7 @@ def _next_steps(
         if seeded:
             blocks += [
                 Para("Check that it holds across seeds:"),
-                Code(shlex.join(["python", script, "-m", report.picked.option, f"seed={SEEDS}"])),
+                Code(shlex.join([python(), script, "-m", report.picked.option, f"seed={SEEDS}"])),
             ]
     if not view.single:
         blocks += _pareto_exports(view, root_dir)
@@ -525,7 +525,7 @@ def _next_steps(
         more = [a for a in command if not a.startswith("hydra.sweeper.n_trials=")]
         blocks += [
             Para("Or continue this study with more trials (the stored trials count toward n_trials):"),
-            Code(shlex.join(["python", script, *more, f"hydra.sweeper.n_trials={finished + 25}"])),
+            Code(shlex.join([python(), script, *more, f"hydra.sweeper.n_trials={finished + 25}"])),
         ]
     blocks += [Bullets([f"not produced: {note}" for note in report.notes])] if report.notes else []
     return blocks
@@ -546,7 +546,7 @@ def _pareto_exports(view: StudyView, root_dir: Path) -> list[Block]:
     script = Path(str(view.attr(STUDY_SCRIPT) or "runners/train.py")).with_name(REPORT_SCRIPT)
     if not (root_dir / script).is_file():
         return []  # an app without sweeplab's report runner beside it
-    base = ["python", str(script), f"study_name={view.name}"]
+    base = [python(), str(script), f"study_name={view.name}"]
     if view.storage_url != masked(default_storage(view.name, root_dir)):  # report.py runs from root_dir
         base.append(f"storage={view.storage_url}")
     lines = []

@@ -455,6 +455,7 @@ class StudySweep:
         return [
             *trial.user_attrs[ATTR_OVERRIDES],
             f"hydra.sweeper.study_name={format_value(self.plan.study_name)}",
+            *self.plan.hydra_overrides,
         ]
 
     def tell(self, trial: optuna.Trial, outcome: Outcome) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,8 @@ class SweepPlan:
     metrics: list[str]  # what each objective is: optimized_metric, *extra_objectives
     command: list[str]  # the sweep's command-line arguments, any password in a URL masked
     focus: Focus | None  # staged search: the earlier study and its narrowed space
+    # Hydra overrides every job gets (not stored with its trial): a quiet console, see `_quiet_console`
+    hydra_overrides: list[str] = field(default_factory=list)
 
     @property
     def directions(self) -> list[str]:
@@ -130,7 +132,20 @@ def make_plan(
         metrics=metrics,
         command=[masked_argument(a) for a in sys.argv[1:]],
         focus=focus,
+        hydra_overrides=_quiet_console(config),
     )
+
+
+QUIET_CONSOLE = "++hydra.job_logging.handlers.console.level=WARNING"
+
+
+def _quiet_console(config: DictConfig) -> list[str]:
+    """A study's console shows one status line per trial: each job's INFO lines go to its own log file
+    only, its warnings and errors to both. `hydra.verbose=true` keeps the jobs' consoles as they are, and
+    so does an app whose job logging has no handler named `console` (Hydra's default has one)."""
+    if config.hydra.get("verbose") or OmegaConf.select(config, "hydra.job_logging.handlers.console") is None:
+        return []
+    return [QUIET_CONSOLE]
 
 
 def _objectives(directions: list[str], job_cfg: DictConfig) -> list[str]:
