@@ -133,7 +133,7 @@ _STYLE = (
     "table{border-collapse:collapse;margin:0.5rem 0 1rem}th,td{border:1px solid #ccc;padding:0.25rem 0.5rem;"
     "text-align:left;font-variant-numeric:tabular-nums}th{background:#f3f3f3}"
     "pre{background:#f6f8fa;padding:0.75rem;overflow-x:auto;white-space:pre-wrap;overflow-wrap:anywhere}"
-    "img{max-width:100%}div.table{max-width:100%;overflow-x:auto}td{overflow-wrap:anywhere;max-width:28rem}"
+    "img{max-width:100%}div.table{max-width:100%;overflow-x:auto}td{overflow-wrap:break-word;max-width:28rem}"
 )
 
 
