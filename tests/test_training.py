@@ -96,7 +96,7 @@ def test_default_config_reaches_test_macro_f1_above_0_9_on_digits(compose_cfg):
 
 def test_epochs_are_counted_from_1_in_metrics_and_in_the_progress_bar(compose_cfg):
     from sweeplab.training.build import build_trainer
-    from sweeplab.training.callbacks import ProgressBar
+    from sweeplab.training.callbacks import EpochProgressBar
 
     cfg = compose_cfg(fast("trainer.max_epochs=2"))
     train(cfg)
@@ -104,7 +104,7 @@ def test_epochs_are_counted_from_1_in_metrics_and_in_the_progress_bar(compose_cf
     assert metrics["last_val"]["epoch"] == 2 and metrics["best_val"]["epoch"] in (1, 2)
 
     trainer = build_trainer(compose_cfg(["trainer.max_epochs=8", "trainer.accelerator=cpu"]), [])
-    (bar,) = [c for c in trainer.callbacks if isinstance(c, ProgressBar)]
+    (bar,) = [c for c in trainer.callbacks if isinstance(c, EpochProgressBar)]
     bar._trainer = trainer  # as Lightning's setup sets it
     assert bar._get_train_description(0).strip() == "Epoch 1/8"
     assert bar._get_train_description(7).strip() == "Epoch 8/8"

@@ -10,8 +10,10 @@ import it), so its classes may exist twice: nothing may test an object against t
 """
 
 import functools
+import inspect
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +67,7 @@ class SweeplabSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         from sweeplab.search.liveness import release_sweep_dir
         from sweeplab.search.loop import run_study
-        from sweeplab.search.plan import make_plan
+        from sweeplab.search.plan import QUIET_CONSOLE, make_plan
 
         assert self.config is not None
         root_dir = str(self.config.hydra.runtime.cwd)
@@ -73,7 +75,7 @@ class SweeplabSweeper(Sweeper):
             self.keys, self.config, arguments, self._group_options, root_dir=root_dir, compose=self._compose
         )
         sweep_dir = self._claim_sweep_dir()
-        if plan.hydra_overrides:  # a quiet console: the basic launcher's "Launching"/"#n : ..." lines too
+        if QUIET_CONSOLE in plan.hydra_overrides:  # the basic launcher's "Launching"/"#n : ..." lines too
             logging.getLogger("hydra._internal.core_plugins.basic_launcher").setLevel(logging.WARNING)
         try:
             executor = self._executor(plan.conf)
@@ -373,64 +375,75 @@ class SweeplabSearchPath(SearchPathPlugin):
         search_path.append(provider="sweeplab-studies", path=f"file://{generated_conf_dir(Path.cwd())}")
 
 
-def _yaml_errors_in_one_line() -> None:
-    """A YAML syntax error in any config file becomes one line with the file, line and column (Hydra would
-    print the parser's traceback). Plugin discovery imports this module before any config is loaded."""
+Translate = Callable[[dict[str, Any], Exception], str | None]
+
+
+def _in_one_line(owner: Any, name: str, translate: Translate) -> None:
+    """Wrap Hydra's `owner.name` so that an error `translate` recognises (given the call's arguments by
+    name) becomes one SweeplabError line, where Hydra would print a traceback. Once only: Hydra's plugin
+    scan imports this module again."""
+    original = getattr(owner, name)
+    if getattr(original, "_one_line", False):
+        return
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(*args, **kwargs)
+        except Exception as exc:
+            line = translate(signature.bind(*args, **kwargs).arguments, exc)
+            if line is None:
+                raise
+            raise SweeplabError(line) from exc
+
+    wrapped._one_line = True  # type: ignore[attr-defined]
+    setattr(owner, name, wrapped)
+
+
+def _yaml_error(call: dict[str, Any], exc: Exception) -> str | None:
+    """A YAML syntax error in any config file: the file, line and column."""
     import yaml
+
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return None
+    mark, source = exc.problem_mark, call["self"]
+    where = f"{source.path}/{source._normalize_file_name(call['config_path'])}".removeprefix(
+        f"{os.getcwd()}/"
+    )
+    at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+    problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+    return f"{where}{at}: YAML syntax error: {problem}"
+
+
+def _null_group(call: dict[str, Any], exc: Exception) -> str | None:
+    """`search=null` on the command line: Hydra's refusal names neither the group nor the way out."""
+    nulls = [o for o in call["overrides_list"] if not o.is_delete() and o.value() is None]
+    if (
+        not isinstance(exc, ValueError)
+        or not nulls
+        or not str(exc).startswith("Config group override must be")
+    ):
+        return None
+    group = nulls[0].key_or_group
+    return (
+        f"{nulls[0].input_line}: a config group cannot be set to null on the command line; "
+        f"drop it with '~{group}' (quoted for the shell), e.g. to search only the params you pass"
+    )
+
+
+def _hydra_errors_in_one_line() -> None:
+    """Plugin discovery imports this module before any config is loaded or override parsed."""
+    from hydra._internal import defaults_list
     from hydra._internal.core_plugins.file_config_source import FileConfigSource
     from hydra._internal.core_plugins.importlib_resources_config_source import ImportlibResourcesConfigSource
 
     for source in (FileConfigSource, ImportlibResourcesConfigSource):
-        load = source.load_config
-        if getattr(load, "_one_line", False):
-            continue  # this module runs again when Hydra's plugin scan re-imports it
-
-        @functools.wraps(load)
-        def load_config(self: Any, config_path: str, _load: Any = load) -> Any:
-            try:
-                return _load(self, config_path)
-            except yaml.MarkedYAMLError as exc:
-                mark = exc.problem_mark
-                where = f"{self.path}/{self._normalize_file_name(config_path)}".removeprefix(
-                    f"{os.getcwd()}/"
-                )
-                at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-                problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
-                raise SweeplabError(f"{where}{at}: YAML syntax error: {problem}") from exc
-
-        load_config._one_line = True  # type: ignore[attr-defined]
-        source.load_config = load_config  # type: ignore[method-assign]
+        _in_one_line(source, "load_config", _yaml_error)
+    _in_one_line(defaults_list.Overrides, "__init__", _null_group)
 
 
-def _null_group_in_one_line() -> None:
-    """`search=null` on the command line: Hydra refuses a group set to null with a traceback that names
-    neither the group nor the way out; this says both in one line."""
-    from hydra._internal import defaults_list
-
-    init = defaults_list.Overrides.__init__
-    if getattr(init, "_one_line", False):
-        return
-
-    @functools.wraps(init)
-    def overrides_init(self: Any, repo: Any, overrides_list: list[Any]) -> None:
-        try:
-            init(self, repo, overrides_list)
-        except ValueError as exc:
-            nulls = [o for o in overrides_list if not o.is_delete() and o.value() is None]
-            if not nulls or not str(exc).startswith("Config group override must be"):
-                raise
-            group = nulls[0].key_or_group
-            raise SweeplabError(
-                f"{nulls[0].input_line}: a config group cannot be set to null on the command line; "
-                f"drop it with '~{group}' (quoted for the shell), e.g. to search only the params you pass"
-            ) from exc
-
-    overrides_init._one_line = True  # type: ignore[attr-defined]
-    defaults_list.Overrides.__init__ = overrides_init  # type: ignore[method-assign]
-
-
-_yaml_errors_in_one_line()
-_null_group_in_one_line()
+_hydra_errors_in_one_line()
 
 
 def generated_conf_dir(root_dir: str | os.PathLike) -> Path:

@@ -51,6 +51,11 @@ def python() -> str:
         return str(path)
 
 
+def command_line(script: str, *args: str) -> str:
+    """`<python> <script> <args>`, quoted for the shell: every command sweeplab prints."""
+    return shlex.join([python(), script, *args])
+
+
 def config_stem(study_name: str) -> str:
     """A study name as a config file name (Hydra reads `.` and `/` in option names as structure)."""
     return re.sub(r"[^A-Za-z0-9_-]+", "_", study_name).strip("_") or "study"
@@ -128,7 +133,7 @@ class Flattener:
             if g in flat.new_groups or self.default_choices.get(g) != c
         ]
         args += [f"{'+' if k in flat.added else ''}{k}={_value_text(v)}" for k, v in flat.values.items()]
-        return shlex.join([python(), self.script, *(["-m"] if multirun else []), *args])
+        return command_line(self.script, *(["-m"] if multirun else []), *args)
 
     def trial_command(self, trial: FrozenTrial) -> str:
         return self.command(self.flatten(full_overrides(trial)))
@@ -181,7 +186,7 @@ def export_preset(
             f"{option} would not reproduce trial {trial.number} (keys {', '.join(differing[:5])} differ{why}); "
             "not written"
         )
-    return Export(name, path, shlex.join([python(), flattener.script, option]), option)
+    return Export(name, path, command_line(flattener.script, option), option)
 
 
 def export_focused(
@@ -209,15 +214,12 @@ def export_focused(
     _write_config(path, note, body)
     drop = {*searched, "search", "hydra.sweeper.study_name", "hydra.sweeper.allow_space_change"}
     kept = [a for a in sweep_argv if a not in ("-m", "--multirun") and override_key(a) not in drop]
-    command = shlex.join(
-        [
-            python(),
-            flattener.script,
-            "-m",
-            *kept,
-            flattener.option("search", name),
-            f"hydra.sweeper.study_name={study_name}_focused",
-        ]
+    command = command_line(
+        flattener.script,
+        "-m",
+        *kept,
+        flattener.option("search", name),
+        f"hydra.sweeper.study_name={study_name}_focused",
     )
     return Export(name, path, command, flattener.option("search", name))
 

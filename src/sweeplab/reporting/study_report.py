@@ -32,7 +32,7 @@ from sweeplab.reporting.document import (
     to_html,
     to_markdown,
 )
-from sweeplab.reporting.export import Export, Flattener, export_focused, export_preset, python
+from sweeplab.reporting.export import Export, Flattener, command_line, export_focused, export_preset
 from sweeplab.reporting.files import write_files
 from sweeplab.reporting.pick import Pick, pick_trial, round_budget
 from sweeplab.reporting.plots import Plot, importances, write_plots
@@ -493,7 +493,7 @@ def _next_steps(
         if seeded:
             blocks += [
                 Para("Check that it holds across seeds:"),
-                Code(shlex.join([python(), script, "-m", report.picked.option, f"seed={SEEDS}"])),
+                Code(command_line(script, "-m", report.picked.option, f"seed={SEEDS}")),
             ]
     if not view.single:
         blocks += _pareto_exports(view, root_dir)
@@ -525,7 +525,7 @@ def _next_steps(
         more = [a for a in command if not a.startswith("hydra.sweeper.n_trials=")]
         blocks += [
             Para("Or continue this study with more trials (the stored trials count toward n_trials):"),
-            Code(shlex.join([python(), script, *more, f"hydra.sweeper.n_trials={finished + 25}"])),
+            Code(command_line(script, *more, f"hydra.sweeper.n_trials={finished + 25}")),
         ]
     blocks += [Bullets([f"not produced: {note}" for note in report.notes])] if report.notes else []
     return blocks
@@ -533,9 +533,9 @@ def _next_steps(
 
 def _multirun(command: str, sweep: str) -> str:
     """`python <script> <args>` as `python <script> -m <args> <sweep>` (the sweep's key replaces the args')."""
-    python, script, *args = shlex.split(command)
+    interpreter, script, *args = shlex.split(command)
     args = [a for a in args if override_key(a) != override_key(sweep)]
-    return shlex.join([python, script, "-m", *args, sweep])
+    return shlex.join([interpreter, script, "-m", *args, sweep])
 
 
 def _pareto_exports(view: StudyView, root_dir: Path) -> list[Block]:
@@ -546,13 +546,15 @@ def _pareto_exports(view: StudyView, root_dir: Path) -> list[Block]:
     script = Path(str(view.attr(STUDY_SCRIPT) or "runners/train.py")).with_name(REPORT_SCRIPT)
     if not (root_dir / script).is_file():
         return []  # an app without sweeplab's report runner beside it
-    base = [python(), str(script), f"study_name={view.name}"]
+    base = [f"study_name={view.name}"]
     if view.storage_url != masked(default_storage(view.name, root_dir)):  # report.py runs from root_dir
         base.append(f"storage={view.storage_url}")
     lines = []
     for t in front:
         values = ", ".join(f"{m}={cell(v)}" for m, v in zip(view.metrics, t.values, strict=True))
-        lines.append(f"# trial {t.number}: {values}\n{shlex.join([*base, f'pick.trial={t.number}'])}")
+        lines.append(
+            f"# trial {t.number}: {values}\n{command_line(str(script), *base, f'pick.trial={t.number}')}"
+        )
     budget = round_budget(front[len(front) // 2].values[1], view.directions[1])
     example = pick_trial(view, budget=budget).trial.number
     bound = "at most" if view.directions[1] == "minimize" else "at least"
@@ -566,7 +568,7 @@ def _pareto_exports(view: StudyView, root_dir: Path) -> list[Block]:
             f"or as the best {view.metric} among the trials whose {view.metrics[1]} is {bound} a budget "
             f"(here: trial {example}):"
         ),
-        Code(shlex.join([*base, f"pick.budget={budget}"])),
+        Code(command_line(str(script), *base, f"pick.budget={budget}")),
     ]
 
 

@@ -20,7 +20,7 @@ from sweeplab.search.trial import StudyTrial
 log = logging.getLogger(__name__)
 
 
-class ProgressBar(RichProgressBar):
+class EpochProgressBar(RichProgressBar):
     """Lightning's rich bar, with epochs counted from 1 (`Epoch 3/8`) as every line sweeplab prints does."""
 
     def _get_train_description(self, current_epoch: int) -> str:
