@@ -19,7 +19,14 @@ from optuna.trial import TrialState, create_trial
 
 from sweeplab.reporting import StudyView, analysis, write_study_report
 from sweeplab.reporting.view import dumps
-from sweeplab.search.records import ATTR_EPOCHS, ATTR_FAIL_REASON, ATTR_MAX_EPOCHS, STUDY_METRICS
+from sweeplab.search.records import (
+    ATTR_EPOCHS,
+    ATTR_FAIL_REASON,
+    ATTR_MAX_EPOCHS,
+    ATTR_QUICK,
+    ATTR_TEST,
+    STUDY_METRICS,
+)
 from sweeplab.search.space import SearchSpace
 from tests.conftest import PLOTS
 
@@ -34,7 +41,7 @@ SPACE = {
 
 def _study(tmp_path: Path, directions: list[str] | None = None) -> optuna.Study:
     storage = f"sqlite:///{tmp_path / 'studies' / 'synthetic.db'}"
-    (tmp_path / "studies").mkdir(exist_ok=True)
+    (tmp_path / "studies").mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(
         study_name="synthetic", storage=storage, directions=directions or ["maximize"]
     )
@@ -76,6 +83,7 @@ def _filled(tmp_path: Path) -> optuna.Study:
             },
             value,
             [value - 0.3, value - 0.2, value - 0.1, value],
+            **({ATTR_TEST: {"test/f1": 0.83, "test/acc": 0.84}} if i == 7 else {}),
         )
     _add(study, TrialState.COMPLETE, {"lr": 1e-4, "wd": 0.05, "depth": 2, "opt": "sgd"}, 0.01, [0.01] * 4)
     # at epoch 1 this one ranks first of all trials: a suspect
@@ -187,7 +195,7 @@ def test_report_files_say_what_the_study_holds_and_escape_user_strings(tmp_path)
     md = report.files["report_md"].read_text()
     prose = "".join(md.split("```")[::2])  # fenced code (the focused space) shows text literally
     assert "<script" not in prose and "&lt;script&gt;" in prose
-    assert "\n### Possibly pruned too early\n" in md and "| 9 | 1 | 0.95 | 1 of 11 |" in md
+    assert "\n## Possibly pruned too early\n" in md and "| 9 | 1 | 0.95 | 1 of 11 |" in md
     assert "| ValueError: NaN | 2 | 11, 12 |" in md
     assert {p.name for p in report.plots if p.png} == PLOTS
     for plot in report.plots:
@@ -211,6 +219,98 @@ def test_a_two_objective_study_gets_a_pareto_front_in_files_and_plots(tmp_path):
     assert {p["trial"] for p in best["pareto_front"]} == {t.number for t in study.best_trials}
     assert "pareto_front" in {p.name for p in report.plots if p.png}
     assert "## Pareto front" in report.files["report_md"].read_text()
+
+
+def _sections(md: str) -> list[str]:
+    return [line[3:] for line in md.splitlines() if line.startswith("## ")]
+
+
+def test_the_report_reads_as_an_analysis_from_findings_to_next_steps(tmp_path):
+    report = write_study_report(_view(_filled(tmp_path)), tmp_path / "out", flattener=None, root_dir=tmp_path)
+    md = report.files["report_md"].read_text()
+    assert _sections(md) == [
+        "Summary",
+        "Sweep setup",
+        "Search space and fixed settings",
+        "Completion status",
+        "Possibly pruned too early",
+        "Failures",
+        "All trials, ranked",
+        "Best trial: trial 7",
+        "Parameter importances",
+        "Per-parameter trends",
+        "Statistics",
+        "Plots",
+        "Next steps",
+    ]
+    summary = md.split("## Summary\n\n", 1)[1].split("\n## ", 1)[0]
+    # best against the median and the first configuration, in sentences; then what mattered and the caveats
+    assert (
+        "Trial 7 reached the best val/f1, 0.85, 0.2 better than the median of the 9 complete trials (0.65)"
+        in summary
+    )
+    assert "the first configuration tried (trial 0) reached 0.5" in summary
+    assert "The params that looked most important for val/f1 (fANOVA): " in summary
+    assert "lr (importance 0.2" in summary and "best on average at [0.01389, 0.1] (0.8)" in summary
+    assert "The evidence is weak: only 9 complete trials; at most 4 epochs per trial." in summary
+    assert "trial 9 ranked 1 of 11 at epoch 1 when it was pruned" in summary
+    assert "Next: retrain trial 7 in full" in summary
+
+    # the search space with its distributions; escaped choices
+    assert "| lr | 0.0001 .. 0.1 | log-uniform float |" in md and "| depth | 1 .. 8 | uniform int |" in md
+    assert "| opt | adamw, sgd, '&lt;script&gt;" in md
+
+    # every trial ranked: complete by value, pruned by their value at the pruned epoch, failed with reason
+    ranked = md.split("## All trials, ranked\n", 1)[1].split("\n## ", 1)[0]
+    rows = [r.split(" | ") for r in ranked.splitlines() if r.startswith("| ") and not r.startswith("| rank")]
+    assert [(r[0].lstrip("| "), r[1]) for r in rows] == [
+        *[(str(i + 1), str(n)) for i, n in enumerate([7, 6, 5, 4, 3, 2, 1, 0, 8])],
+        ("10", "9"),
+        ("11", "10"),
+        ("-", "11"),
+        ("-", "12"),
+    ]
+    assert rows[9][2:4] == ["0.95", "pruned at epoch 1"] and rows[10][2:4] == ["0.02", "pruned at epoch 2"]
+    assert rows[11][3] == "fail" and rows[11][-1] == "ValueError: NaN |" and rows[0][-1] == "best |"
+
+    # the best trial up close: its curve beside the median trial's, its test metrics, its z-score
+    deep = md.split("## Best trial: trial 7\n", 1)[1].split("\n## ", 1)[0]
+    assert "val/f1 0.85, best at epoch 4 of the 4 it ran; +1.00 standard deviations from the mean" in deep
+    assert "| 4 | 0.85 | 0.65 |" in deep  # the median of the 9 trials that reached epoch 4
+    assert "| test/f1 | 0.83 |" in deep and "| test/acc | 0.84 |" in deep
+
+
+def _ranked_study(tmp_path: Path, n: int, epochs: int, **attrs) -> StudyView:
+    study = _study(tmp_path)
+    for i in range(n):
+        value = 0.5 + 0.01 * i
+        _add(study, TrialState.COMPLETE, {"lr": 10 ** (-4 + 3 * i / n)}, value, [value] * epochs, **attrs)
+    return _view(study)
+
+
+def test_evidence_is_weak_with_few_trials_and_strong_only_with_many_full_length_ones(tmp_path):
+    assert analysis.evidence(_ranked_study(tmp_path / "a", 4, 10)).strength == "weak"
+    many = analysis.evidence(_ranked_study(tmp_path / "b", 30, 10))
+    assert many.strength == "strong" and many.reasons == []
+    quick = analysis.evidence(_ranked_study(tmp_path / "c", 30, 3, **{ATTR_QUICK: ["trainer.max_epochs=3"]}))
+    assert quick.strength == "moderate" and quick.quick == ["trainer.max_epochs=3"]
+    assert quick.reasons == [
+        "at most 3 epochs per trial",
+        "values from quick validation (trainer.max_epochs=3), not from full training",
+    ]
+
+
+def test_the_fallback_is_the_top_trial_whose_params_differ_most_from_the_best(tmp_path):
+    study = _study(tmp_path)
+    best = {"lr": 0.01, "wd": 0.05, "depth": 4, "opt": "adamw"}
+    _add(study, TrialState.COMPLETE, best, 0.9, [0.9])
+    _add(study, TrialState.COMPLETE, {**best, "lr": 0.011}, 0.89, [0.89])  # second, but nearly the best
+    _add(study, TrialState.COMPLETE, {"lr": 1e-4, "wd": 0.0, "depth": 1, "opt": "sgd"}, 0.88, [0.88])
+    _add(study, TrialState.COMPLETE, {"lr": 0.1, "wd": 0.1, "depth": 8, "opt": "sgd"}, 0.1, [0.1])  # not top
+    view = _view(study)
+    trial, distance = analysis.fallback(view)
+    assert trial.number == 2 and 0.5 < distance <= 1.0
+    assert analysis.param_distance(view, best, best) == 0.0
 
 
 def test_json_files_never_carry_nan(tmp_path):

@@ -194,7 +194,7 @@ def test_the_report_runner_reports_a_study_that_is_still_running(root, tmp_path)
         ([], "study_name=None: give the study to report"),
         (["study_name=nope"], "study_name='nope': no study file studies/nope.db"),
         (["study_name=x", "storage=sqlite:////no/such/dir/x.db"], "no such SQLite file"),
-        (["study_name=x", "top_k=0"], "top_k=0: must be an integer >= 1"),
+        (["study_name=x", "pruned_top_k=0"], "pruned_top_k=0: must be an integer >= 1"),
         (
             ["study_name=x", "storage=postgresql://me:s3cret@127.0.0.1:9/db"],
             "storage='postgresql://me:***@127.0.0.1:9/db'",

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from optuna.distributions import CategoricalDistribution
+from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.reporting.view import StudyView, last_report
@@ -21,13 +21,15 @@ from sweeplab.search.records import (
     ATTR_EPOCHS,
     ATTR_FAIL_REASON,
     ATTR_MAX_EPOCHS,
+    ATTR_OVERRIDES,
+    ATTR_QUICK,
     STUDY_PRUNER,
     STUDY_SAMPLER,
     STUDY_STOPPED,
 )
 from sweeplab.search.space import focus_count as focus_count  # how many top trials a focused space spans
 from sweeplab.search.space import focused_space as narrowed_space
-from sweeplab.search.space import format_value
+from sweeplab.search.space import format_value, override_key
 
 # Tukey's fences: a value beyond 1.5 IQR outside the quartiles is an outlier.
 IQR_FENCE = 1.5
@@ -233,3 +235,126 @@ def study_stats(view: StudyView) -> dict[str, Any]:
 
 def _iso(when: datetime) -> str:
     return when.isoformat(timespec="seconds")
+
+
+def space_rows(view: StudyView) -> list[list[str]]:
+    """The searched space as a table: param, range or choices, distribution."""
+    rows = []
+    for name, dist in view.space.items():
+        if isinstance(dist, CategoricalDistribution):
+            rows.append([name, ", ".join(format_value(c) for c in dist.choices), "categorical"])
+            continue
+        kind = "int" if isinstance(dist, IntDistribution) else "float"
+        scale = "log-uniform" if getattr(dist, "log", False) else "uniform"
+        step = getattr(dist, "step", None)
+        steps = (
+            f", step {format_value(step)}" if step is not None and not (kind == "int" and step == 1) else ""
+        )
+        rows.append([name, f"{_num(dist.low)} .. {_num(dist.high)}", f"{scale} {kind}{steps}"])
+    return rows
+
+
+def shared_overrides(view: StudyView) -> list[str]:
+    """The overrides every trial that ran got besides its searched params: the study's fixed settings."""
+    lists = [t.user_attrs.get(ATTR_OVERRIDES) for t in view.trials]
+    lists = [o for o in lists if o]
+    if not lists:
+        return []
+    searched = set(view.param_names)
+    shared = [o for o in lists[0] if all(o in rest for rest in lists[1:])]
+    return [o for o in shared if override_key(o) not in searched]
+
+
+@dataclass
+class Evidence:
+    """How far the study's numbers can be trusted, and why: "weak", "moderate" or "strong"."""
+
+    strength: str
+    reasons: list[str]
+    quick: list[str]  # the quick-validation overrides the values were measured under
+
+
+FEW_TRIALS = 10  # fewer complete trials than this: trends and importances are hints
+ENOUGH_TRIALS = 30  # from here, with full-length trials, the evidence is strong
+FEW_EPOCHS = 5  # trials this short rank configurations by their start, not their end
+
+
+def evidence(view: StudyView) -> Evidence:
+    complete = view.complete
+    quick = sorted({o for t in view.trials for o in t.user_attrs.get(ATTR_QUICK) or []})
+    reasons = []
+    if len(complete) < FEW_TRIALS:
+        reasons.append(f"only {len(complete)} complete trial{'s' if len(complete) != 1 else ''}")
+    epochs = [int(t.user_attrs[ATTR_EPOCHS]) for t in complete if ATTR_EPOCHS in t.user_attrs]
+    if epochs and max(epochs) <= FEW_EPOCHS:
+        reasons.append(f"at most {max(epochs)} epoch{'s' if max(epochs) != 1 else ''} per trial")
+    if quick:
+        reasons.append(f"values from quick validation ({', '.join(quick)}), not from full training")
+    if len(complete) < FEW_TRIALS:
+        strength = "weak"
+    elif reasons or len(complete) < ENOUGH_TRIALS:
+        strength = "moderate"
+    else:
+        strength = "strong"
+    return Evidence(strength, reasons, quick)
+
+
+@dataclass
+class KeyParam:
+    name: str
+    importance: float
+    best_range: str | None  # the trend's bucket (quartile range or choice) with the best mean
+    best_mean: float | None
+
+
+def key_params(view: StudyView, weights: dict[str, float], limit: int = 3) -> list[KeyParam]:
+    """The params that mattered: the most important ones (fANOVA) down to a tenth of the total, each with
+    the range or choice where the complete trials did best on average."""
+    trends = {t.param: t for t in param_trends(view)}
+    keys = []
+    for name, weight in list(weights.items())[:limit]:
+        if weight < 0.1 and keys:
+            break
+        trend = trends.get(name)
+        buckets = trend.buckets if trend and len(trend.buckets) > 1 else []
+        top = max(buckets, key=lambda b: view.sign * b.mean) if buckets else None
+        keys.append(KeyParam(name, weight, top.label if top else None, top.mean if top else None))
+    return keys
+
+
+def param_distance(view: StudyView, a: dict[str, Any], b: dict[str, Any]) -> float:
+    """How different two trials' params are, from 0 (same) to 1: the mean over the searched params of
+    |a - b| on the distribution's scale (log where it is log), and 0 or 1 for choices."""
+    parts = []
+    for name, dist in view.space.items():
+        if name not in a or name not in b:
+            parts.append(0.0 if (name in a) == (name in b) else 1.0)
+        elif isinstance(dist, CategoricalDistribution):
+            parts.append(0.0 if a[name] == b[name] else 1.0)
+        else:
+            scale = math.log if getattr(dist, "log", False) else float
+            low, high = scale(dist.low), scale(dist.high)
+            parts.append(abs(scale(a[name]) - scale(b[name])) / (high - low) if high > low else 0.0)
+    return float(np.mean(parts)) if parts else 0.0
+
+
+def fallback(view: StudyView) -> tuple[FrozenTrial, float] | None:
+    """A second configuration to fall back on: among the top complete trials after the best (the same
+    top a focused space spans), the one whose params differ most from the best's; None below 2 trials."""
+    ranked = view.ranked()
+    if len(ranked) < 2:
+        return None
+    best = ranked[0]
+    candidates = ranked[1 : max(2, focus_count(len(ranked)))]
+    scored = [(t, param_distance(view, best.params, t.params)) for t in candidates]
+    return max(scored, key=lambda ts: ts[1])  # the first of equals: the better ranked
+
+
+def median_curve(view: StudyView) -> dict[int, float]:
+    """Per step, the median value the finished trials reported (what a typical trial looked like then)."""
+    steps: dict[int, list[float]] = defaultdict(list)
+    for t in view.state(TrialState.COMPLETE, TrialState.PRUNED):
+        for step, value in t.intermediate_values.items():
+            if not math.isnan(value):
+                steps[step].append(value)
+    return {step: float(np.median(values)) for step, values in sorted(steps.items())}

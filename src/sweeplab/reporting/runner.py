@@ -22,7 +22,7 @@ log = logging.getLogger("sweeplab.report")
 
 def report(cfg: DictConfig) -> StudyReport:
     name = check_name(cfg.get("study_name"))
-    top_k, pruned_top_k = _positive(cfg, "top_k"), _positive(cfg, "pruned_top_k")
+    pruned_top_k = _positive(cfg, "pruned_top_k")
     root = Path.cwd()
     url = resolve_storage(cfg.get("storage"), name, root, key="storage")
     path = sqlite_path(url)
@@ -54,7 +54,6 @@ def report(cfg: DictConfig) -> StudyReport:
         out_dir,
         flattener,
         root,
-        top_k=top_k,
         pruned_top_k=pruned_top_k,
         export=bool(cfg.get("export", True)),
         pick=pick,

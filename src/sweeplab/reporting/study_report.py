@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from optuna.trial import FrozenTrial
 
 from sweeplab.errors import SweeplabError, one_line
-from sweeplab.reporting import analysis
+from sweeplab.reporting import analysis, sections
 from sweeplab.reporting.document import (
     Block,
     Bullets,
@@ -36,14 +36,22 @@ from sweeplab.reporting.export import Export, Flattener, command_line, export_fo
 from sweeplab.reporting.files import write_files
 from sweeplab.reporting.pick import Pick, pick_trial, round_budget
 from sweeplab.reporting.plots import Plot, importances, write_plots
-from sweeplab.reporting.view import StudyView
-from sweeplab.search.records import ATTR_EPOCHS, ATTR_GUARD_SAVED, ATTR_RESCUE_OF, STUDY_COMMAND, STUDY_SCRIPT
+from sweeplab.reporting.view import StudyView, full_overrides
+from sweeplab.search.records import (
+    ATTR_EPOCHS,
+    ATTR_GUARD_SAVED,
+    ATTR_RESCUE_OF,
+    STUDY_COMMAND,
+    STUDY_SCRIPT,
+    counts,
+)
 from sweeplab.search.space import focus_count, override_key
 from sweeplab.search.storage import default_storage, masked
 
 log = logging.getLogger("sweeplab.report")
 
 SEEDS = "42,777,2024"  # the seeds a winner is validated over
+MORE_TRIALS = 25  # what the "continue this study" command adds
 REPORT_SCRIPT = "report.py"  # beside the training script (runners/)
 # Recomposing a trial fails like this when configs changed since the study ran (a group or key removed).
 EXPORT_ERRORS = (SweeplabError, HydraException, OmegaConfBaseException)
@@ -67,7 +75,6 @@ def write_study_report(
     out_dir: Path,
     flattener: Flattener | None,
     root_dir: str | Path,
-    top_k: int = 10,
     pruned_top_k: int = 3,
     export: bool = True,
     pick: Pick | None = None,
@@ -111,15 +118,15 @@ def write_study_report(
         except EXPORT_ERRORS as exc:  # the report is still worth writing; it says why the export is missing
             notes.append(f"export failed: {one_line(exc, with_type=False)}")
             log.warning("export failed: %s", one_line(exc, with_type=False))
-            if preset is None:
-                retrain = _command_line(flattener, best, notes)
+    if preset is None and retrain is None and flattener is not None and best is not None:
+        retrain = _command_line(flattener, best, notes)  # export=false, or the export failed
     retrain = preset.command if preset else retrain
     stats = analysis.study_stats(view)
     files = write_files(view, out_dir, retrain, stats, _picked_record(view, pick, picked))
     weights = importances(view)
     plots = write_plots(view, out_dir / "plots", list(weights) or view.param_names)
     report = StudyReport(out_dir, files, plots, preset, focused, notes, pick, picked, retrain)
-    blocks = _blocks(view, stats, report, flattener, space, weights, top_k, pruned_top_k, Path(root_dir))
+    blocks = _blocks(view, stats, report, flattener, space, weights, pruned_top_k, Path(root_dir))
     (out_dir / "report.md").write_text(to_markdown(blocks, out_dir))
     (out_dir / "report.html").write_text(to_html(blocks, f"Study {view.name}"))
     files["report_md"], files["report_html"] = out_dir / "report.md", out_dir / "report.html"
@@ -181,23 +188,39 @@ def _blocks(
     flattener: Flattener | None,
     space: dict[str, str] | None,
     weights: dict[str, float],
-    top_k: int,
     pruned_top_k: int,
     root_dir: Path,
 ) -> list[Block]:
-    counts = stats["trials"]
+    """The report's arc: findings and the next action, setup, space, completion, every trial ranked, the
+    best trial up close, trends and statistics, plots, then every next step with its command."""
+    script = str(view.attr(STUDY_SCRIPT) or "runners/train.py")
+    study_command = view.attr(STUDY_COMMAND)
+    suspects = analysis.pruned_too_early(view, pruned_top_k)
+    second = analysis.fallback(view) if view.single else None
+    plot = next(
+        (f"plots/{p.name}.html" for p in report.plots if p.name == "intermediate_values" and p.html), None
+    )
     blocks: list[Block] = [
         Heading(f"Study {view.name}", 1),
-        Para(
-            f"{len(view.trials)} trials: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
-            f"{counts['FAIL']} failed, {counts['RUNNING']} running. Objective: "
-            + ", ".join(f"{m} ({d})" for m, d in zip(view.metrics, view.directions, strict=True))
-            + "."
+        *sections.summary(
+            view,
+            stats,
+            analysis.key_params(view, weights),
+            analysis.evidence(view),
+            suspects,
+            _next_action(view, report, script),
         ),
-        Bullets(_summary(view, stats)),
+        *sections.setup(view, command_line(script, *study_command) if study_command is not None else None),
+        *sections.search_space(view, _best_job(view, flattener)),
+        *sections.completion(view, stats),
+        *_pruned(view, flattener, suspects, pruned_top_k),
+        *_guard_and_rescue(view),
+        *_failures(view),
+        *_pareto(view),
+        *sections.all_trials(view, second[0].number if second else None),
+        *_exported_pick(view, report),
+        *sections.best_trial(view, stats, plot),
     ]
-    blocks += _ranking(view, top_k)
-    blocks += _exported_pick(view, report)
     if weights:
         blocks += [
             Heading("Parameter importances"),
@@ -206,75 +229,50 @@ def _blocks(
         ]
     blocks += _trends(view)
     blocks += _statistics(view, stats)
-    blocks += _pruned(view, flattener, pruned_top_k)
-    blocks += _guard_and_rescue(view)
-    blocks += _failures(view)
     blocks += _plots(report.plots)
-    seeded = _has_seed(flattener)
-    blocks += _next_steps(view, report, space, root_dir, seeded)
+    blocks += _next_steps(view, report, flattener, space, root_dir, _has_seed(flattener), second)
     return blocks
 
 
-def _summary(view: StudyView, stats: dict[str, Any]) -> list[str]:
-    items = []
-    best = stats.get("best")
-    if best:
-        z = f", z-score {best['z_score']:.2f} among complete trials" if best["z_score"] is not None else ""
-        items.append(f"best {view.metric}: {cell(best['value'])} (trial {best['trial']}{z})")
-    elif "pareto_front" in stats:
-        numbers = ", ".join(str(p["trial"]) for p in stats["pareto_front"])
-        items.append(f"Pareto front: {len(stats['pareto_front'])} trials ({numbers or 'none yet'})")
-    else:
-        items.append("no complete trial yet")
-    items.append(f"sampler {stats['sampler'] or '-'}, pruner {stats['pruner'] or '-'}")
-    epochs = stats["epochs"]
-    if epochs["unpruned"]:
-        items.append(
-            f"epochs run: {epochs['run']} of {epochs['unpruned']} an unpruned study would have run "
-            f"({100 * epochs['saved_fraction']:.0f}% saved by pruning)"
-        )
-    else:
-        items.append(f"epochs run: {epochs['run']}")
-    if stats["wall_time_s"] is not None:
-        items.append(
-            f"time: {stats['wall_time_s']:.0f} s from first start to last finish, {stats['trial_time_s']:.0f} s in trials"
-        )
-    items.append(f"stopped: {stats['stopped'] or '-'}")
-    items.append(f"storage: {view.storage_url}")
-    return items
+def _next_action(view: StudyView, report: StudyReport, script: str) -> tuple[str, str | None]:
+    """The one thing to do next, for the summary: (what, its command or None)."""
+    best = view.best
+    if best is not None:
+        if report.retrain:
+            return f"retrain trial {best.number} in full", report.retrain
+        return f"retrain trial {best.number} in full (no command could be built: see Next steps)", None
+    if not view.single and view.front:
+        return "export one trial of the Pareto front as a preset; the commands are under Next steps", None
+    more = _continue_command(view, script)
+    return ("run more trials of this study", more) if more else ("run the study", None)
 
 
-def _ranking(view: StudyView, top_k: int) -> list[Block]:
-    params = view.param_names
-    if view.single:
-        top = view.ranked()[:top_k]
-        title, rows_from = f"Top {len(top)} trials by {view.metric}", top
-    else:
-        rows_from = view.front
-        title = "Pareto front"
-    if not rows_from:
+def _best_job(view: StudyView, flattener: Flattener | None) -> dict[str, Any] | None:
+    """The best trial's composed job config (for the settings held fixed beside the searched ones)."""
+    best = view.best or (view.ranked()[0] if view.ranked() else None)
+    if flattener is None or best is None:
+        return None
+    try:
+        return flattener.flatten(full_overrides(best)).job
+    except EXPORT_ERRORS:  # configs changed since the study ran; the export says why
+        return None
+
+
+def _pareto(view: StudyView) -> list[Block]:
+    if view.single or not view.front:
         return []
-    header = ["rank" if view.single else "#", "trial", *view.metrics, "state", "epochs", *params]
+    params = view.param_names
     rows = [
-        [
-            i + 1,
-            t.number,
-            *t.values,
-            t.state.name,
-            t.user_attrs.get(ATTR_EPOCHS),
-            *(t.params.get(p) for p in params),
-        ]
-        for i, t in enumerate(rows_from)
+        [t.number, *t.values, t.user_attrs.get(ATTR_EPOCHS), *(t.params.get(p) for p in params)]
+        for t in view.front
     ]
-    if view.single:
-        return [Heading(title), Table(header, rows)]
     return [
-        Heading(title),
+        Heading("Pareto front"),
         Para(
             "The complete trials no other complete trial matches or beats in every objective: each is a "
             "different trade-off (no order among them). Next steps give the command that exports one as a preset."
         ),
-        Table(header, rows),
+        Table(["trial", *view.metrics, "epochs", *params], rows),
     ]
 
 
@@ -346,29 +344,22 @@ def _statistics(view: StudyView, stats: dict[str, Any]) -> list[Block]:
     return blocks
 
 
-def _pruned(view: StudyView, flattener: Flattener | None, top_k: int) -> list[Block]:
-    pruned = view.pruned
-    if not pruned:
+def _pruned(
+    view: StudyView, flattener: Flattener | None, suspects: list[analysis.EarlyPruned], top_k: int
+) -> list[Block]:
+    """The pruned trials that ranked near the top when they were stopped, each with the command that trains
+    it in full: where the pruner may have killed the best configuration."""
+    if not view.pruned:
         return []
-    at: dict[int, int] = {}
-    for t in pruned:
-        epoch = t.user_attrs.get("pruned_at_epoch") or (
-            max(t.intermediate_values) if t.intermediate_values else 0
-        )
-        at[int(epoch)] = at.get(int(epoch), 0) + 1
-    blocks: list[Block] = [
-        Heading("Pruned trials"),
-        Para(f"{len(pruned)} trials were pruned. Epoch they stopped at, and how many stopped there:"),
-        Table(["epoch", "trials"], sorted(at.items())),
-    ]
-    suspects = analysis.pruned_too_early(view, top_k)
     if not suspects:
-        blocks.append(
-            Para(f"No pruned trial ranked in the top {top_k} of the trials at the epoch it was pruned.")
-        )
-        return blocks
-    blocks += [
-        Heading("Possibly pruned too early", 3),
+        return [
+            Heading("Possibly pruned too early"),
+            Para(
+                f"None: no pruned trial ranked in the top {top_k} of the trials at the epoch it was pruned."
+            ),
+        ]
+    blocks: list[Block] = [
+        Heading("Possibly pruned too early"),
         Para(
             f"These ranked in the top {top_k} of all trials at the epoch they were pruned: the pruner compared "
             "them with trials that were further along or luckier at that epoch. Each command trains one in full."
@@ -477,11 +468,18 @@ def _plots(plots: list[Plot]) -> list[Block]:
 
 
 def _next_steps(
-    view: StudyView, report: StudyReport, space: dict[str, str] | None, root_dir: Path, seeded: bool
+    view: StudyView,
+    report: StudyReport,
+    flattener: Flattener | None,
+    space: dict[str, str] | None,
+    root_dir: Path,
+    seeded: bool,
+    second: tuple[FrozenTrial, float] | None,
 ) -> list[Block]:
-    """What to run next; a seed check only for an app whose config has a `seed` key."""
+    """What to run next, each with its command: retrain, check over seeds (only for an app whose config has a
+    `seed` key), a fallback configuration, a focused study, more trials."""
     blocks: list[Block] = [Heading("Next steps")]
-    script = view.attr(STUDY_SCRIPT) or "runners/train.py"
+    script = str(view.attr(STUDY_SCRIPT) or "runners/train.py")
     if report.pick and report.picked:
         blocks += [
             Para(
@@ -507,6 +505,8 @@ def _next_steps(
                 ),
                 Code(_multirun(report.retrain, f"seed={SEEDS}")),
             ]
+    if second is not None and flattener is not None:
+        blocks += _fallback(view, flattener, *second)
     if space:
         yaml_text = OmegaConf.to_yaml(OmegaConf.create({"hydra": {"sweeper": {"params": space}}}))
         where = f" (written to {report.focused.path})" if report.focused else ""
@@ -519,16 +519,45 @@ def _next_steps(
         ]
         if report.focused:
             blocks += [Para("Run a focused study on it:"), Code(report.focused.command)]
-    command = view.attr(STUDY_COMMAND)
-    if command is not None:
-        finished = len(view.trials) - view.counts["RUNNING"]
-        more = [a for a in command if not a.startswith("hydra.sweeper.n_trials=")]
+    more = _continue_command(view, script)
+    if more:
         blocks += [
-            Para("Or continue this study with more trials (the stored trials count toward n_trials):"),
-            Code(command_line(script, *more, f"hydra.sweeper.n_trials={finished + 25}")),
+            Para(
+                f"Or continue this study with {MORE_TRIALS} more trials (the stored trials count toward n_trials):"
+            ),
+            Code(more),
         ]
     blocks += [Bullets([f"not produced: {note}" for note in report.notes])] if report.notes else []
     return blocks
+
+
+def _continue_command(view: StudyView, script: str) -> str | None:
+    """The study's own command with n_trials raised by MORE_TRIALS over the trials that count so far."""
+    command = view.attr(STUDY_COMMAND)
+    if command is None:
+        return None
+    counted = sum(1 for t in view.trials if counts(t))
+    kept = [a for a in command if override_key(a) != "hydra.sweeper.n_trials"]
+    return command_line(script, *kept, f"hydra.sweeper.n_trials={counted + MORE_TRIALS}")
+
+
+def _fallback(view: StudyView, flattener: Flattener, trial: FrozenTrial, distance: float) -> list[Block]:
+    """The second configuration to try: a good trial unlike the best one, with the command that trains it."""
+    try:
+        command = flattener.trial_command(trial)
+    except EXPORT_ERRORS as exc:
+        log.warning("no command for the fallback trial %d: %s", trial.number, one_line(exc, with_type=False))
+        return []
+    rank = [t.number for t in view.ranked()].index(trial.number) + 1
+    return [
+        Para(
+            f"Fallback, if the best does not hold up: trial {trial.number} ({view.metric} {cell(trial.values[0])}, "
+            f"rank {rank}) is the trial among the top {max(2, focus_count(len(view.complete)))} whose params "
+            f"differ most from the best's (distance {distance:.2f}; 0: the same params, 1: as far apart as the "
+            "space allows). Train it in full:"
+        ),
+        Code(command),
+    ]
 
 
 def _multirun(command: str, sweep: str) -> str:

@@ -45,6 +45,7 @@ from sweeplab.search.records import (
     STUDY_PRUNER,
     STUDY_SAMPLER,
     STUDY_SCRIPT,
+    STUDY_SETTINGS,
     STUDY_SPACE,
     STUDY_STOPPED,
     SURPLUS,
@@ -142,6 +143,14 @@ def open_study(plan: SweepPlan) -> optuna.Study:
         STUDY_METRICS: plan.metrics,
         STUDY_SAMPLER: sampler_name(plan.sampler),
         STUDY_PRUNER: describe(plan.pruner),
+        STUDY_SETTINGS: {
+            "sampler": plan.conf.sampler,
+            "pruner": plan.conf.pruner,
+            "n_trials": plan.n_trials,
+            "n_jobs": plan.n_jobs,
+            "timeout": plan.conf.timeout,
+            "quick_validation": plan.quick_overrides,
+        },
         STUDY_STOPPED: f"not finished: a sweep started {time.strftime('%Y-%m-%d %H:%M:%S')} is running or was killed",
     }.items():
         study.set_user_attr(key, value)

@@ -30,6 +30,7 @@ ATTR_MAX_EPOCHS = "max_epochs"  # the epochs the trial would have run unpruned
 ATTR_PRUNED_AT = "pruned_at_epoch"
 ATTR_FOLD_VALUES = "fold_values"  # a k-fold trial's value of each fold it finished (its value is their mean)
 ATTR_FAIL_REASON = "fail_reason"
+ATTR_TEST = "test_metrics"  # what the job measured on its held-out test split, where it has one
 ATTR_LOST = "lost"  # how a trial's process died without a result (killed, crashed): then it is re-run
 ATTR_RETRY_OF = "retry_of"  # on a re-queued trial: the number of the interrupted one
 ATTR_GUARD_SAVED = "guard_saved"  # [[step, rule], ...]: the pruner said stop, the guard said no
@@ -52,6 +53,7 @@ STUDY_SAMPLER = "sweeplab:sampler"
 STUDY_PRUNER = "sweeplab:pruner"
 STUDY_FOCUSED_FROM = "sweeplab:focused_from"  # the earlier study a focused one narrows
 STUDY_STOPPED = "sweeplab:stopped"
+STUDY_SETTINGS = "sweeplab:settings"  # the sweep's sampler, pruner and budget as configured (for the report)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 

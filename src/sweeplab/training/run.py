@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab.data.datamodule import check_folds
 from sweeplab.errors import config_error
-from sweeplab.search.records import ATTR_FOLD_VALUES, ATTR_MAX_EPOCHS
+from sweeplab.search.records import ATTR_FOLD_VALUES, ATTR_MAX_EPOCHS, ATTR_TEST
 from sweeplab.search.trial import StudyTrial, current_trial
 from sweeplab.training.build import (
     build_datamodule,
@@ -142,6 +142,8 @@ def _train(cfg: DictConfig) -> float | list[float]:
     if runs[0].compile_s is not None:
         result["compile_s"] = runs[0].compile_s
     write_json(output_dir / "metrics.json", result)
+    if study_trial and result["test"]:  # the report's deep dive on the best trial shows them
+        study_trial.set(ATTR_TEST, result["test"])
     log.info(
         "%s best %.4f (%s)%s; test %s; %.1fs",
         cfg.optimized_metric,

@@ -1,0 +1,394 @@
+"""The analysis sections of a study report, in the order a reader needs them: what was found and what to do
+(summary), how the sweep was set up, what was searched and what was held fixed, how the trials ended,
+every trial ranked, and the best trial up close. Each builder reads the study alone (plus the app's
+config loader where it can recompose a trial), so a report regenerated from the storage says the same.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeplab.reporting.analysis import (
+    EarlyPruned,
+    Evidence,
+    KeyParam,
+    median_curve,
+    shared_overrides,
+    space_rows,
+    z_score,
+)
+from sweeplab.reporting.document import Block, Bullets, Code, Heading, Para, Table, cell
+from sweeplab.reporting.view import StudyView, last_report
+from sweeplab.search.records import (
+    ATTR_EPOCHS,
+    ATTR_FAIL_REASON,
+    ATTR_FOCUS_BEST,
+    ATTR_FOLD_VALUES,
+    ATTR_RESCUE_OF,
+    ATTR_TEST,
+    STUDY_FOCUSED_FROM,
+    STUDY_PRUNER,
+    STUDY_SAMPLER,
+    STUDY_SETTINGS,
+)
+from sweeplab.search.space import override_key
+
+FIXED_ROWS = 40  # at most this many settings from the app's config beside the searched params
+
+
+def summary(
+    view: StudyView,
+    stats: dict[str, Any],
+    keys: list[KeyParam],
+    evidence: Evidence,
+    suspects: list[EarlyPruned],
+    action: tuple[str, str | None],
+) -> list[Block]:
+    """The findings in sentences, how strong the evidence is, and the one thing to do next."""
+    blocks: list[Block] = [Heading("Summary")]
+    best = view.best
+    if best is not None:
+        blocks.append(Para(_best_sentence(view, stats, best)))
+    elif not view.single:
+        front = view.front
+        blocks.append(
+            Para(
+                f"{len(front)} complete trial{'s' if len(front) != 1 else ''} form the Pareto front of "
+                + " and ".join(f"{m} ({d})" for m, d in zip(view.metrics, view.directions, strict=True))
+                + ": each is a trade-off no other complete trial beats in every objective."
+            )
+        )
+    else:
+        blocks.append(Para(f"No trial of the study has completed yet ({_counts(view)})."))
+    if keys:
+        blocks.append(Para(_params_sentence(view, keys, evidence)))
+    elif view.complete:
+        blocks.append(
+            Para(
+                "Which params mattered cannot be told yet: importances need at least 2 complete trials "
+                "with different params."
+            )
+        )
+    if suspects:
+        s = suspects[0]
+        more = f" ({len(suspects) - 1} more below)" if len(suspects) > 1 else ""
+        blocks.append(
+            Para(
+                f"The pruner may have stopped a good configuration: trial {s.trial.number} ranked {s.rank} of "
+                f"{s.peers} at epoch {s.step} when it was pruned{more}; see 'Possibly pruned too early'."
+            )
+        )
+    blocks.append(Para(_evidence_sentence(evidence)))
+    what, command = action
+    blocks.append(Para(f"Next: {what}" + (":" if command else ".")))
+    if command:
+        blocks.append(Code(command))
+    return blocks
+
+
+def _best_sentence(view: StudyView, stats: dict[str, Any], best: FrozenTrial) -> str:
+    value = best.values[0]
+    values = stats["values"]
+    text = f"Trial {best.number} reached the best {view.metric}, {cell(value)}"
+    if values["n"] > 1:
+        text += (
+            f", {_against(view, value, values['median'])} the median of the {values['n']} complete trials "
+            f"({cell(values['median'])})"
+        )
+    first = view.trials[0]
+    if first.number == best.number:
+        text += "; it was the first configuration tried"
+    else:
+        text += f"; the first configuration tried ({_first_label(first)}) {_outcome(view, first)}"
+    z = z_score(value, [t.values[0] for t in view.complete])
+    if z is not None:
+        text += f". It lies {z:+.2f} standard deviations from the mean"
+    return text + "."
+
+
+def _first_label(trial: FrozenTrial) -> str:
+    if ATTR_FOCUS_BEST in trial.user_attrs:
+        return f"trial {trial.number}, the best params of study {trial.user_attrs[ATTR_FOCUS_BEST]}"
+    return f"trial {trial.number}"
+
+
+def _outcome(view: StudyView, trial: FrozenTrial) -> str:
+    """How a trial ended, as the rest of a sentence."""
+    if trial.state == TrialState.COMPLETE:
+        return f"reached {cell(trial.values[0])}"
+    if trial.state == TrialState.PRUNED:
+        step, value = last_report(trial)
+        return f"was pruned at epoch {step} with {cell(value)}" if step is not None else "was pruned"
+    if trial.state == TrialState.FAIL:
+        return f"failed ({trial.user_attrs.get(ATTR_FAIL_REASON) or 'no reason stored'})"
+    return f"is {trial.state.name.lower()}"
+
+
+def _against(view: StudyView, value: float, other: float) -> str:
+    """'0.03 better than', 'equal to', for the study's direction."""
+    gap = view.sign * (value - other)
+    if math.isclose(gap, 0.0, abs_tol=1e-12):
+        return "equal to"
+    return f"{cell(abs(gap))} {'better' if gap > 0 else 'worse'} than"
+
+
+def _params_sentence(view: StudyView, keys: list[KeyParam], evidence: Evidence) -> str:
+    parts = []
+    for k in keys:
+        where = f"; best on average at {k.best_range} ({cell(k.best_mean)})" if k.best_range else ""
+        parts.append(f"{k.name} (importance {k.importance:.2f}{where})")
+    lead = "looked most important" if evidence.strength == "weak" else "mattered most"
+    return f"The params that {lead} for {view.metric} (fANOVA): " + ", then ".join(parts) + "."
+
+
+def _evidence_sentence(evidence: Evidence) -> str:
+    if not evidence.reasons:
+        return f"The evidence is {evidence.strength}: enough complete trials, trained as configured."
+    text = f"The evidence is {evidence.strength}: " + "; ".join(evidence.reasons) + "."
+    if evidence.strength != "strong":
+        text += (
+            " Read the trends and importances below as hints, not findings: what confirms the winner is "
+            "retraining it in full and over seeds."
+        )
+    return text
+
+
+def setup(view: StudyView, command: str | None) -> list[Block]:
+    """How the sweep was run: objective, sampler and pruner with their settings, quick validation, budget."""
+    settings = view.attr(STUDY_SETTINGS) or {}
+    rows: list[list[Any]] = [
+        ["objective", ", ".join(f"{m} ({d})" for m, d in zip(view.metrics, view.directions, strict=True))],
+        ["sampler", _component(view.attr(STUDY_SAMPLER), settings.get("sampler"))],
+        ["pruner", _component(view.attr(STUDY_PRUNER), settings.get("pruner"))],
+    ]
+    quick = settings.get("quick_validation")
+    if quick is not None:
+        rows.append(["quick validation", ", ".join(quick) if quick else "off: trials train as configured"])
+    if "n_trials" in settings:
+        budget = f"{settings['n_trials']} trials, {settings['n_jobs']} at a time"
+        if settings.get("timeout"):
+            budget += f", at most {cell(float(settings['timeout']))} s per sweep"
+        rows.append(["budget", budget])
+    if view.attr(STUDY_FOCUSED_FROM):
+        rows.append(["narrowed from", f"study {view.attr(STUDY_FOCUSED_FROM)}"])
+    rows.append(["storage", view.storage_url])
+    blocks: list[Block] = [Heading("Sweep setup"), Table(["setting", "value"], rows)]
+    if command:
+        blocks += [Para("The command that ran it (run again, it continues the study):"), Code(command)]
+    return blocks
+
+
+def _component(name: Any, config: Mapping[str, Any] | None) -> str:
+    """`TPESampler (seed=42, n_startup_trials=5)`: the class the sweep used and the settings it was given."""
+    args = ", ".join(f"{k}={cell(v)}" for k, v in (config or {}).items() if k != "_target_" and v is not None)
+    label = str(name) if name else str((config or {}).get("_target_", "-")).rsplit(".", 1)[-1]
+    return f"{label} ({args})" if args else label
+
+
+def search_space(view: StudyView, job: Mapping[str, Any] | None) -> list[Block]:
+    """The searched params' distributions, then what was held fixed: the overrides every trial shared, and
+    the app's settings beside the searched keys (from the best trial's composed config, where it composes)."""
+    blocks: list[Block] = [Heading("Search space and fixed settings")]
+    rows = space_rows(view)
+    if rows:
+        blocks.append(Table(["param", "range or choices", "distribution"], rows))
+    else:
+        blocks.append(Para("No searched distributions are stored with this study."))
+    quick = set(view.attr(STUDY_SETTINGS, {}).get("quick_validation") or [])
+    fixed = [
+        [override_key(o), o.split("=", 1)[1] if "=" in o else "", _override_note(o, quick)]
+        for o in shared_overrides(view)
+    ]
+    fixed += _beside_searched(view, job, {row[0] for row in fixed})
+    if fixed:
+        blocks += [
+            Para(
+                "Held fixed in every trial: the overrides all trials shared, then the settings of the app's "
+                "config beside the searched ones (as the best trial composed them)."
+            ),
+            Table(["setting", "value", "from"], fixed),
+        ]
+    return blocks
+
+
+def _override_note(override: str, quick: set[str]) -> str:
+    return "quick validation (dropped when retrained)" if override in quick else "command line"
+
+
+def _beside_searched(view: StudyView, job: Mapping[str, Any] | None, skip: set[str]) -> list[list[Any]]:
+    """The scalar settings that share a parent node with a searched param (models.optimizer.* beside
+    models.optimizer.lr); none for params at the top level, where the parent is the whole config."""
+    if not job:
+        return []
+    searched = set(view.param_names)
+    rows: list[list[Any]] = []
+    for parent in dict.fromkeys(p.rsplit(".", 1)[0] for p in view.param_names if "." in p):
+        node: Any = job
+        for part in parent.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if not isinstance(node, Mapping):
+            continue
+        for key, value in node.items():
+            name = f"{parent}.{key}"
+            if name in searched or name in skip or isinstance(value, Mapping | list):
+                continue
+            rows.append([name, value, "config"])
+    return rows[:FIXED_ROWS]
+
+
+def completion(view: StudyView, stats: dict[str, Any]) -> list[Block]:
+    """How the trials ended, what the pruner saved, and how long it took."""
+    counts = stats["trials"]
+    states = [(s, counts[s]) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING") if counts.get(s)]
+    items = []
+    epochs = stats["epochs"]
+    if epochs["unpruned"]:
+        items.append(
+            f"epochs run: {epochs['run']} of the {epochs['unpruned']} an unpruned study would have run "
+            f"({100 * epochs['saved_fraction']:.0f}% saved by pruning)"
+        )
+    else:
+        items.append(f"epochs run: {epochs['run']}")
+    if stats["wall_time_s"] is not None:
+        items.append(
+            f"time: {stats['wall_time_s']:.0f} s from the first start to the last finish, "
+            f"{stats['trial_time_s']:.0f} s in trials"
+        )
+    items.append(f"stopped: {stats['stopped'] or '-'}")
+    blocks: list[Block] = [
+        Heading("Completion status"),
+        Table(["state", "trials"], [[s.lower(), n] for s, n in states] + [["all", len(view.trials)]]),
+        Bullets(items),
+    ]
+    at: dict[int, int] = {}
+    for t in view.pruned:
+        step, _ = last_report(t)
+        epoch = int(t.user_attrs.get("pruned_at_epoch") or step or 0)
+        at[epoch] = at.get(epoch, 0) + 1
+    if at:
+        blocks += [
+            Para("The epoch pruned trials stopped at, and how many stopped there:"),
+            Table(["epoch", "trials pruned"], sorted(at.items())),
+        ]
+    return blocks
+
+
+def all_trials(view: StudyView, fallback: int | None) -> list[Block]:
+    """Every trial, ranked: complete ones by value, then pruned ones by their value at the epoch they were
+    stopped (not comparable with full values, so below them), then failed and unfinished ones."""
+    params = view.param_names
+    complete = view.ranked()
+    pruned = sorted(
+        (t for t in view.pruned if last_report(t)[1] is not None and not math.isnan(last_report(t)[1])),
+        key=lambda t: -view.sign * float(last_report(t)[1]),
+    )
+    pruned += [t for t in view.pruned if t not in pruned]
+    rest = [t for t in view.trials if t.state not in (TrialState.COMPLETE, TrialState.PRUNED)]
+    rows = []
+    for rank, t in enumerate([*complete, *pruned, *rest], start=1):
+        if t.state == TrialState.COMPLETE:
+            values, state = list(t.values), "complete"
+        elif t.state == TrialState.PRUNED:
+            step, value = last_report(t)
+            values = [value, *([None] * (len(view.metrics) - 1))]
+            state = f"pruned at epoch {step}" if step is not None else "pruned"
+        else:
+            values, state = [None] * len(view.metrics), t.state.name.lower()
+        rows.append(
+            [
+                rank if t.state in (TrialState.COMPLETE, TrialState.PRUNED) else "-",
+                t.number,
+                *values,
+                state,
+                t.user_attrs.get(ATTR_EPOCHS),
+                *(t.params.get(p) for p in params),
+                _trial_note(view, t, fallback),
+            ]
+        )
+    if not rows:
+        return []
+    return [
+        Heading("All trials, ranked"),
+        Para(
+            f"Complete trials by {view.metric}, then pruned ones by their value at the epoch they were pruned "
+            "(a value from fewer epochs, so ranked below), then failed and unfinished ones."
+        ),
+        Table(["rank", "trial", *view.metrics, "state", "epochs", *params, "note"], rows),
+    ]
+
+
+def _trial_note(view: StudyView, trial: FrozenTrial, fallback: int | None) -> str:
+    notes = []
+    if view.best is not None and trial.number == view.best.number:
+        notes.append("best")
+    if trial.number == fallback:
+        notes.append("fallback")
+    if ATTR_RESCUE_OF in trial.user_attrs:
+        notes.append(f"rescue of trial {trial.user_attrs[ATTR_RESCUE_OF]}")
+    if ATTR_FOCUS_BEST in trial.user_attrs:
+        notes.append(f"best of study {trial.user_attrs[ATTR_FOCUS_BEST]}")
+    if trial.state == TrialState.FAIL:
+        notes.append(str(trial.user_attrs.get(ATTR_FAIL_REASON) or "no reason stored"))
+    return "; ".join(notes)
+
+
+def best_trial(view: StudyView, stats: dict[str, Any], plot: str | None) -> list[Block]:
+    """The best trial up close: where it stands, its params within their ranges, its curve against the
+    typical trial's, and what it scored on the test split."""
+    best = view.best
+    if best is None:
+        return []
+    value = best.values[0]
+    curve = {s: v for s, v in best.intermediate_values.items() if not math.isnan(v)}
+    typical = median_curve(view)
+    values = stats["values"]
+    text = f"{view.metric} {cell(value)}"
+    if curve:
+        peak = max(curve, key=lambda s: (view.sign * curve[s], -s))
+        text += f", best at epoch {peak} of the {best.user_attrs.get(ATTR_EPOCHS, max(curve))} it ran"
+    z = z_score(value, [t.values[0] for t in view.complete])
+    if z is not None:
+        text += (
+            f"; {z:+.2f} standard deviations from the mean of the complete trials and "
+            f"{_against(view, value, values['median'])} their median"
+        )
+    ranges = {row[0]: f"{row[1]} ({row[2]})" for row in space_rows(view)}
+    blocks: list[Block] = [
+        Heading(f"Best trial: trial {best.number}"),
+        Para(text + "."),
+        Table(["param", "value", "searched"], [[p, v, ranges.get(p, "-")] for p, v in best.params.items()]),
+    ]
+    if curve:
+        blocks += [
+            Para(
+                f"Its {view.metric} per epoch, beside the median of all finished trials at that epoch"
+                + (f" (every trial's curve: {plot})" if plot else "")
+                + ":"
+            ),
+            Table(
+                ["epoch", f"trial {best.number}", "median trial"],
+                [[s, v, typical.get(s)] for s, v in sorted(curve.items())],
+            ),
+        ]
+    folds = best.user_attrs.get(ATTR_FOLD_VALUES)
+    if folds:
+        blocks.append(
+            Para(f"Its value is the mean of {len(folds)} folds: {', '.join(cell(v) for v in folds)}.")
+        )
+    test = best.user_attrs.get(ATTR_TEST)
+    if test:
+        blocks += [
+            Para("On the held-out test split (its best checkpoint):"),
+            Table(["metric", "value"], [[k, v] for k, v in test.items()]),
+        ]
+    else:
+        blocks.append(Para("No test metrics are stored with this trial."))
+    return blocks
+
+
+def _counts(view: StudyView) -> str:
+    return ", ".join(f"{n} {s.lower()}" for s, n in view.counts.items() if n) or "no trials"
