@@ -113,6 +113,15 @@ def run_cli(
     )
 
 
+def sweep_dirs(root: Path, *under: str) -> list[Path]:
+    """The sweep dirs below `root/multirun/<under>` (`<exp_name>/<study>/<time>` for a study of
+    runners/train.py), oldest first: the dirs holding job dirs 0/, 1/, ... (the `latest` links are not
+    walked into)."""
+    base = root.joinpath("multirun", *under)
+    found = {p.parent for p in base.rglob("*") if p.name.isdigit() and p.is_dir() and not p.is_symlink()}
+    return sorted(found, key=lambda p: (p.name, str(p)))
+
+
 def load_trials(root: Path, study_name: str) -> list:
     """The trials of a study in the default storage under `root` (where the command ran)."""
     import optuna

@@ -27,7 +27,7 @@ from sweeplab.errors import SweeplabError
 from sweeplab.search.plan import make_plan
 from sweeplab.search.records import ATTR_PRUNED_AT
 from sweeplab.search.space import SearchSpace
-from tests.conftest import ROOT, load_trials, run_cli
+from tests.conftest import ROOT, load_trials, run_cli, sweep_dirs
 
 APPS = ROOT / "tests" / "apps"
 
@@ -165,7 +165,7 @@ def test_a_tutorial_app_is_swept_and_its_best_trial_retrained_as_printed(tmp_pat
         )
         assert t.value == (t.params["x"] - 2) ** 2 + (t.params["y"] - 1) ** 2 + t.params["x"] ** 2
     best = min(trials, key=lambda t: t.value)
-    (sweep,) = (tmp_path / "multirun").glob("*/*")
+    (sweep,) = sweep_dirs(tmp_path)
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert results == {"name": "optuna", "best_params": best.params, "best_value": best.value}
 
@@ -186,7 +186,7 @@ def test_two_apps_in_one_directory_keep_their_own_studies_and_two_objectives_nee
     assert sorted(p.name for p in (tmp_path / "studies").glob("*.db")) == ["pareto.db", "sphere.db"]
     pareto = load_trials(tmp_path, "pareto")
     assert len(pareto) == 4 and all(len(t.values) == 2 for t in pareto)
-    sweep = sorted((tmp_path / "multirun").glob("*/*"))[-1]
+    sweep = sweep_dirs(tmp_path)[-1]
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert set(results) == {"name", "solutions"}
     assert all(set(s) == {"params", "values"} for s in results["solutions"])

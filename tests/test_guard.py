@@ -14,7 +14,7 @@ from sweeplab.errors import SweeplabError
 from sweeplab.search.pruning import Guard, GuardedPruner, rescue_candidates
 from sweeplab.search.records import ATTR_GUARD_SAVED, ATTR_RESCUE_OF
 from sweeplab.search.space import format_value
-from tests.conftest import QUICK, load_trials, run_cli
+from tests.conftest import QUICK, load_trials, run_cli, sweep_dirs
 
 STEADY = [0.90, 0.970, 0.972, 0.974, 0.975, 0.975, 0.975, 0.975]
 # a late bloomer: a hair under the median at epochs 2-4, the best of all at the end
@@ -164,7 +164,7 @@ def test_rescue_reruns_exactly_k_pruned_trials_with_their_params_to_the_full_bud
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(load_trials(tmp_path, "rescue_fast")) == 10
 
-    sweep = sorted((tmp_path / "multirun" / "rescue").iterdir())[0]
+    sweep = sweep_dirs(tmp_path, "rescue")[0]
     report = (sweep / "report.md").read_text()
     assert "## Saved by the guard" in report and "## Rescued" in report
     with (sweep / "all_trials.csv").open() as f:

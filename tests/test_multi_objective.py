@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 from sweeplab.reporting.pick import pick_trial
 from sweeplab.reporting.view import StudyView
 from sweeplab.search.records import ATTR_OUTPUT_DIR, STUDY_METRICS
-from tests.conftest import CONF, run_cli
+from tests.conftest import CONF, run_cli, sweep_dirs
 
 pytestmark = pytest.mark.slow  # every test here runs CLI sweeps or report commands
 
@@ -117,7 +117,7 @@ def test_the_multi_study_maximizes_f1_minimizes_seconds_per_epoch_and_its_front_
     front = {t.number: t for t in study.best_trials}
     assert front
 
-    sweep = sorted((root / "multirun" / EXP).iterdir())[-1]
+    sweep = sweep_dirs(root, EXP, STUDY)[-1]
     listed = json.loads((sweep / "best_params.json").read_text())["pareto_front"]
     assert {p["trial"]: p["values"] for p in listed} == {n: t.values for n, t in front.items()}
     for t in front.values():  # no complete trial dominates a trial of the front ...

@@ -28,7 +28,7 @@ from sweeplab.search.records import (
     counted,
 )
 from sweeplab.search.storage import open_storage
-from tests.conftest import QUICK, ROOT, default_sigint, load_trials, run_cli
+from tests.conftest import QUICK, ROOT, default_sigint, load_trials, run_cli, sweep_dirs
 
 PARALLEL = ["-m", "hparams_search=optuna_fast", "hydra.sweeper.n_jobs=2", *QUICK]
 
@@ -95,7 +95,7 @@ def test_two_workers_run_two_trials_at_once_each_in_its_own_process(tmp_path):
     pids = {t.user_attrs[ATTR_WORKER_PID] for t in trials}
     assert len(pids) == 4  # one process per trial ...
     assert all(f"trial {t.number} started in worker" in result.stdout + result.stderr for t in trials)
-    sweep = sorted((tmp_path / "multirun" / "par").iterdir())[-1]
+    sweep = sweep_dirs(tmp_path, "par")[-1]
     assert all((sweep / str(t.number) / "worker.log").is_file() for t in trials)  # ... its output in its dir
     assert (sweep / "report.md").is_file()
 
@@ -210,7 +210,7 @@ def test_three_sweeps_with_two_workers_each_share_one_postgresql_study_without_l
     assert len(set(job_dirs)) == len(job_dirs) and all(
         d.name == str(t.number) for d, t in zip(job_dirs, ran, strict=True)
     )
-    on_disk = [p.name for m in machines for p in (m / "multirun" / "pg").glob("*/*") if p.name.isdigit()]
+    on_disk = [p.name for m in machines for d in sweep_dirs(m, "pg") for p in d.iterdir() if p.name.isdigit()]
     assert sorted(on_disk, key=int) == sorted(str(t.number) for t in ran)  # each job ran once, on one machine
     assert sum((m / "multirun").exists() for m in machines) >= 2  # the work was shared
 
@@ -287,6 +287,6 @@ def test_each_worker_sees_only_its_own_gpu(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 workers: worker 0 on GPU 3, worker 1 on GPU 5" in result.stdout + result.stderr
-    sweep = sorted((tmp_path / "multirun" / "gpus").iterdir())[-1]
+    sweep = sweep_dirs(tmp_path, "gpus")[-1]
     seen = {(sweep / str(n) / "device.txt").read_text() for n in range(4)}
     assert seen == {"3", "5"}

@@ -34,7 +34,7 @@ from sweeplab.search.records import (
     counted,
 )
 from sweeplab.search.storage import open_storage
-from tests.conftest import ROOT, default_sigint
+from tests.conftest import ROOT, default_sigint, sweep_dirs
 
 APPS = ROOT / "tests" / "apps"
 CURVE = [str(APPS / "curve.py"), "-m", "hydra.sweeper.report=false"]
@@ -109,7 +109,7 @@ def test_two_sweeps_started_together_then_the_same_command_again_never_repeat_pa
     assert len(finished) == 14
     assert len(set(_params(finished))) == 14
     # each sweep wrote its result files in a dir of its own, even when two started in the same second
-    assert len(list((tmp_path / "multirun").glob("*/*/optimization_results.yaml"))) == 3
+    assert len([d for d in sweep_dirs(tmp_path) if (d / "optimization_results.yaml").is_file()]) == 3
 
 
 @pytest.mark.slow

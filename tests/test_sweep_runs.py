@@ -17,13 +17,9 @@ import yaml
 from optuna.trial import TrialState
 
 from sweeplab.search.records import ATTR_FAIL_REASON, ATTR_RETRY_OF, INTERRUPTED, counted
-from tests.conftest import QUICK, ROOT, load_trials, run_cli
+from tests.conftest import QUICK, ROOT, load_trials, run_cli, sweep_dirs
 
 pytestmark = pytest.mark.slow  # every test here runs CLI sweeps or report commands
-
-
-def _sweep_dirs(root: Path, exp_name: str) -> list[Path]:
-    return sorted((root / "multirun" / exp_name).iterdir())
 
 
 def test_pruned_trials_stop_training_early_and_the_study_goes_on(tmp_path):
@@ -53,7 +49,7 @@ def test_pruned_trials_stop_training_early_and_the_study_goes_on(tmp_path):
         assert t.value == t.intermediate_values[max(t.intermediate_values)]  # stored with its last value
     assert all(t.user_attrs["epochs_run"] == 4 for t in complete)
     # trial N ran as job N, in its own output dir
-    sweep = _sweep_dirs(tmp_path, "prune")[-1]
+    sweep = sweep_dirs(tmp_path, "prune")[-1]
     assert {p.name for p in sweep.iterdir() if p.is_dir()} >= {str(t.number) for t in trials}
     best = max(complete, key=lambda t: t.value)
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())  # the stock plugin's file
@@ -115,7 +111,7 @@ def test_a_killed_sweep_resumes_to_exactly_n_trials_rerunning_the_interrupted_pa
     retry = [t for t in trials if t.user_attrs.get(ATTR_RETRY_OF) == killed.number]
     assert len(retry) == 1 and retry[0].params == killed.params and retry[0].number > killed.number
     # job numbers continue: the second sweep's job dirs are its own trials' numbers, none restarted at 0
-    second = _sweep_dirs(tmp_path, "resume")[-1]
+    second = sweep_dirs(tmp_path, "resume")[-1]
     jobs = {int(p.name) for p in second.iterdir() if p.is_dir() and p.name.isdigit()}
     assert jobs and min(jobs) > killed.number - 1 and 0 not in jobs
 
@@ -176,7 +172,7 @@ def test_a_two_objective_study_returns_a_pareto_front(tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    sweep = _sweep_dirs(tmp_path, "pareto")[-1]
+    sweep = sweep_dirs(tmp_path, "pareto")[-1]
     front = yaml.safe_load((sweep / "optimization_results.yaml").read_text())["solutions"]
     assert front
     trials = {t.number: t for t in load_trials(tmp_path, "pareto") if t.state == TrialState.COMPLETE}

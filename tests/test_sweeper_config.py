@@ -4,6 +4,8 @@ anything is written; the engine's parts keep to their side (no Lightning in the 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import GuardConf, SweeplabS
 from sweeplab.config import typed
 from sweeplab.errors import SweeplabError
 from sweeplab.search.executors import LauncherBatches
+from sweeplab.search.liveness import link_latest
 from sweeplab.search.plan import make_plan
 from sweeplab.search.storage import open_storage, sqlite_path
 from tests.conftest import CONF, QUICK, ROOT, run_cli
@@ -170,3 +173,37 @@ def test_a_focused_study_without_its_earlier_study_is_one_line(compose_cfg, tmp_
     with pytest.raises(SweeplabError, match=r"^hydra\.sweeper\.focus\.from='\?\?\?': needs a value"):
         _plan(compose_cfg, tmp_path, ["hparams_search=optuna_focused"])
     assert not (tmp_path / "studies").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "under"),
+    [
+        (["hparams_search=optuna_fast"], "multirun/digits_test_resnet/digits_test_resnet_fast/"),
+        (
+            ["hparams_search=optuna", "hydra.sweeper.study_name=doc cls/v2"],
+            "multirun/digits_test_resnet/doc_cls_v2/",
+        ),
+        (["model=resnet18"], "multirun/digits_resnet18/"),  # not a study: the basic sweeper's multirun
+    ],
+)
+def test_a_studys_sweep_dir_is_named_after_the_study(compose_cfg, overrides, under):
+    cfg = compose_cfg(overrides, keep_hydra=True)
+    sweep_dir = str(cfg.hydra.sweep.dir)
+    assert sweep_dir.startswith(under) and re.fullmatch(
+        r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", sweep_dir[len(under) :]
+    )
+
+
+def test_latest_points_at_the_newest_sweep_dir_and_a_real_folder_is_left_alone(tmp_path, caplog):
+    first, second = tmp_path / "study" / "2026-01-01_00-00-00", tmp_path / "study" / "2026-01-02_00-00-00"
+    for sweep_dir in (first, second):
+        sweep_dir.mkdir(parents=True)
+        link_latest(sweep_dir)
+        assert (tmp_path / "study" / "latest").resolve() == sweep_dir.resolve()
+    assert os.readlink(tmp_path / "study" / "latest") == second.name  # relative: the tree can move
+    assert sorted(p.name for p in (tmp_path / "study").iterdir()) == [first.name, second.name, "latest"]
+
+    (tmp_path / "other" / "latest").mkdir(parents=True)
+    (tmp_path / "other" / "run").mkdir()
+    link_latest(tmp_path / "other" / "run")
+    assert not (tmp_path / "other" / "latest").is_symlink() and "is not a link" in caplog.text

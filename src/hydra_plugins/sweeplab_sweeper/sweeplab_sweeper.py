@@ -13,6 +13,7 @@ import functools
 import inspect
 import logging
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, RunMode, TaskFunction
-from omegaconf import DictConfig, read_write
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from sweeplab.errors import SweeplabError, config_error
 
@@ -89,8 +90,9 @@ class SweeplabSweeper(Sweeper):
             release_sweep_dir(sweep_dir)
 
     def _claim_sweep_dir(self) -> Path:
-        """This sweep's own `hydra.sweep.dir` (see `claim_sweep_dir`), set where the launcher and jobs read it."""
-        from sweeplab.search.liveness import claim_sweep_dir
+        """This sweep's own `hydra.sweep.dir` (see `claim_sweep_dir`), set where the launcher and jobs read it;
+        `latest` beside it points at it."""
+        from sweeplab.search.liveness import claim_sweep_dir, link_latest
         from sweeplab.search.space import format_value
 
         assert self.config is not None
@@ -102,9 +104,11 @@ class SweeplabSweeper(Sweeper):
                 wanted,
                 claimed,
             )
-            with read_write(self.config.hydra):  # jobs are composed again from the hydra overrides
-                self.config.hydra.sweep.dir = str(claimed)
-                self.config.hydra.overrides.hydra.append(f"hydra.sweep.dir={format_value(str(claimed))}")
+        # the jobs are composed again from the hydra overrides: they get the dir as this sweep resolved it
+        with read_write(self.config.hydra):
+            self.config.hydra.sweep.dir = str(claimed)
+            self.config.hydra.overrides.hydra.append(f"hydra.sweep.dir={format_value(str(claimed))}")
+        link_latest(claimed)
         return claimed
 
     def _results(self, study: Any, plan: Any, stopped: str, root_dir: str) -> Any:
@@ -446,9 +450,40 @@ def _hydra_errors_in_one_line() -> None:
 _hydra_errors_in_one_line()
 
 
+def study_name(configured: str | None, job_name: str | None, suffix: str) -> str:
+    """The study a sweep runs: `hydra.sweeper.study_name`, else the app's job name plus `study_suffix`."""
+    return str(configured or f"{job_name or 'sweeplab'}{suffix}")
+
+
+def _study_dir(base: str, *, _root_: DictConfig) -> str:
+    """`${sweeplab.study_dir:<base>}`: `<base>/<study>` while a sweeplab study runs, `<base>` for any other
+    run or multirun; for `hydra.sweep.dir`, so that each study's sweeps share a folder of their own."""
+    hydra = _root_.get("hydra")
+    sweeper = hydra.get("sweeper") if hydra is not None else None
+    if sweeper is None or sweeper.get("_target_") != TARGET:
+        return base
+    name = study_name(sweeper.get("study_name"), hydra.job.get("name"), sweeper.get("study_suffix") or "")
+    return f"{base}/{path_safe(name)}"
+
+
+def path_safe(name: str) -> str:
+    """A study name as one file or folder name (Hydra reads `.` and `/` in option names as structure)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "study"
+
+
+OmegaConf.register_new_resolver("sweeplab.study_dir", _study_dir, replace=True)
+
+
 def generated_conf_dir(root_dir: str | os.PathLike) -> Path:
     """`<root_dir>/studies/conf`: the config groups a study writes (presets, focused spaces)."""
     return Path(root_dir).resolve() / STUDIES_DIR / GENERATED_CONF
 
 
-__all__ = ["TARGET", "SweeplabSearchPath", "SweeplabSweeper", "SweeplabSweeperConf"]
+__all__ = [
+    "TARGET",
+    "SweeplabSearchPath",
+    "SweeplabSweeper",
+    "SweeplabSweeperConf",
+    "path_safe",
+    "study_name",
+]

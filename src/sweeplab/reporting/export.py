@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shlex
 import sys
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial
 
-from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import generated_conf_dir
+from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import generated_conf_dir, path_safe
 from sweeplab.errors import SweeplabError
 from sweeplab.reporting.view import full_overrides
 from sweeplab.search.space import format_value, override_key
@@ -54,11 +53,6 @@ def python() -> str:
 def command_line(script: str, *args: str) -> str:
     """`<python> <script> <args>`, quoted for the shell: every command sweeplab prints."""
     return shlex.join([python(), script, *args])
-
-
-def config_stem(study_name: str) -> str:
-    """A study name as a config file name (Hydra reads `.` and `/` in option names as structure)."""
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", study_name).strip("_") or "study"
 
 
 @dataclass
@@ -101,6 +95,10 @@ class Flattener:
     def root_job(self) -> dict[str, Any]:
         """The app's own config, as composed without overrides."""
         return _job(self._root)
+
+    def following(self, key: str) -> list[str]:
+        """The app's settings whose value is `${key}` (`data.split_seed: ${seed}`): they change when it does."""
+        return [k for k, v in _leaves(self.root_job).items() if v == f"${{{key}}}"]
 
     def flatten(self, overrides: list[str]) -> FlatConfig:
         key = tuple(overrides)
@@ -160,7 +158,7 @@ def export_preset(
     `suffix` keeps presets of other trials than the best (`_trial<N>`) from overwriting the best one's.
     """
     flat = flattener.flatten(full_overrides(trial))
-    stem = config_stem(study_name) + suffix
+    stem = path_safe(study_name) + suffix
     name = f"{PRESET_GROUP}/{stem}"
     path = generated_conf_dir(root_dir) / "preset" / PRESET_GROUP / f"{stem}.yaml"
     defaults: list[Any] = [
@@ -200,7 +198,7 @@ def export_focused(
 ) -> Export:
     """Write `search/focused/<study>.yaml` (the narrowed space, plus the best trial's non-default group choices)."""
     flat = flattener.flatten(full_overrides(best))
-    stem = config_stem(study_name)
+    stem = path_safe(study_name)
     name = f"{FOCUSED_GROUP}/{stem}"
     path = generated_conf_dir(root_dir) / "search" / FOCUSED_GROUP / f"{stem}.yaml"
     searched = {override_key(k) for k in space}

@@ -24,6 +24,7 @@ from sweeplab.errors import one_line
 from sweeplab.reporting.analysis import describe
 from sweeplab.reporting.document import Bullets, Heading, Para, Table, to_markdown
 from sweeplab.reporting.view import dumps
+from sweeplab.search.liveness import link_latest
 
 log = logging.getLogger("sweeplab.multirun")
 
@@ -36,15 +37,25 @@ class ResolvableSweepDir(Callback):
 
     Hydra sets the `hydra:` resolver's config per job, but the basic sweeper resolves its sweep dir before
     the first job; without this, `python runners/train.py -m seed=1,2` fails with "HydraConfig was not set".
+    A plain multirun's dir also gets `latest` beside it (a sweeplab study's sweeper links the dir it claims).
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not HydraConfig.initialized():
             HydraConfig.instance().set_config(config)
+        if _plain_multirun(config):
+            sweep_dir = Path(str(config.hydra.sweep.dir))
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            link_latest(sweep_dir)
 
 
 class MultirunSummary(Callback):
-    """Listed under `hydra.callbacks` (conf/hydra/default.yaml)."""
+    """Listed under `hydra.callbacks` (conf/hydra/default.yaml). `split_key`: the config key that seeds the
+    data split (`data.split_seed`); the summary says whether it moved between jobs, since a spread over seeds
+    that also moved the split is not the training seed's alone."""
+
+    def __init__(self, split_key: str | None = None) -> None:
+        self.split_key = split_key
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if not _plain_multirun(config):
@@ -60,6 +71,7 @@ class MultirunSummary(Callback):
             "status": job_return.status.name,
             "error": error,
             "metrics_file": str(_metrics_file(config, output_dir)),
+            "split": _split(config, self.split_key),
         }
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / RECORD).write_text(dumps(record))
@@ -80,10 +92,11 @@ class MultirunSummary(Callback):
             if stats[n]["mean"] is not None
         ]
         log.info(
-            "multirun summary, %d of %d jobs completed: %s -> %s",
+            "multirun summary, %d of %d jobs completed: %s%s -> %s",
             summary["completed"],
             summary["jobs"],
             "; ".join(parts) or "no metrics",
+            f"; {_split_note(summary['split'])}" if summary["split"] else "",
             sweep_dir / f"{SUMMARY}.md",
         )
 
@@ -121,7 +134,40 @@ def summarize(sweep_dir: Path) -> dict[str, Any] | None:
         ],
         "metrics": stats,
         "per_job": per_job,
+        "split": _split_summary(records),
     }
+
+
+def _split(config: DictConfig, key: str | None) -> dict[str, Any] | None:
+    """The job's value of the split key, resolved (`${seed}` → the job's seed)."""
+    if not key:
+        return None
+    value = OmegaConf.select(config, key, default=None, throw_on_resolution_failure=False)
+    return {"key": key, "value": value} if value is not None else None
+
+
+def _split_summary(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Whether the data split moved between the jobs, and the values it took."""
+    splits = [r.get("split") for r in records if r.get("split")]
+    if not splits:
+        return None
+    values = list(dict.fromkeys(s["value"] for s in splits))
+    return {"key": splits[0]["key"], "values": values, "moved": len(values) > 1}
+
+
+def _sentence(text: str) -> str:
+    return f"{text[:1].upper()}{text[1:]}."
+
+
+def _split_note(split: dict[str, Any]) -> str:
+    """The split in words: moved between the jobs (and how to hold it), or held."""
+    key, values = split["key"], split["values"]
+    if split["moved"]:
+        return (
+            f"the data split moved between jobs ({key}: {', '.join(map(str, values))}), so the spread includes "
+            f"the split's; add {key}={values[0]} to hold it fixed"
+        )
+    return f"the data split was the same in every job ({key}={values[0]}): the spread is the runs' alone"
 
 
 def write_summary(sweep_dir: Path) -> dict[str, Any] | None:
@@ -136,6 +182,7 @@ def write_summary(sweep_dir: Path) -> dict[str, Any] | None:
         Para(
             f"Common overrides: {' '.join(summary['common_overrides']) or 'none'}. Std is the sample std (n-1)."
         ),
+        *([Para(_sentence(_split_note(summary["split"])))] if summary["split"] else []),
         Table(["metric", *keys], [[name, *(s[k] for k in keys)] for name, s in stats.items()]),
         Heading("Jobs"),
         Table(

@@ -9,8 +9,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import path_safe
 from sweeplab.errors import config_error
-from sweeplab.reporting.export import Flattener, config_stem
+from sweeplab.reporting.export import Flattener
 from sweeplab.reporting.pick import pick_trial
 from sweeplab.reporting.study_report import StudyReport, write_study_report
 from sweeplab.reporting.view import StudyView, check_name
@@ -41,7 +42,7 @@ def report(cfg: DictConfig) -> StudyReport:
         raise config_error(
             "export", False, "pick.trial / pick.budget export a preset; drop export=false or the pick"
         )
-    out_dir = Path(cfg.get("out_dir") or Path("reports") / config_stem(name))
+    out_dir = Path(cfg.get("out_dir") or Path("reports") / path_safe(name))
     loader = GlobalHydra.instance().config_loader()
     config_name = str(view.attr(STUDY_CONFIG_NAME) or "train")
 

@@ -187,6 +187,26 @@ def claim_sweep_dir(sweep_dir: Path) -> Path:
     raise SweeplabError(f"hydra.sweep.dir={str(sweep_dir)!r}: 999 sweeps hold it and its numbered variants")
 
 
+LATEST = "latest"  # beside the sweep dirs: a link to the newest one started
+
+
+def link_latest(sweep_dir: Path) -> None:
+    """Point `<parent>/latest` at `sweep_dir`, replacing the link atomically (another sweep may be doing the
+    same); a file system without symbolic links gets none, and says so in the log."""
+    link = sweep_dir.parent / LATEST
+    if link.exists() and not link.is_symlink():
+        log.warning("%s is not a link; not pointing it at %s", link, sweep_dir.name)
+        return
+    tmp = sweep_dir.parent / f".{LATEST}.{socket.gethostname()}.{os.getpid()}"
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        tmp.symlink_to(sweep_dir.name, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError as exc:
+        log.warning("no %s link beside %s: %s", LATEST, sweep_dir, exc)
+
+
 def release_sweep_dir(sweep_dir: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         (sweep_dir / SWEEP_LOCK).unlink()

@@ -18,7 +18,7 @@ import optuna
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import SweeplabSweeperConf
+from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import SweeplabSweeperConf, study_name
 from sweeplab.config import typed
 from sweeplab.errors import SweeplabError, config_error, one_line
 from sweeplab.search.interrupts import stop_signals_blocked
@@ -117,11 +117,11 @@ def make_plan(
         check_configurations(conf.check, space, quick_overrides, compose)
 
     hydra_job = config.hydra.job
-    study_name = str(conf.study_name or f"{hydra_job.get('name') or 'sweeplab'}{conf.study_suffix}")
+    name = study_name(conf.study_name, hydra_job.get("name"), conf.study_suffix)
     return SweepPlan(
         conf=conf,
-        study_name=study_name,
-        storage_url=resolve_storage(conf.storage, study_name, root_dir),
+        study_name=name,
+        storage_url=resolve_storage(conf.storage, name, root_dir),
         space=space,
         sampler=build_sampler(conf.sampler, space.grid if _is_grid(conf.sampler) else None),
         pruner=build_pruner(conf.pruner, conf.guard),
