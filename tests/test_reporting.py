@@ -5,10 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +25,7 @@ from sweeplab.search.records import (
     STUDY_METRICS,
 )
 from sweeplab.search.space import SearchSpace
+from tests.browser import dump_dom, measure, needs_browser, screenshot
 from tests.conftest import PLOTS
 
 EVIL = "<script>document.title='pwned'</script>&\"'"
@@ -228,21 +226,7 @@ def _sections(md: str) -> list[str]:
 def test_the_report_reads_as_an_analysis_from_findings_to_next_steps(tmp_path):
     report = write_study_report(_view(_filled(tmp_path)), tmp_path / "out", flattener=None, root_dir=tmp_path)
     md = report.files["report_md"].read_text()
-    assert _sections(md) == [
-        "Summary",
-        "Sweep setup",
-        "Search space and fixed settings",
-        "Completion status",
-        "Possibly pruned too early",
-        "Failures",
-        "All trials, ranked",
-        "Best trial: trial 7",
-        "Parameter importances",
-        "Per-parameter trends",
-        "Statistics",
-        "Plots",
-        "Next steps",
-    ]
+    assert _sections(md) == SECTIONS
     summary = md.split("## Summary\n\n", 1)[1].split("\n## ", 1)[0]
     # best against the median and the first configuration, in sentences; then what mattered and the caveats
     assert (
@@ -271,7 +255,7 @@ def test_the_report_reads_as_an_analysis_from_findings_to_next_steps(tmp_path):
         ("-", "12"),
     ]
     assert rows[9][2:4] == ["0.95", "pruned at epoch 1"] and rows[10][2:4] == ["0.02", "pruned at epoch 2"]
-    assert rows[11][3] == "fail" and rows[11][-1] == "ValueError: NaN |" and rows[0][-1] == "best |"
+    assert rows[11][3] == "fail" and rows[11][5] == "ValueError: NaN" and rows[0][5] == "best"
 
     # the best trial up close: its curve beside the median trial's, its test metrics, its z-score
     deep = md.split("## Best trial: trial 7\n", 1)[1].split("\n## ", 1)[0]
@@ -317,37 +301,36 @@ def test_json_files_never_carry_nan(tmp_path):
     assert json.loads(dumps({"a": math.nan, "b": [math.inf, 1.0]})) == {"a": None, "b": [None, 1.0]}
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SECTIONS = [
+    "Summary",
+    "Sweep setup",
+    "Search space and fixed settings",
+    "Completion status",
+    "Possibly pruned too early",
+    "Failures",
+    "All trials, ranked",
+    "Best trial: trial 7",
+    "Parameter importances",
+    "Per-parameter trends",
+    "Statistics",
+    "Plots",
+    "Next steps",
+]
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None and not os.environ.get("SWEEPLAB_REQUIRE_BROWSER"),
-    reason="no chromium (CI installs it and sets SWEEPLAB_REQUIRE_BROWSER=1)",
-)
-def test_report_html_renders_in_a_headless_browser_without_running_injected_script(tmp_path):
-    assert CHROMIUM, "SWEEPLAB_REQUIRE_BROWSER is set but chromium is not installed"
+@needs_browser
+def test_report_html_renders_in_a_headless_browser_with_every_section_and_nothing_overflowing(tmp_path):
     report = write_study_report(_view(_filled(tmp_path)), tmp_path / "out", flattener=None, root_dir=tmp_path)
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chromium'}",
-    ]
-    page = report.files["report_html"].resolve().as_uri()
-    dom = subprocess.run(
-        [CHROMIUM, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120
-    ).stdout
+    page = report.files["report_html"]
+    dom = dump_dom(page, tmp_path / "chromium")
     title = re.search(r"<title>(.*?)</title>", dom).group(1)
     assert title == "Study synthetic"  # the injected script never ran
     assert "&lt;script&gt;document.title='pwned'" in dom  # shown as text
-    assert dom.count("<table>") >= 5 and "Possibly pruned too early" in dom
-    shot = tmp_path / "shot.png"
-    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,2000", page], timeout=120)
+    for width in (1280, 800):
+        shown = measure(page, tmp_path, width)
+        assert shown["sections"] == SECTIONS
+        assert shown["page_width"] <= shown["window_width"] and shown["overflowing"] == [], width
+    shot = screenshot(page, tmp_path / "shot.png", tmp_path)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
 
 
@@ -362,3 +345,41 @@ def test_a_study_without_a_complete_trial_still_gets_files_and_a_report_saying_s
     assert "no complete trial yet" in md and "| RuntimeError: CUDA out of memory | 1 | 1 |" in md
     assert {p.name: p.skipped for p in report.plots}["optimization_history"] == "no complete trial yet"
     assert report.preset is None
+
+
+def _overlapping(texts) -> list[tuple[str, str]]:
+    boxes = [(t.get_text(), t.get_window_extent()) for t in texts if t.get_text()]
+    return [(a, b) for i, (a, box) in enumerate(boxes) for b, other in boxes[i + 1 :] if box.overlaps(other)]
+
+
+@pytest.mark.parametrize("plot", ["slice", "parallel_coordinate"])
+def test_the_png_plots_axis_labels_do_not_overlap_with_long_dotted_param_names(tmp_path, plot):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import optuna.visualization.matplotlib as mpl_backend
+
+    from sweeplab.reporting.plots import _legible
+
+    names = [
+        "data.batch_size",
+        "models.net.drop_rate",
+        "models.optimizer.lr",
+        "models.optimizer.weight_decay",
+    ]
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(
+        lambda t: sum(t.suggest_float(n, 1e-4, 1e-1, log=n.endswith("lr")) for n in names), n_trials=12
+    )
+    axes = getattr(mpl_backend, f"plot_{plot}")(study)
+    figure = np.asarray(axes).ravel()[0].figure
+    _legible(figure, plot, names)
+    figure.canvas.draw()
+    plotted = [a for a in figure.axes if not hasattr(a, "_colorbar")]
+    if plot == "slice":
+        labels = [a.xaxis.label for a in plotted]
+        assert [t.get_text() for t in labels][-1] == "models.optimizer.\nweight_decay"
+    else:
+        labels = plotted[0].get_xticklabels()
+        assert "models.optimizer.\nweight_decay" in [t.get_text() for t in labels]  # Optuna cut it at 17
+    assert len(labels) >= 4 and _overlapping(labels) == []

@@ -25,7 +25,8 @@ from optuna.trial import TrialState
 from sweeplab.reporting.export import SWEEP_GROUPS, Flattener
 from sweeplab.reporting.view import full_overrides
 from sweeplab.search.space import SearchSpace
-from tests.conftest import CONF, PLOTS, QUICK, run_cli
+from tests.browser import measure, needs_browser
+from tests.conftest import CONF, PLOTS, QUICK, run_cli, sweep_dirs
 
 pytestmark = pytest.mark.slow  # every test here runs CLI sweeps or report commands
 
@@ -55,7 +56,7 @@ def root(tmp_path_factory) -> Path:
 
 def _sweep_dir(root: Path) -> Path:
     """The fixture study's sweep dir: the first under multirun/rep (a focused study run by a test comes later)."""
-    return sorted((root / "multirun" / "rep").iterdir())[0]
+    return sweep_dirs(root, "rep", STUDY)[0]
 
 
 def _study(root: Path) -> optuna.Study:
@@ -102,9 +103,31 @@ def test_study_files_say_what_the_storage_holds(root):
     # everything but the trials' checkpoints (kept for predict and rescue) fits in 8 MB
     assert sum(f.stat().st_size for f in out.rglob("*") if f.is_file() and f.suffix != ".ckpt") < 8_000_000
     report = (out / "report.md").read_text()
-    assert f"| 1 | {best.number} | {best.value:.4g} | COMPLETE |" in report
+    assert f"| 1 | {best.number} | {best.value:.4g} | complete |" in report
     assert f"preset=optimized/{STUDY}" in report and "seed=42,777,2024" in report
     assert "<img alt=" in (out / "report.html").read_text()
+
+
+# the sections every single-objective study's report has, in this order (others appear between them)
+ARC = [
+    "Summary",
+    "Sweep setup",
+    "Search space and fixed settings",
+    "Completion status",
+    "All trials, ranked",
+    "Per-parameter trends",
+    "Statistics",
+    "Plots",
+    "Next steps",
+]
+
+
+@needs_browser
+def test_the_studys_report_shows_its_sections_in_a_browser_and_nothing_overflows_1280_px(root, tmp_path):
+    shown = measure(_sweep_dir(root) / "report.html", tmp_path, 1280)
+    assert [s for s in shown["sections"] if s in ARC] == ARC
+    assert f"Best trial: trial {_study(root).best_trial.number}" in shown["sections"]
+    assert shown["page_width"] <= shown["window_width"] and shown["overflowing"] == []
 
 
 def _job_config(overrides: list[str]) -> tuple[dict, dict]:
@@ -185,7 +208,8 @@ def test_the_report_runner_reports_a_study_that_is_still_running(root, tmp_path)
     assert json.loads((out / "study_stats.json").read_text())["trials"]["RUNNING"] == 1
     rows = {int(r["number"]): r for r in csv.DictReader((out / "all_trials.csv").open())}
     assert rows[running.number]["state"] == "RUNNING"
-    assert "1 running" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "| running | 1 |" in md and "The study is still running (1 trial running)" in md
 
 
 @pytest.mark.parametrize(
@@ -216,7 +240,7 @@ def test_a_seed_multirun_writes_a_summary_whose_numbers_are_the_jobs_metrics(tmp
         cwd=tmp_path,
     )
     assert result.returncode != 0  # the lr=-1 jobs fail, and Hydra's basic sweeper reports it ...
-    sweep = sorted((tmp_path / "multirun" / "seeds").iterdir())[-1]
+    sweep = sweep_dirs(tmp_path, "seeds")[-1]
     summary = json.loads((sweep / "multirun_summary.json").read_text())  # ... after the summary was written
     assert (summary["jobs"], summary["completed"]) == (4, 2)
     assert [f["overrides"] for f in summary["failed"]] == [
@@ -273,14 +297,52 @@ def test_a_studys_console_has_one_status_line_per_trial_and_each_trials_lines_go
         assert f"trial {n}: data: " in log and "trainer: accelerator" in log
 
 
-def test_the_focused_study_command_of_the_report_runs_as_printed(root):
-    md = (_sweep_dir(root) / "report.md").read_text()
-    command = md.split("Run a focused study on it:\n\n```\n", 1)[1].split("\n```", 1)[0]
-    args = shlex.split(command)
-    assert os.path.samefile(args[0], sys.executable) and f"search=focused/{STUDY}" in args
-    result = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    focused = optuna.load_study(
-        study_name=f"{STUDY}_focused", storage=f"sqlite:///{root / 'studies' / STUDY}_focused.db"
-    )
-    assert len([t for t in focused.trials if t.state.is_finished()]) == 6
+def _printed_commands(root: Path) -> list[list[str]]:
+    """Every command the study printed: the report's code blocks that start with an interpreter, and the
+    console's "retrain it:" line; each once, in the order they appear."""
+    blocks = (_sweep_dir(root) / "report.md").read_text().split("```\n")[1::2]
+    console = (root / "console.txt").read_text()
+    lines = [
+        *blocks,
+        *(line.split("retrain it: ", 1)[1] for line in console.splitlines() if "retrain it: " in line),
+    ]
+    commands = [shlex.split(line.strip()) for line in lines if "\n" not in line.strip()]
+    commands = [c for c in commands if c and os.path.isfile(c[0]) and os.path.samefile(c[0], sys.executable)]
+    return list({shlex.join(c): c for c in commands}.values())
+
+
+def test_every_command_the_report_and_the_console_print_runs_as_printed(root, tmp_path):
+    commands = _printed_commands(root)
+    by_role = {
+        "study": [c for c in commands if "hydra.sweeper.n_trials=6" in c],
+        "more": [c for c in commands if "hydra.sweeper.n_trials=12" in c],
+        "focused": [c for c in commands if f"search=focused/{STUDY}" in c],
+        "retrain": [c for c in commands if c[2:] == [f"preset=optimized/{STUDY}"]],
+        "seeds": [c for c in commands if "seed=42,777,2024" in c and "data.split_seed=42" not in c],
+        "held": [c for c in commands if "seed=42,777,2024" in c and "data.split_seed=42" in c],
+        "fallback": [c for c in commands if "-m" not in c and "models.optimizer.lr" in " ".join(c)],
+    }
+    assert all(len(found) >= 1 for found in by_role.values()), {k: len(v) for k, v in by_role.items()}
+    for command in commands:  # each in a fresh directory holding a copy of the study and its configs
+        where = tmp_path / f"run{commands.index(command)}"
+        shutil.copytree(root / "studies", where / "studies")
+        result = subprocess.run(command, cwd=where, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, (shlex.join(command), result.stderr[-3000:])
+        output = result.stdout + result.stderr
+        assert "Traceback" not in output, shlex.join(command)
+        if command in by_role["study"]:  # the study has its trials: the same command only reports again
+            assert "the study has its 6 trials" in output and len(_trials(where, STUDY)) == 6
+        if command in by_role["more"]:
+            assert len([t for t in _trials(where, STUDY) if t.state.is_finished()]) == 12
+        if command in by_role["focused"]:
+            assert len([t for t in _trials(where, f"{STUDY}_focused") if t.state.is_finished()]) == 6
+        if command in by_role["seeds"] + by_role["held"]:
+            summary = json.loads(next(where.glob("multirun/*/latest/multirun_summary.json")).read_text())
+            assert summary["completed"] == 3
+            assert summary["split"]["moved"] == (command in by_role["seeds"])
+        if "-m" not in command:
+            assert len(list(where.glob("outputs/*/*/metrics.json"))) == 1
+
+
+def _trials(where: Path, study: str) -> list:
+    return optuna.load_study(study_name=study, storage=f"sqlite:///{where / 'studies' / study}.db").trials

@@ -108,9 +108,7 @@ def to_html(blocks: list[Block], title: str) -> str:
             body.append(f"<ul>{links}</ul>")
         elif isinstance(block, Table):
             head = "".join(f"<th>{_h(h)}</th>" for h in block.header)
-            rows = "".join(
-                "<tr>" + "".join(f"<td>{_h(cell(v))}</td>" for v in row) + "</tr>" for row in block.rows
-            )
+            rows = "".join("<tr>" + "".join(_td(cell(v)) for v in row) + "</tr>" for row in block.rows)
             # a wide table scrolls inside its own box; the page keeps its width
             body.append(
                 f'<div class="table"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
@@ -129,12 +127,21 @@ def to_html(blocks: list[Block], title: str) -> str:
 
 
 _STYLE = (
-    "body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}"
+    "body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222;"
+    "overflow-wrap:break-word}"
     "table{border-collapse:collapse;margin:0.5rem 0 1rem}th,td{border:1px solid #ccc;padding:0.25rem 0.5rem;"
     "text-align:left;font-variant-numeric:tabular-nums}th{background:#f3f3f3}"
     "pre{background:#f6f8fa;padding:0.75rem;overflow-x:auto;white-space:pre-wrap;overflow-wrap:anywhere}"
-    "img{max-width:100%}div.table{max-width:100%;overflow-x:auto}td{overflow-wrap:break-word;max-width:28rem}"
+    "img{max-width:100%}div.table{max-width:100%;overflow-x:auto}th,td{white-space:nowrap}"
+    "td.long{white-space:normal;overflow-wrap:break-word;min-width:12rem;max-width:28rem}"
 )
+
+
+LONG_CELL = 32  # characters: a shorter cell stays on one line (the table scrolls); a longer one wraps
+
+
+def _td(text: str) -> str:
+    return f'<td class="long">{_h(text)}</td>' if len(text) > LONG_CELL else f"<td>{_h(text)}</td>"
 
 
 def _h(text: str) -> str:

@@ -59,7 +59,7 @@ def write_plots(view: StudyView, out_dir: Path, ranked_params: list[str]) -> lis
             # every plot loads the one plotly.min.js written beside it: offline, and one copy per sweep dir
             fig.write_html(plot.html, include_plotlyjs="directory", full_html=True)
             plot.png = out_dir / f"{name}.png"
-            _save_png(draw, plot.png)
+            _save_png(draw, plot.png, name, view.param_names)
         except Exception as exc:  # Optuna refuses some studies (e.g. one distinct value); the report says why
             plot.skipped = one_line(exc)
             log.warning("plot %s not drawn: %s", name, plot.skipped)
@@ -123,7 +123,7 @@ def _specs(view: StudyView, ranked: list[str]) -> list[tuple[str, str, str | Non
     return specs
 
 
-def _save_png(draw: Draw, path: Path) -> None:
+def _save_png(draw: Draw, path: Path, name: str, params: list[str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: never a window
@@ -137,10 +137,60 @@ def _save_png(draw: Draw, path: Path) -> None:
         warnings.filterwarnings("ignore", message="Attempting to set identical low and high ylims")
         axes = draw(mpl_backend)
     figure = np.asarray(axes).ravel()[0].figure
+    _legible(figure, name, params)
     try:
         figure.savefig(path, dpi=100, bbox_inches="tight")
     finally:
         plt.close(figure)
+
+
+# Inches per param axis: Optuna's matplotlib figures keep one width whatever the number of params, so past
+# three params their axis labels and tick labels run into each other.
+INCHES_PER_AXIS = {"slice": 2.8, "parallel_coordinate": 1.6}
+LABEL_CHARS = 18  # longer param names are wrapped at their dots
+
+
+def _legible(figure: Any, name: str, params: list[str]) -> None:
+    """Widen a figure by its number of param axes and wrap long dotted names (whole again where Optuna cut
+    them to 17 characters and one param has that start), so no label overlaps another; whole steps only."""
+    if name == "intermediate_values":  # steps are whole (epochs): no 1.25 between them
+        from matplotlib.ticker import MaxNLocator
+
+        figure.axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    per_axis = INCHES_PER_AXIS.get(name)
+    if per_axis is None:
+        return
+    plotted = [a for a in figure.axes if not hasattr(a, "_colorbar")]
+    if name == "slice":
+        panels = [a for a in plotted if a.get_xlabel()]
+        for a in panels:
+            a.set_xlabel(_wrap(a.get_xlabel()))
+        count = len(panels)
+    else:  # the first axes carries one x tick per dimension (objective, then params)
+        ticks = plotted[0].get_xticks()
+        names = [_whole(t.get_text(), params) for t in plotted[0].get_xticklabels()]
+        plotted[0].set_xticks(ticks, [_wrap(n) for n in names])
+        count = len(ticks)
+    width, height = figure.get_size_inches()
+    figure.set_size_inches(max(width, per_axis * count + 1.5), height)
+
+
+def _whole(label: str, params: list[str]) -> str:
+    if not label.endswith("..."):
+        return label
+    matches = [p for p in params if len(p) >= len(label) and p.startswith(label[:-3])]
+    return matches[0] if len(matches) == 1 else label
+
+
+def _wrap(label: str) -> str:
+    """`models.optimizer.weight_decay` → `models.optimizer.` / `weight_decay` (at dots, lines of LABEL_CHARS)."""
+    lines: list[str] = []
+    for part in label.replace(".", ".\0").split("\0"):
+        if lines and len(lines[-1]) + len(part) <= LABEL_CHARS:
+            lines[-1] += part
+        else:
+            lines.append(part)
+    return "\n".join(line for line in lines if line)
 
 
 def _target(view: StudyView) -> Callable[[optuna.trial.FrozenTrial], float] | None:

@@ -50,6 +50,14 @@ def summary(
 ) -> list[Block]:
     """The findings in sentences, how strong the evidence is, and the one thing to do next."""
     blocks: list[Block] = [Heading("Summary")]
+    running = view.counts.get("RUNNING", 0)
+    if running:
+        blocks.append(
+            Para(
+                f"The study is still running ({running} trial{'s' if running != 1 else ''} running): this "
+                "report covers the trials finished so far."
+            )
+        )
     best = view.best
     if best is not None:
         blocks.append(Para(_best_sentence(view, stats, best)))
@@ -305,8 +313,8 @@ def all_trials(view: StudyView, fallback: int | None) -> list[Block]:
                 *values,
                 state,
                 t.user_attrs.get(ATTR_EPOCHS),
-                *(t.params.get(p) for p in params),
                 _trial_note(view, t, fallback),
+                *(t.params.get(p) for p in params),
             ]
         )
     if not rows:
@@ -317,7 +325,7 @@ def all_trials(view: StudyView, fallback: int | None) -> list[Block]:
             f"Complete trials by {view.metric}, then pruned ones by their value at the epoch they were pruned "
             "(a value from fewer epochs, so ranked below), then failed and unfinished ones."
         ),
-        Table(["rank", "trial", *view.metrics, "state", "epochs", *params, "note"], rows),
+        Table(["rank", "trial", *view.metrics, "state", "epochs", "note", *params], rows),
     ]
 
 

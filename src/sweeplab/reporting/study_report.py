@@ -43,15 +43,16 @@ from sweeplab.search.records import (
     ATTR_RESCUE_OF,
     STUDY_COMMAND,
     STUDY_SCRIPT,
+    STUDY_SETTINGS,
     counts,
 )
-from sweeplab.search.space import focus_count, override_key
+from sweeplab.search.space import focus_count, format_value, override_key
 from sweeplab.search.storage import default_storage, masked
 
 log = logging.getLogger("sweeplab.report")
 
 SEEDS = "42,777,2024"  # the seeds a winner is validated over
-MORE_TRIALS = 25  # what the "continue this study" command adds
+CLOSE_FALLBACK = 0.1  # a fallback nearer the best than this (param distance) is said to differ little
 REPORT_SCRIPT = "report.py"  # beside the training script (runners/)
 # Recomposing a trial fails like this when configs changed since the study ran (a group or key removed).
 EXPORT_ERRORS = (SweeplabError, HydraException, OmegaConfBaseException)
@@ -244,7 +245,7 @@ def _next_action(view: StudyView, report: StudyReport, script: str) -> tuple[str
     if not view.single and view.front:
         return "export one trial of the Pareto front as a preset; the commands are under Next steps", None
     more = _continue_command(view, script)
-    return ("run more trials of this study", more) if more else ("run the study", None)
+    return ("run more trials of this study", more[0]) if more else ("run the study", None)
 
 
 def _best_job(view: StudyView, flattener: Flattener | None) -> dict[str, Any] | None:
@@ -489,22 +490,14 @@ def _next_steps(
             Code(report.picked.command),
         ]
         if seeded:
-            blocks += [
-                Para("Check that it holds across seeds:"),
-                Code(command_line(script, "-m", report.picked.option, f"seed={SEEDS}")),
-            ]
+            blocks += _seed_check(report.picked.command, flattener)
     if not view.single:
         blocks += _pareto_exports(view, root_dir)
     if report.retrain:
         where = f" (preset written to {report.preset.path})" if report.preset else ""
         blocks += [Para(f"Retrain the best trial in full{where}:"), Code(report.retrain)]
         if seeded:
-            blocks += [
-                Para(
-                    "Check that it holds across seeds (a summary with mean and std is written to the sweep dir):"
-                ),
-                Code(_multirun(report.retrain, f"seed={SEEDS}")),
-            ]
+            blocks += _seed_check(report.retrain, flattener)
     if second is not None and flattener is not None:
         blocks += _fallback(view, flattener, *second)
     if space:
@@ -521,24 +514,28 @@ def _next_steps(
             blocks += [Para("Run a focused study on it:"), Code(report.focused.command)]
     more = _continue_command(view, script)
     if more:
+        command, added = more
         blocks += [
             Para(
-                f"Or continue this study with {MORE_TRIALS} more trials (the stored trials count toward n_trials):"
+                f"Or continue this study with {added} more trials, as many again as it was run with "
+                "(the stored trials count toward n_trials):"
             ),
-            Code(more),
+            Code(command),
         ]
     blocks += [Bullets([f"not produced: {note}" for note in report.notes])] if report.notes else []
     return blocks
 
 
-def _continue_command(view: StudyView, script: str) -> str | None:
-    """The study's own command with n_trials raised by MORE_TRIALS over the trials that count so far."""
+def _continue_command(view: StudyView, script: str) -> tuple[str, int] | None:
+    """The study's own command with n_trials raised by as many trials as it was configured for (by those
+    that count so far, for a study that stored no settings), and that number."""
     command = view.attr(STUDY_COMMAND)
     if command is None:
         return None
     counted = sum(1 for t in view.trials if counts(t))
+    added = int((view.attr(STUDY_SETTINGS) or {}).get("n_trials") or max(counted, 1))
     kept = [a for a in command if override_key(a) != "hydra.sweeper.n_trials"]
-    return command_line(script, *kept, f"hydra.sweeper.n_trials={counted + MORE_TRIALS}")
+    return command_line(script, *kept, f"hydra.sweeper.n_trials={counted + added}"), added
 
 
 def _fallback(view: StudyView, flattener: Flattener, trial: FrozenTrial, distance: float) -> list[Block]:
@@ -549,22 +546,50 @@ def _fallback(view: StudyView, flattener: Flattener, trial: FrozenTrial, distanc
         log.warning("no command for the fallback trial %d: %s", trial.number, one_line(exc, with_type=False))
         return []
     rank = [t.number for t in view.ranked()].index(trial.number) + 1
+    close = (
+        " The top trials agree closely, so this fallback differs little from the best."
+        if distance < CLOSE_FALLBACK
+        else ""
+    )
     return [
         Para(
             f"Fallback, if the best does not hold up: trial {trial.number} ({view.metric} {cell(trial.values[0])}, "
             f"rank {rank}) is the trial among the top {max(2, focus_count(len(view.complete)))} whose params "
             f"differ most from the best's (distance {distance:.2f}; 0: the same params, 1: as far apart as the "
-            "space allows). Train it in full:"
+            f"space allows).{close} Train it in full:"
         ),
         Code(command),
     ]
 
 
-def _multirun(command: str, sweep: str) -> str:
-    """`python <script> <args>` as `python <script> -m <args> <sweep>` (the sweep's key replaces the args')."""
+def _seed_check(retrain: str, flattener: Flattener | None) -> list[Block]:
+    """The retrain command over SEEDS; where settings follow the seed (the data split), the same with them
+    held at the seed the study ran with, so that the spread is the training seed's alone."""
+    blocks: list[Block] = [
+        Para("Check that it holds across seeds (a summary with mean and std is written to the sweep dir):"),
+        Code(_multirun(retrain, f"seed={SEEDS}")),
+    ]
+    followers = flattener.following("seed") if flattener is not None else []
+    if followers:
+        seed = format_value(flattener.root_job["seed"]) if flattener is not None else ""
+        held = [f"{k}={seed}" for k in followers]
+        blocks += [
+            Para(
+                f"{', '.join(followers)} follow{'s' if len(followers) == 1 else ''} the seed, so each seed above "
+                "also trains and measures on another data split, and the spread includes the split's. "
+                f"To vary only the training seed, hold {'it' if len(followers) == 1 else 'them'} fixed:"
+            ),
+            Code(_multirun(retrain, f"seed={SEEDS}", *held)),
+        ]
+    return blocks
+
+
+def _multirun(command: str, *sweep: str) -> str:
+    """`python <script> <args>` as `python <script> -m <args> <sweep>` (the sweep's keys replace the args')."""
     interpreter, script, *args = shlex.split(command)
-    args = [a for a in args if override_key(a) != override_key(sweep)]
-    return shlex.join([interpreter, script, "-m", *args, sweep])
+    keys = {override_key(a) for a in sweep}
+    args = [a for a in args if override_key(a) not in keys]
+    return shlex.join([interpreter, script, "-m", *args, *sweep])
 
 
 def _pareto_exports(view: StudyView, root_dir: Path) -> list[Block]:
