@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as L
@@ -241,10 +241,24 @@ class ImageDataModule(L.LightningDataModule):
     # -- device-side transforms ------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x, y = batch
-        x = x.float().div_(255.0)
-        if self.trainer is not None and self.trainer.training:
-            x = self.augment(x)
-        x = (x - self._mean.to(x.device)) / self._std.to(x.device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, y
+        training = self.trainer is not None and self.trainer.training
+        return model_input(
+            x, self._mean, self._std, self.channels_last, self.augment if training else None
+        ), y
+
+
+def model_input(
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    channels_last: bool,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """A uint8 (N, C, H, W) batch as the model takes it, on the batch's device: scaled to [0, 1], then
+    `transform` (augmentation, a test-time view), then normalised by `mean`/`std` (shaped (1, C, 1, 1)).
+    Training and prediction both go through here, so a model predicts on what it trained on."""
+    x = x.float().div_(255.0)
+    if transform is not None:
+        x = transform(x)
+    x = (x - mean.to(x.device)) / std.to(x.device)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x

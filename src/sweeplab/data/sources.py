@@ -125,7 +125,7 @@ class ImageFolderSource:
             self.files, targets = self._list_csv(csv_file, image_dir, id_column, target_column)
         else:
             self.files, targets = self._list_folders()
-        self.classes = tuple(sorted(set(targets), key=_natural_key))
+        self.classes = tuple(sorted(set(targets), key=natural_key))
         index = {c: i for i, c in enumerate(self.classes)}
         self.labels = torch.tensor([index[t] for t in targets], dtype=torch.long)
         if len(self.classes) < 2:
@@ -156,16 +156,7 @@ class ImageFolderSource:
             rows = [(r[id_col].strip(), r[target_col].strip()) for r in reader]
         if not rows:
             raise config_error("data.csv_file", csv_file, "has no rows")
-        present = {p.name: p for p in folder.iterdir() if p.is_file()}
-        stems = {p.stem: p for p in present.values() if p.suffix.lower() in IMAGE_EXTENSIONS}
-        files: list[Path] = []
-        missing: list[str] = []
-        for image_id, _ in rows:
-            path = present.get(image_id) or stems.get(image_id)
-            if path is None:
-                missing.append(image_id)
-            else:
-                files.append(path)
+        files, missing = find_images(folder, [image_id for image_id, _ in rows])
         if missing:
             raise config_error(
                 "data.image_dir",
@@ -197,28 +188,47 @@ class ImageFolderSource:
         return cached(self.cache_key(img_size, in_chans), lambda: self._decode(img_size, in_chans))
 
     def _decode(self, img_size: int, in_chans: int) -> ImageSet:
-        mode = {1: "L", 3: "RGB"}.get(in_chans)
-        if mode is None:
-            raise config_error(
-                "data.in_chans", in_chans, "image folders decode to 1 (grey) or 3 (RGB) channels"
-            )
-
-        def decode(path: Path) -> np.ndarray:
-            try:
-                with Image.open(path) as im:
-                    im = im.convert(mode).resize((img_size, img_size), Image.Resampling.BILINEAR)
-                    return np.asarray(im, dtype=np.uint8).reshape(img_size, img_size, in_chans)
-            except (UnidentifiedImageError, OSError, ValueError) as exc:
-                raise SweeplabError(f"cannot read image {path}: {one_line(exc)}") from exc
-
-        with ThreadPoolExecutor(self.decode_workers) as pool:
-            arrays = list(pool.map(decode, self.files))
-        count("images_decoded", len(arrays))
-        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        images = decode_files(self.files, img_size, in_chans, self.decode_workers)
         ids = tuple(p.name for p in self.files)
         return ImageSet(images, self.labels, self.classes, ids)
 
 
-def _natural_key(name: str) -> tuple:
+def decode_files(files: list[Path], img_size: int, in_chans: int, workers: int = 4) -> torch.Tensor:
+    """Image files as one (N, C, H, W) uint8 tensor at `img_size`: grey or RGB, bilinear resize, decoded
+    by `workers` threads (PIL releases the GIL); an unreadable file is one line naming it."""
+    mode = {1: "L", 3: "RGB"}.get(in_chans)
+    if mode is None:
+        raise config_error("data.in_chans", in_chans, "image folders decode to 1 (grey) or 3 (RGB) channels")
+
+    def decode(path: Path) -> np.ndarray:
+        try:
+            with Image.open(path) as im:
+                im = im.convert(mode).resize((img_size, img_size), Image.Resampling.BILINEAR)
+                return np.asarray(im, dtype=np.uint8).reshape(img_size, img_size, in_chans)
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise SweeplabError(f"cannot read image {path}: {one_line(exc)}") from exc
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        arrays = list(pool.map(decode, files))
+    count("images_decoded", len(arrays))
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def find_images(folder: Path, ids: list[str]) -> tuple[list[Path], list[str]]:
+    """The file of each id in `folder` (an id may carry its extension or not), and the ids with none."""
+    present = {p.name: p for p in folder.iterdir() if p.is_file()}
+    stems = {p.stem: p for p in present.values() if p.suffix.lower() in IMAGE_EXTENSIONS}
+    files: list[Path] = []
+    missing: list[str] = []
+    for image_id in ids:
+        path = present.get(image_id) or stems.get(image_id)
+        if path is None:
+            missing.append(image_id)
+        else:
+            files.append(path)
+    return files, missing
+
+
+def natural_key(name: str) -> tuple:
     """Sort class names '2' before '10'."""
     return (0, int(name), "") if name.isdigit() else (1, 0, name)

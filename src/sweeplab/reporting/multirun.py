@@ -13,40 +13,20 @@ import math
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import TARGET as SWEEPER_TARGET
 from sweeplab.errors import one_line
 from sweeplab.reporting.analysis import describe
+from sweeplab.reporting.dirs import plain_multirun
 from sweeplab.reporting.document import Bullets, Heading, Para, Table, to_markdown
 from sweeplab.reporting.view import dumps
-from sweeplab.search.liveness import link_latest
 
 log = logging.getLogger("sweeplab.multirun")
 
 RECORD = "job_return.json"
 SUMMARY = "multirun_summary"
-
-
-class ResolvableSweepDir(Callback):
-    """Lets any sweeper resolve `hydra.sweep.dir`: it contains `${exp_name}`, which reads `${hydra:runtime.choices}`.
-
-    Hydra sets the `hydra:` resolver's config per job, but the basic sweeper resolves its sweep dir before
-    the first job; without this, `python runners/train.py -m seed=1,2` fails with "HydraConfig was not set".
-    A plain multirun's dir also gets `latest` beside it (a sweeplab study's sweeper links the dir it claims).
-    """
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if not HydraConfig.initialized():
-            HydraConfig.instance().set_config(config)
-        if _plain_multirun(config):
-            sweep_dir = Path(str(config.hydra.sweep.dir))
-            sweep_dir.mkdir(parents=True, exist_ok=True)
-            link_latest(sweep_dir)
 
 
 class MultirunSummary(Callback):
@@ -58,7 +38,7 @@ class MultirunSummary(Callback):
         self.split_key = split_key
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if not _plain_multirun(config):
+        if not plain_multirun(config):
             return
         output_dir = Path(str(config.hydra.runtime.output_dir))
         error = None
@@ -78,7 +58,7 @@ class MultirunSummary(Callback):
         write_summary(Path(str(config.hydra.sweep.dir)))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if not _plain_multirun(config):
+        if not plain_multirun(config):
             return
         sweep_dir = Path(str(config.hydra.sweep.dir))
         summary = write_summary(sweep_dir)
@@ -225,13 +205,6 @@ def _job_metrics(path: Path) -> dict[str, float]:
 def _metrics_file(config: DictConfig, output_dir: Path) -> Path:
     where = OmegaConf.select(config, "paths.output_dir", default=None, throw_on_resolution_failure=False)
     return Path(str(where)) / "metrics.json" if where else output_dir / "metrics.json"
-
-
-def _plain_multirun(config: DictConfig) -> bool:
-    hydra = config.get("hydra")
-    if hydra is None or hydra.get("mode") != RunMode.MULTIRUN:
-        return False
-    return OmegaConf.select(config, "hydra.sweeper._target_", default=None) != SWEEPER_TARGET
 
 
 def _finite(value: Any) -> bool:

@@ -14,9 +14,8 @@ from sweeplab.errors import config_error
 from sweeplab.reporting.export import Flattener
 from sweeplab.reporting.pick import pick_trial
 from sweeplab.reporting.study_report import StudyReport, write_study_report
-from sweeplab.reporting.view import StudyView, check_name
+from sweeplab.reporting.view import StudyView, check_name, stored_study_url
 from sweeplab.search.records import STUDY_CONFIG_NAME, STUDY_SCRIPT
-from sweeplab.search.storage import STUDIES_DIR, resolve_storage, sqlite_path
 
 log = logging.getLogger("sweeplab.report")
 
@@ -25,16 +24,7 @@ def report(cfg: DictConfig) -> StudyReport:
     name = check_name(cfg.get("study_name"))
     pruned_top_k = _positive(cfg, "pruned_top_k")
     root = Path.cwd()
-    url = resolve_storage(cfg.get("storage"), name, root, key="storage")
-    path = sqlite_path(url)
-    if cfg.get("storage") is None and path is not None and not path.is_file():
-        here = sorted(p.stem for p in (root / STUDIES_DIR).glob("*.db"))
-        raise config_error(
-            "study_name",
-            name,
-            f"no study file {STUDIES_DIR}/{path.name} under {root}; studies here: {', '.join(here) or 'none'} "
-            "(or pass storage=<url>)",
-        )
+    url = stored_study_url(name, cfg.get("storage"), root)
     view = StudyView.load(name, url, key="storage")
     chosen = cfg.get("pick") or {}
     pick = pick_trial(view, chosen.get("trial"), chosen.get("budget"))

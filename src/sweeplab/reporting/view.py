@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -22,7 +23,7 @@ from sweeplab.search.records import (
 )
 from sweeplab.search.records import front as pareto_front
 from sweeplab.search.records import ranked as best_first
-from sweeplab.search.storage import load_study, masked
+from sweeplab.search.storage import STUDIES_DIR, load_study, masked, resolve_storage, sqlite_path
 
 
 @dataclass
@@ -139,12 +140,28 @@ def last_report(trial: FrozenTrial) -> tuple[int | None, float | None]:
     return step, trial.intermediate_values[step]
 
 
-def check_name(study_name: Any) -> str:
+def check_name(study_name: Any, purpose: str = "to report") -> str:
     if not isinstance(study_name, str) or not study_name.strip():
         raise config_error(
-            "study_name", study_name, "give the study to report, e.g. study_name=digits_test_resnet_fast"
+            "study_name", study_name, f"give the study {purpose}, e.g. study_name=digits_test_resnet_fast"
         )
     return study_name
+
+
+def stored_study_url(study_name: str, storage: str | None, root: Path) -> str:
+    """The storage URL of an existing study: `storage`, else the default SQLite file under `root`, which
+    must exist (a missing one names the studies that are there)."""
+    url = resolve_storage(storage, study_name, root, key="storage")
+    path = sqlite_path(url)
+    if storage is None and path is not None and not path.is_file():
+        here = sorted(p.stem for p in (root / STUDIES_DIR).glob("*.db"))
+        raise config_error(
+            "study_name",
+            study_name,
+            f"no study file {STUDIES_DIR}/{path.name} under {root}; studies here: {', '.join(here) or 'none'} "
+            "(or pass storage=<url>)",
+        )
+    return url
 
 
 def dumps(data: Any) -> str:

@@ -71,6 +71,7 @@ class FoldRun:
     test: dict[str, float]
     best_checkpoint: str | None
     pruned_at: int | None
+    classes: tuple[str, ...]
     compile_s: float | None = None
 
 
@@ -125,6 +126,7 @@ def _train(cfg: DictConfig) -> float | list[float]:
         "pruned_at_epoch": pruned_at,
         "trial": study_trial.number if study_trial else None,
         "best_checkpoint": one.best_checkpoint if one else None,
+        "classes": list(runs[0].classes),  # the model's outputs, in order (what predict labels with)
         "wall_time_s": round(time.perf_counter() - started, 3),
     }
     if folds is not None:
@@ -206,6 +208,7 @@ def _fit(
         test={k: float(v) for k, v in (test[0] if test else {}).items()},
         best_checkpoint=best_path or None,
         pruned_at=pruned_at,
+        classes=dm.classes,
         compile_s=compile_timer.compile_s if compile_timer else None,
     )
 
