@@ -297,22 +297,31 @@ def test_a_studys_console_has_one_status_line_per_trial_and_each_trials_lines_go
         assert f"trial {n}: data: " in log and "trainer: accelerator" in log
 
 
-def _printed_commands(root: Path) -> list[list[str]]:
-    """Every command the study printed: the report's code blocks that start with an interpreter, and the
-    console's "retrain it:" line; each once, in the order they appear."""
+def _printed_commands(root: Path) -> list[list[list[str]]]:
+    """Every command the study printed: the report's code blocks whose lines all start with an interpreter
+    (a block of several lines runs them in turn), and the console's "retrain it:" line; each once."""
     blocks = (_sweep_dir(root) / "report.md").read_text().split("```\n")[1::2]
     console = (root / "console.txt").read_text()
-    lines = [
+    texts = [
         *blocks,
         *(line.split("retrain it: ", 1)[1] for line in console.splitlines() if "retrain it: " in line),
     ]
-    commands = [shlex.split(line.strip()) for line in lines if "\n" not in line.strip()]
-    commands = [c for c in commands if c and os.path.isfile(c[0]) and os.path.samefile(c[0], sys.executable)]
-    return list({shlex.join(c): c for c in commands}.values())
+    sequences = []
+    for text in texts:
+        commands = [shlex.split(line) for line in text.strip().splitlines()]
+        if all(c and os.path.isfile(c[0]) and os.path.samefile(c[0], sys.executable) for c in commands):
+            sequences.append(commands)
+    return list({repr(s): s for s in sequences}.values())
+
+
+def _runs(where: Path) -> list[Path]:
+    """The single runs made under `where` (the latest links left out)."""
+    return [p.parent for p in where.glob("outputs/*/*/metrics.json") if not p.parent.is_symlink()]
 
 
 def test_every_command_the_report_and_the_console_print_runs_as_printed(root, tmp_path):
-    commands = _printed_commands(root)
+    sequences = _printed_commands(root)
+    commands = [c for s in sequences if len(s) == 1 for c in s]
     by_role = {
         "study": [c for c in commands if "hydra.sweeper.n_trials=6" in c],
         "more": [c for c in commands if "hydra.sweeper.n_trials=12" in c],
@@ -321,15 +330,21 @@ def test_every_command_the_report_and_the_console_print_runs_as_printed(root, tm
         "seeds": [c for c in commands if "seed=42,777,2024" in c and "data.split_seed=42" not in c],
         "held": [c for c in commands if "seed=42,777,2024" in c and "data.split_seed=42" in c],
         "fallback": [c for c in commands if "-m" not in c and "models.optimizer.lr" in " ".join(c)],
+        "top_k": [c for c in commands if c[1].endswith("predict.py") and f"study_name={STUDY}" in c],
     }
     assert all(len(found) >= 1 for found in by_role.values()), {k: len(v) for k, v in by_role.items()}
-    for command in commands:  # each in a fresh directory holding a copy of the study and its configs
-        where = tmp_path / f"run{commands.index(command)}"
+    (ensemble,) = [s for s in sequences if len(s) == 2]  # retrain on 5 folds, then predict with them
+    assert ensemble[0][2:] == [f"preset=optimized/{STUDY}", "data.folds=5"] and ensemble[1][1].endswith(
+        "predict.py"
+    )
+    for n, sequence in enumerate(sequences):  # each in a fresh directory holding a copy of the study
+        where = tmp_path / f"run{n}"
         shutil.copytree(root / "studies", where / "studies")
-        result = subprocess.run(command, cwd=where, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, (shlex.join(command), result.stderr[-3000:])
-        output = result.stdout + result.stderr
-        assert "Traceback" not in output, shlex.join(command)
+        for command in sequence:
+            result = subprocess.run(command, cwd=where, capture_output=True, text=True, timeout=600)
+            assert result.returncode == 0, (shlex.join(command), result.stderr[-3000:])
+            output = result.stdout + result.stderr
+            assert "Traceback" not in output, shlex.join(command)
         if command in by_role["study"]:  # the study has its trials: the same command only reports again
             assert "the study has its 6 trials" in output and len(_trials(where, STUDY)) == 6
         if command in by_role["more"]:
@@ -340,8 +355,16 @@ def test_every_command_the_report_and_the_console_print_runs_as_printed(root, tm
             summary = json.loads(next(where.glob("multirun/*/latest/multirun_summary.json")).read_text())
             assert summary["completed"] == 3
             assert summary["split"]["moved"] == (command in by_role["seeds"])
-        if "-m" not in command:
-            assert len(list(where.glob("outputs/*/*/metrics.json"))) == 1
+        if command in by_role["retrain"] + by_role["fallback"]:
+            assert len(_runs(where)) == 1
+        if command in by_role["top_k"]:
+            predicted = json.loads((where / "outputs" / "predict" / "latest" / "metrics.json").read_text())
+            top = [f"trial_{t.number}" for t in _study(root).best_trials[:1]]
+            assert [m["name"] for m in predicted["members"]][:1] == top and predicted["labelled"]
+        if sequence is ensemble:
+            predicted = json.loads((where / "outputs" / "predict" / "latest" / "metrics.json").read_text())
+            assert len(predicted["members"]) == 5 and predicted["ensemble"]["min_agree"] == 3
+            assert (where / "outputs" / "predict" / "latest" / "submission.csv").is_file()
 
 
 def _trials(where: Path, study: str) -> list:

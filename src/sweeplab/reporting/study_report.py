@@ -36,6 +36,7 @@ from sweeplab.reporting.export import Export, Flattener, command_line, export_fo
 from sweeplab.reporting.files import write_files
 from sweeplab.reporting.pick import Pick, pick_trial, round_budget
 from sweeplab.reporting.plots import Plot, importances, write_plots
+from sweeplab.reporting.submission import submission_steps
 from sweeplab.reporting.view import StudyView, full_overrides
 from sweeplab.search.records import (
     ATTR_EPOCHS,
@@ -134,12 +135,17 @@ def write_study_report(
     return report
 
 
+def _app_job(flattener: Flattener | None) -> dict[str, Any] | None:
+    """The app's own config, or None where it cannot be composed here (the export says why)."""
+    try:
+        return flattener.root_job if flattener is not None else None
+    except EXPORT_ERRORS:
+        return None
+
+
 def _has_seed(flattener: Flattener | None) -> bool:
     """Whether the app's config has a `seed` key (then the report offers a check across seeds)."""
-    try:
-        return flattener is not None and "seed" in flattener.root_job
-    except EXPORT_ERRORS:  # the app's config cannot be composed here; the export said why
-        return False
+    return "seed" in (_app_job(flattener) or {})
 
 
 def _command_line(flattener: Flattener, best: FrozenTrial, notes: list[str]) -> str | None:
@@ -498,6 +504,8 @@ def _next_steps(
         blocks += [Para(f"Retrain the best trial in full{where}:"), Code(report.retrain)]
         if seeded:
             blocks += _seed_check(report.retrain, flattener)
+    if report.preset is not None:
+        blocks += submission_steps(view, report.retrain, _app_job(flattener), script, root_dir)
     if second is not None and flattener is not None:
         blocks += _fallback(view, flattener, *second)
     if space:
