@@ -95,3 +95,11 @@ def _one_line(exc: OmegaConfBaseException, data: Any, key: str) -> SweeplabError
         hint = did_you_mean(name, allowed) or f"; allowed keys: {', '.join(allowed)}"
         return config_error(where, value, f"not a key of {parent}{hint}")
     return config_error(where, value, one_line(exc, with_type=False))
+
+
+def positive_int(cfg: Mapping[str, Any], key: str) -> int:
+    """`cfg[key]` as a whole number >= 1 (a runner's count or size), or one line naming the key."""
+    value = cfg.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise config_error(key, value, "must be an integer >= 1")
+    return value

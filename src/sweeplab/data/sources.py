@@ -142,18 +142,8 @@ class ImageFolderSource:
         folder = self.root / image_dir
         if not folder.is_dir():
             raise config_error("data.image_dir", image_dir, f"no such folder in {self.root}")
-        with csv_path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            columns = reader.fieldnames or []
-            for key, col in (("data.id_column", id_col), ("data.target_column", target_col)):
-                if col not in columns:
-                    raise config_error(
-                        key,
-                        col,
-                        f"not a column of {csv_path.name}; its columns are {', '.join(columns) or 'none'}"
-                        + did_you_mean(col, columns),
-                    )
-            rows = [(r[id_col].strip(), r[target_col].strip()) for r in reader]
+        _, table = read_csv(csv_path, {"data.id_column": id_col, "data.target_column": target_col})
+        rows = [(r[id_col].strip(), r[target_col].strip()) for r in table]
         if not rows:
             raise config_error("data.csv_file", csv_file, "has no rows")
         files, missing = find_images(folder, [image_id for image_id, _ in rows])
@@ -212,6 +202,23 @@ def decode_files(files: list[Path], img_size: int, in_chans: int, workers: int =
         arrays = list(pool.map(decode, files))
     count("images_decoded", len(arrays))
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def read_csv(path: Path, wanted: dict[str, str]) -> tuple[list[str], list[dict[str, str]]]:
+    """A CSV file's columns and rows; each column `wanted` names (config key → column) must be there."""
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        columns = list(reader.fieldnames or [])
+        rows = list(reader)
+    for key, column in wanted.items():
+        if column not in columns:
+            raise config_error(
+                key,
+                column,
+                f"not a column of {path.name}; its columns are {', '.join(columns) or 'none'}"
+                + did_you_mean(column, columns),
+            )
+    return columns, rows
 
 
 def find_images(folder: Path, ids: list[str]) -> tuple[list[Path], list[str]]:

@@ -5,7 +5,6 @@ then decodes them once to uint8 at the members' image size, before any model is 
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,8 +14,8 @@ import torch
 from omegaconf import OmegaConf
 
 from sweeplab.data.cache import cached
-from sweeplab.data.sources import IMAGE_EXTENSIONS, decode_files, find_images, natural_key
-from sweeplab.errors import SweeplabError, config_error, did_you_mean
+from sweeplab.data.sources import IMAGE_EXTENSIONS, decode_files, find_images, natural_key, read_csv
+from sweeplab.errors import SweeplabError, config_error
 from sweeplab.predict.members import Member, on_cpu
 from sweeplab.training.build import build_datamodule
 
@@ -164,18 +163,9 @@ class Submission:
 
     def load(self, members: Sequence[Member], img_size: int, in_chans: int) -> Images:
         id_column, target_column = _columns(members, self.id_column, self.target_column)
-        with self.csv_path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            columns = list(reader.fieldnames or [])
-            rows = list(reader)
-        for key, column in (("input.id_column", id_column), ("input.target_column", target_column)):
-            if column not in columns:
-                raise config_error(
-                    key,
-                    column,
-                    f"not a column of {self.csv_path.name}; its columns are {', '.join(columns) or 'none'}"
-                    + did_you_mean(column, columns),
-                )
+        columns, rows = read_csv(
+            self.csv_path, {"input.id_column": id_column, "input.target_column": target_column}
+        )
         if not rows:
             raise config_error("input.csv_file", self.csv_path.name, "has no rows")
         ids = [r[id_column].strip() for r in rows]

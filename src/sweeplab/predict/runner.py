@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import path_safe
-from sweeplab.config import instantiate_node
+from sweeplab.config import instantiate_node, positive_int
 from sweeplab.errors import config_error
 from sweeplab.predict.ensemble import Combined
 from sweeplab.predict.infer import Device, Predicted, predict_member
@@ -52,7 +52,7 @@ def predict(cfg: DictConfig) -> Prediction:
     rule.check(members)
     tta = instantiate_node(cfg.tta, "tta")
     assert isinstance(tta, TTA)
-    batch_size = _positive(cfg, "batch_size")
+    batch_size = positive_int(cfg, "batch_size")
     device = Device.pick(str(cfg.get("device", "auto")), str(cfg.get("precision", "auto")))
     source = instantiate_node(cfg.input, "input")
     images = source.load(members, img_size, in_chans)
@@ -118,15 +118,8 @@ def _members(cfg: DictConfig, root: Path) -> list[Member]:
     if study is not None:
         name = check_name(study, "whose top trials predict")
         view = StudyView.load(name, stored_study_url(name, cfg.get("storage"), root), key="storage")
-        members += from_study(view, _positive(cfg, "top_k"))
+        members += from_study(view, positive_int(cfg, "top_k"))
     return members
-
-
-def _positive(cfg: DictConfig, key: str) -> int:
-    value = cfg.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise config_error(key, value, "must be an integer >= 1")
-    return value
 
 
 def _on_device(images: torch.Tensor, device: Device, max_gb: float) -> torch.Tensor:

@@ -10,6 +10,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import path_safe
+from sweeplab.config import positive_int
 from sweeplab.errors import config_error
 from sweeplab.reporting.export import Flattener
 from sweeplab.reporting.pick import pick_trial
@@ -22,7 +23,7 @@ log = logging.getLogger("sweeplab.report")
 
 def report(cfg: DictConfig) -> StudyReport:
     name = check_name(cfg.get("study_name"))
-    pruned_top_k = _positive(cfg, "pruned_top_k")
+    pruned_top_k = positive_int(cfg, "pruned_top_k")
     root = Path.cwd()
     url = stored_study_url(name, cfg.get("storage"), root)
     view = StudyView.load(name, url, key="storage")
@@ -73,10 +74,3 @@ def report(cfg: DictConfig) -> StudyReport:
     for note in result.notes:
         log.warning("not produced: %s", note)
     return result
-
-
-def _positive(cfg: DictConfig, key: str) -> int:
-    value = cfg.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise config_error(key, value, "must be an integer >= 1")
-    return value
