@@ -74,8 +74,14 @@ def replay(
     pruner: optuna.pruners.BasePruner,
     direction: str = "maximize",
     rescue_top_k: int = 0,
+    resume: bool = False,
 ) -> ReplayResult:
-    """Replay one study: the configurations `order`, in that order, under `pruner`; then rescue."""
+    """Replay one study: the configurations `order`, in that order, under `pruner`; then rescue.
+
+    As the sweeper does: the last epoch is never pruned; with `resume`, a pruned trial keeps its pause
+    while it ranks among the `rescue_top_k` best paused ones (`pause.keep`'s default, checked after each
+    prune as `sweeplab.search.pauses.keep_best` does), and a rescue of a kept one costs only the epochs
+    after its pause; a rescue of one that fell out, or without `resume`, costs the whole curve."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # a fixed name: Hyperband picks a trial's bracket from a hash of study name and trial number
     study = optuna.create_study(
@@ -83,10 +89,17 @@ def replay(
     )
     maximize = direction == "maximize"
     epochs = 0
+    dropped: set[int] = set()  # pruned trials whose checkpoint the budget removed
     for config in order:
-        epochs += _run(study, table, config, maximize, prune=True)
+        ran = _run(study, table, config, maximize, prune=True)
+        epochs += ran
+        if resume and ran < len(table.curves[config]):
+            trials = study.get_trials(deepcopy=False)
+            kept = {t.number for t in rescue_candidates(trials, study.direction, rescue_top_k)}
+            dropped |= {t.number for t in trials if t.state == TrialState.PRUNED and t.number not in kept}
     picked = rescue_candidates(study.get_trials(deepcopy=False), study.direction, rescue_top_k)
     for original in picked:
+        paused = original.last_step if resume and original.number not in dropped else 0
         epochs += _run(
             study,
             table,
@@ -94,6 +107,7 @@ def replay(
             maximize,
             prune=False,
             rescue_of=original.number,
+            start=paused or 0,
         )
     trials = study.get_trials(deepcopy=False)
     best = study.best_trial
@@ -123,8 +137,10 @@ def _run(
     maximize: bool,
     prune: bool,
     rescue_of: int | None = None,
+    start: int = 0,
 ) -> int:
-    """Replay one trial; returns the epochs it ran."""
+    """Replay one trial (a resumed rescue: from epoch `start`, the epochs before reported as its own);
+    returns the epochs it ran."""
     trial = study.ask()
     trial.set_user_attr(ATTR_CONFIG, config)
     if rescue_of is not None:
@@ -132,8 +148,8 @@ def _run(
     curve = table.curves[config]
     for epoch, value in enumerate(curve, start=1):
         trial.report(value, epoch)
-        if prune and trial.should_prune():
+        if prune and epoch < len(curve) and trial.should_prune():  # the last epoch completes
             study.tell(trial, state=TrialState.PRUNED)
             return epoch
     study.tell(trial, best_of(curve, maximize))
-    return len(curve)
+    return len(curve) - start

@@ -36,17 +36,17 @@ def pruner(name: str) -> optuna.pruners.BasePruner:
 
 
 def settings(rescue: int, margin: float) -> dict[str, tuple]:
-    """name -> (pruner factory, rescue top_k)"""
+    """name -> (pruner factory, rescue top_k, resumed rescues, the plain pruner whose savings it keeps)"""
     guard = Guard(leader=True, margin=margin)
-    return {
-        "no pruning": (lambda: optuna.pruners.NopPruner(), 0),
-        "median": (lambda: pruner("median"), 0),
-        "median + guard": (lambda: GuardedPruner(pruner("median"), guard), 0),
-        f"median + guard + rescue {rescue}": (lambda: GuardedPruner(pruner("median"), guard), rescue),
-        "hyperband": (lambda: pruner("hyperband"), 0),
-        "hyperband + guard": (lambda: GuardedPruner(pruner("hyperband"), guard), 0),
-        f"hyperband + guard + rescue {rescue}": (lambda: GuardedPruner(pruner("hyperband"), guard), rescue),
-    }
+    rows: dict[str, tuple] = {"no pruning": (lambda: optuna.pruners.NopPruner(), 0, False, None)}
+    for name in ("median", "hyperband"):
+        plain = lambda n=name: pruner(n)  # noqa: E731
+        guarded = lambda n=name: GuardedPruner(pruner(n), guard)  # noqa: E731
+        rows[name] = (plain, 0, False, name)
+        rows[f"{name} + guard"] = (guarded, 0, False, name)
+        rows[f"{name} + guard + rescue {rescue}, from scratch"] = (guarded, rescue, False, name)
+        rows[f"{name} + guard + rescue {rescue}, resumed"] = (guarded, rescue, True, name)
+    return rows
 
 
 def main() -> None:
@@ -65,15 +65,18 @@ def main() -> None:
     print(
         f"{len(table)} recorded curves of {len(table.curves[0])} epochs; {args.studies} studies of {args.trials} trials each"
     )
-    print("| setting | best = unpruned best | mean gap to it | worst gap | epochs spent |")
-    print("|---|---|---|---|---|")
-    for name, (make, rescue) in settings(args.rescue, args.margin).items():
-        results = [replay(table, order, make(), rescue_top_k=rescue) for order in orders]
+    print("| setting | best = unpruned best | mean gap to it | worst gap | epochs spent | savings kept |")
+    print("|---|---|---|---|---|---|")
+    spent: dict[str, float] = {}
+    for name, (make, rescue, resume, plain) in settings(args.rescue, args.margin).items():
+        results = [replay(table, order, make(), rescue_top_k=rescue, resume=resume) for order in orders]
         gaps = [u - r.best for u, r in zip(unpruned, results, strict=True)]
         hits = sum(g <= 1e-12 for g in gaps) / len(gaps)
-        epochs = statistics.mean(r.epochs for r in results) / full_epochs
+        epochs = spent[name] = statistics.mean(r.epochs for r in results) / full_epochs
+        # the share of the plain pruner's savings (1 - its epochs) this setting keeps
+        kept = "" if plain is None or spent[plain] >= 1 else f"{(1 - epochs) / (1 - spent[plain]):.0%}"
         print(
-            f"| {name} | {hits:.1%} | {statistics.mean(gaps):.4f} | {max(gaps):.4f} | {epochs:.1%} |",
+            f"| {name} | {hits:.1%} | {statistics.mean(gaps):.4f} | {max(gaps):.4f} | {epochs:.1%} | {kept} |",
             flush=True,
         )
     print(f"replayed in {time.perf_counter() - started:.1f}s")

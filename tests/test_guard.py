@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from benchmarks._replay import CurveTable, replay
 from sweeplab.errors import SweeplabError
 from sweeplab.search.pruning import Guard, GuardedPruner, rescue_candidates
-from sweeplab.search.records import ATTR_GUARD_SAVED, ATTR_RESCUE_OF
+from sweeplab.search.records import ATTR_GUARD_SAVED, ATTR_PAUSED, ATTR_RESCUE_OF, ATTR_RESUMED
 from sweeplab.search.space import format_value
 from tests.conftest import QUICK, load_trials, run_cli, sweep_dirs
 
@@ -128,7 +128,7 @@ def test_replayed_rescue_runs_exactly_k_pruned_trials_in_full():
 
 
 @pytest.mark.slow
-def test_rescue_reruns_exactly_k_pruned_trials_with_their_params_to_the_full_budget(tmp_path):
+def test_rescue_resumes_exactly_k_pruned_trials_with_their_params_to_the_full_budget(tmp_path):
     args = [
         "-m",
         "hparams_search=optuna_fast",
@@ -155,7 +155,11 @@ def test_rescue_reruns_exactly_k_pruned_trials_with_their_params_to_the_full_bud
         assert original.state == TrialState.PRUNED
         assert rescue.params == original.params
         assert rescue.state == TrialState.COMPLETE
-        assert rescue.user_attrs["epochs_run"] == rescue.user_attrs["max_epochs"] == 3
+        # resumed where it was paused: the curve reaches the full budget, only the epochs after the pause ran
+        paused = original.user_attrs[ATTR_PAUSED]
+        assert rescue.user_attrs[ATTR_RESUMED]["step"] == paused["step"] == max(original.intermediate_values)
+        assert max(rescue.intermediate_values) == rescue.user_attrs["max_epochs"] == 3
+        assert rescue.user_attrs["epochs_run"] == 3 - paused["step"]
     expected = rescue_candidates(own, optuna.study.StudyDirection.MAXIMIZE, 2)
     assert sorted(r.user_attrs[ATTR_RESCUE_OF] for r in rescues) == sorted(t.number for t in expected)
 

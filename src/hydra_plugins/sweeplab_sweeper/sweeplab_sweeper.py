@@ -276,6 +276,19 @@ class RescueConf:
 
 
 @dataclass
+class PauseConf:
+    """A pruned trial keeps the checkpoint of the epoch it was pruned at, so a rescue resumes it there."""
+
+    # how many paused checkpoints are kept (the best-ranked at their prune step, as rescue ranks them);
+    # null: rescue.top_k, 0: none (a rescue then trains from scratch)
+    keep: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.keep is not None and self.keep < 0:
+            raise config_error("hydra.sweeper.pause.keep", self.keep, "must be an integer >= 0, or null")
+
+
+@dataclass
 class SweeplabSweeperConf:
     _target_: str = TARGET
     _recursive_: bool = False  # sampler and pruner are built by the sweeper, after its checks
@@ -306,6 +319,7 @@ class SweeplabSweeperConf:
     # staged search: {from: <earlier study>} searches the space narrowed around its top trials
     focus: dict[str, Any] = field(default_factory=dict)  # {} or {from: <study>}
     rescue: RescueConf = field(default_factory=RescueConf)
+    pause: PauseConf = field(default_factory=PauseConf)
     study_suffix: str = ""
     timeout: float | None = None  # seconds for this invocation of the study
     stop: StopConf = field(default_factory=StopConf)
@@ -354,6 +368,11 @@ class SweeplabSweeperConf:
         unknown = sorted(set(self.focus) - {"from"})
         if unknown:
             raise config_error(f"{key}.focus.{unknown[0]}", self.focus[unknown[0]], "allowed keys: from")
+
+    @property
+    def paused_kept(self) -> int:
+        """How many paused checkpoints the study keeps: pause.keep, else as many as rescue can resume."""
+        return self.pause.keep if self.pause.keep is not None else self.rescue.top_k
 
     @property
     def directions(self) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ import optuna
 
 from sweeplab.errors import one_line
 from sweeplab.reporting.view import StudyView
+from sweeplab.search.records import ATTR_RESUMED
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,13 @@ def write_plots(view: StudyView, out_dir: Path, ranked_params: list[str]) -> lis
         try:
             fig = draw(plotly_backend)
             fig.update_layout(title=f"{view.name}: {title}")
+            if name == "intermediate_values":
+                _mark_pauses_plotly(fig, view)
             plot.html = out_dir / f"{name}.html"
             # every plot loads the one plotly.min.js written beside it: offline, and one copy per sweep dir
             fig.write_html(plot.html, include_plotlyjs="directory", full_html=True)
             plot.png = out_dir / f"{name}.png"
-            _save_png(draw, plot.png, name, view.param_names)
+            _save_png(draw, plot.png, name, view.param_names, _pauses(view))
         except Exception as exc:  # Optuna refuses some studies (e.g. one distinct value); the report says why
             plot.skipped = one_line(exc)
             log.warning("plot %s not drawn: %s", name, plot.skipped)
@@ -123,7 +126,35 @@ def _specs(view: StudyView, ranked: list[str]) -> list[tuple[str, str, str | Non
     return specs
 
 
-def _save_png(draw: Draw, path: Path, name: str, params: list[str]) -> None:
+def _pauses(view: StudyView) -> list[tuple[int, float]]:
+    """(step, value) where each resumed rescue's configuration was paused: its curve goes on from there."""
+    points = []
+    for t in view.trials:
+        resumed = t.user_attrs.get(ATTR_RESUMED) or {}
+        step = resumed.get("step")
+        if resumed.get("checkpoint") and step in t.intermediate_values:
+            points.append((int(step), float(t.intermediate_values[step])))
+    return points
+
+
+def _mark_pauses_plotly(fig: Any, view: StudyView) -> None:
+    points = _pauses(view)
+    if points:
+        fig.add_scatter(
+            x=[p[0] for p in points],
+            y=[p[1] for p in points],
+            mode="markers",
+            marker={"symbol": "x", "size": 12, "color": "black"},
+            name=PAUSE_LABEL,
+        )
+
+
+PAUSE_LABEL = "paused, then resumed by a rescue"
+
+
+def _save_png(
+    draw: Draw, path: Path, name: str, params: list[str], pauses: Sequence[tuple[int, float]] = ()
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: never a window
@@ -138,6 +169,10 @@ def _save_png(draw: Draw, path: Path, name: str, params: list[str]) -> None:
         axes = draw(mpl_backend)
     figure = np.asarray(axes).ravel()[0].figure
     _legible(figure, name, params)
+    if name == "intermediate_values" and pauses:
+        ax = figure.axes[0]
+        ax.scatter(*zip(*pauses, strict=True), marker="x", s=80, c="black", zorder=5, label=PAUSE_LABEL)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     try:
         figure.savefig(path, dpi=100, bbox_inches="tight")
     finally:

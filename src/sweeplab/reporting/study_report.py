@@ -42,6 +42,7 @@ from sweeplab.search.records import (
     ATTR_EPOCHS,
     ATTR_GUARD_SAVED,
     ATTR_RESCUE_OF,
+    ATTR_RESUMED,
     STUDY_COMMAND,
     STUDY_SCRIPT,
     STUDY_SETTINGS,
@@ -430,6 +431,8 @@ def _guard_and_rescue(view: StudyView) -> list[Block]:
                     t.user_attrs[ATTR_RESCUE_OF],
                     step,
                     at_prune,
+                    _resumed(t),
+                    t.user_attrs.get(ATTR_EPOCHS),
                     t.state.name,
                     t.values[0] if t.values else None,
                 ]
@@ -438,13 +441,36 @@ def _guard_and_rescue(view: StudyView) -> list[Block]:
             Heading("Rescued"),
             Para(
                 "Pruned trials that ranked best at their prune step, run again unpruned with the same params "
-                "(hydra.sweeper.rescue.top_k); their results count like any trial's."
+                "(hydra.sweeper.rescue.top_k); their results count like any trial's. A rescue resumes its "
+                "trial from the checkpoint of the epoch it was paused at (hydra.sweeper.pause.keep) and trains "
+                "only the remaining epochs: its curve continues the paused one (in the learning-curves plot, "
+                "one curve per configuration, the pause marked x)."
             ),
             Table(
-                ["trial", "rescue of", "pruned at epoch", f"{view.metric} then", "state", view.metric], rows
+                [
+                    "trial",
+                    "rescue of",
+                    "paused at epoch",
+                    f"{view.metric} then",
+                    "resumed",
+                    "epochs run",
+                    "state",
+                    view.metric,
+                ],
+                rows,
             ),
         ]
     return blocks
+
+
+def _resumed(rescue: FrozenTrial) -> str:
+    """How a rescue started: from the paused checkpoint, or from the first epoch and why."""
+    resumed = rescue.user_attrs.get(ATTR_RESUMED)
+    if not resumed:
+        return "-"
+    if resumed.get("checkpoint"):
+        return f"from its checkpoint at step {resumed['step']}"
+    return f"from the first epoch: {resumed.get('reason')}"
 
 
 def _failures(view: StudyView) -> list[Block]:

@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.errors import SweeplabError, config_error
+from sweeplab.search import pauses
 from sweeplab.search.executors import Executor, Outcome
 from sweeplab.search.interrupts import interrupt_after
 from sweeplab.search.liveness import Heartbeats, grace_period, owned_here, recover, running_elsewhere
@@ -220,6 +221,7 @@ class StudySweep:
                     if self.wait_for_others():  # their trials may fail and need re-running here
                         continue
                     self.close_surplus_waiting()
+                    pauses.remove_all(self.study, "the study ended")
                     return self.exhausted or self.done_reason(self.study.get_trials(deepcopy=False))
                 for number, outcome in executor.wait_any(timeout=conf.heartbeat_interval):
                     self.tell(self.asked.pop(number), outcome)
@@ -494,6 +496,7 @@ class StudySweep:
         if outcome.pruned or (problem is None and ATTR_PRUNED_AT in frozen.user_attrs):
             state = TrialState.PRUNED
             self.study.tell(trial, state=state)
+            pauses.keep_best(self.study, self.plan.conf.paused_kept)
         elif problem is None:
             state = TrialState.COMPLETE
             self.study.tell(trial, values)

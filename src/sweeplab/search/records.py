@@ -35,6 +35,10 @@ ATTR_LOST = "lost"  # how a trial's process died without a result (killed, crash
 ATTR_RETRY_OF = "retry_of"  # on a re-queued trial: the number of the interrupted one
 ATTR_GUARD_SAVED = "guard_saved"  # [[step, rule], ...]: the pruner said stop, the guard said no
 ATTR_RESCUE_OF = "rescue_of"  # on a rescue trial: the number of the pruned trial it re-runs
+# on a pruned trial: {checkpoint, step, epoch, fold} of the epoch it was pruned at (a rescue resumes there)
+ATTR_PAUSED = "paused"
+# on a rescue: {trial, step, checkpoint} it resumed from, or {trial, reason} why it trained from scratch
+ATTR_RESUMED = "resumed"
 ATTR_FOCUS_BEST = "best_of"  # on the first trial of a focused study: the study whose best params it re-runs
 ATTR_CONFIG_ERROR = "config_error"  # the trial's job rejected the config: the study stopped, nothing counted
 # Values of ATTR_FAIL_REASON for trials that do not count toward n_trials: an interrupted trial runs again;
@@ -53,6 +57,7 @@ STUDY_SAMPLER = "sweeplab:sampler"
 STUDY_PRUNER = "sweeplab:pruner"
 STUDY_FOCUSED_FROM = "sweeplab:focused_from"  # the earlier study a focused one narrows
 STUDY_STOPPED = "sweeplab:stopped"
+STUDY_PAUSED_REMOVED = "sweeplab:paused_removed"  # {trial number: why its paused checkpoint was removed}
 STUDY_SETTINGS = "sweeplab:settings"  # the sweep's sampler, pruner and budget as configured (for the report)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)

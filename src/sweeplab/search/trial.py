@@ -15,6 +15,7 @@ import math
 import os
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -22,8 +23,31 @@ from omegaconf import OmegaConf
 
 from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import TARGET
 from sweeplab.search.pruning import build_pruner
-from sweeplab.search.records import ATTR_OUTPUT_DIR, ATTR_PRUNED_AT, ATTR_RESCUE_OF, ATTR_WORKER_PID
+from sweeplab.search.records import (
+    ATTR_OUTPUT_DIR,
+    ATTR_PAUSED,
+    ATTR_PRUNED_AT,
+    ATTR_RESCUE_OF,
+    ATTR_RESUMED,
+    ATTR_WORKER_PID,
+    STUDY_PAUSED_REMOVED,
+)
 from sweeplab.search.storage import open_storage, resolve_storage
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a rescue starts: the pruned trial it re-runs, its curve so far, and the checkpoint of the epoch
+    it was pruned at (None, with the reason, when there is none to resume: then it trains from scratch)."""
+
+    trial: int
+    values: dict[int, float]  # the pruned trial's reported values, by step
+    checkpoint: Path | None
+    step: int = 0  # the step it was paused at ...
+    epoch: int = 0  # ... which is this many epochs into ...
+    fold: int | None = None  # ... this fold (k-fold), counted from 0
+    reason: str | None = None
+    run_dir: Path | None = None  # the pruned trial's job dir (its metrics.json lists its finished folds)
 
 
 @dataclass
@@ -33,6 +57,7 @@ class StudyTrial:
 
     study: optuna.Study
     trial: optuna.Trial
+    pause_keep: int = 0  # > 0: when pruned, the job keeps a checkpoint to resume from (pause.keep)
 
     @property
     def number(self) -> int:
@@ -46,20 +71,72 @@ class StudyTrial:
     def set(self, key: str, value: Any) -> None:
         self.trial.set_user_attr(key, value)
 
-    def report(self, value: float, step: int) -> bool:
+    def report(self, value: float, step: int, last: bool = False) -> bool:
         """Report `value` at `step`; True when the study's pruner stops this trial. The decision is stored
         on the trial (`pruned_at_epoch`), so the sweeper stores it PRUNED whatever the job then returns.
 
         NaN is not reported (it compares with nothing; the trial fails when it returns it), nor is anything
-        of a study with several objectives (Optuna prunes single objectives only); a rescue is never pruned.
+        of a study with several objectives (Optuna prunes single objectives only); a rescue is never pruned,
+        and neither is a trial at its `last` step: it has run its whole budget, so it completes.
         """
         if math.isnan(value) or len(self.study.directions) > 1:
             return False
         self.trial.report(value, step)
-        if self.rescue or not self.trial.should_prune():
+        if self.rescue or last or not self.trial.should_prune():
             return False
         self.set(ATTR_PRUNED_AT, step)
         return True
+
+    def record_pause(self, checkpoint: Path, step: int, epoch: int, fold: int | None) -> None:
+        """The checkpoint of the epoch this trial was pruned at: a rescue resumes it there."""
+        self.set(ATTR_PAUSED, {"checkpoint": str(checkpoint), "step": step, "epoch": epoch, "fold": fold})
+
+    def resume_point(self) -> ResumePoint | None:
+        """For a rescue: the pruned trial it re-runs and where to resume it; None for any other trial."""
+        if not self.rescue:
+            return None
+        number = int(self.trial.user_attrs[ATTR_RESCUE_OF])
+        original = self.study._storage.get_trial(
+            self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
+        )
+        values = {int(k): float(v) for k, v in original.intermediate_values.items()}
+        paused = original.user_attrs.get(ATTR_PAUSED)
+        if not paused:
+            return ResumePoint(number, {}, None, reason=f"trial {number} kept no checkpoint (pause.keep=0)")
+        removed = (self.study.user_attrs.get(STUDY_PAUSED_REMOVED) or {}).get(str(number))
+        if removed:
+            return ResumePoint(
+                number, {}, None, reason=f"trial {number}'s checkpoint was removed ({removed})"
+            )
+        checkpoint = Path(paused["checkpoint"])
+        if not checkpoint.is_file():
+            return ResumePoint(
+                number, {}, None, reason=f"trial {number}'s checkpoint {checkpoint} is not on this machine"
+            )
+        step = int(paused["step"])
+        where = original.user_attrs.get(ATTR_OUTPUT_DIR)
+        return ResumePoint(
+            number,
+            {k: v for k, v in values.items() if k <= step},
+            checkpoint,
+            step,
+            int(paused["epoch"]),
+            paused.get("fold"),
+            run_dir=Path(where) if where else None,
+        )
+
+    def continue_curve(self, point: ResumePoint) -> None:
+        """Report the pruned trial's values up to its pause as this rescue's own, so that the rescue's
+        curve is the configuration's whole curve (the pruner is never asked for a rescue)."""
+        for step, value in sorted(point.values.items()):
+            if not math.isnan(value):
+                self.trial.report(value, step)
+        self.set(
+            ATTR_RESUMED,
+            {"trial": point.trial, "step": point.step, "checkpoint": str(point.checkpoint)}
+            if point.checkpoint is not None
+            else {"trial": point.trial, "reason": point.reason},
+        )
 
 
 def current_trial() -> StudyTrial | None:
@@ -83,7 +160,10 @@ def current_trial() -> StudyTrial | None:
     trial = optuna.Trial(study, trial_id)
     trial.set_user_attr(ATTR_OUTPUT_DIR, str(hydra_cfg.runtime.output_dir))
     trial.set_user_attr(ATTR_WORKER_PID, os.getpid())
-    return StudyTrial(study, trial)
+    keep = OmegaConf.select(sweeper, "pause.keep", default=None)
+    if keep is None:
+        keep = OmegaConf.select(sweeper, "rescue.top_k", default=0)
+    return StudyTrial(study, trial, pause_keep=int(keep or 0))
 
 
 _JOB_TRIAL: dict[tuple[Any, ...], StudyTrial | None] = {}
@@ -104,12 +184,13 @@ def job_trial() -> StudyTrial | None:
     return _JOB_TRIAL[key]
 
 
-def report(value: float, step: int) -> bool:
+def report(value: float, step: int, last: bool = False) -> bool:
     """Report an intermediate value of this job's trial at `step`; True when the study's pruner says stop.
 
     For a training loop without Lightning: call it once per epoch (or any step that means the same in
     every trial) and stop when it returns True; the trial is stored PRUNED with its last reported value.
+    `last=True` at the final step: the trial has run its budget and is not pruned there.
     Outside a sweeplab study (a single run, another sweeper) it does nothing and returns False.
     """
     trial = job_trial()
-    return trial.report(float(value), int(step)) if trial is not None else False
+    return trial.report(float(value), int(step), bool(last)) if trial is not None else False

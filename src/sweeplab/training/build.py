@@ -149,7 +149,9 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
     return [instantiate_node(node, f"logger.{name}") for name, node in nodes.items() if node is not None]
 
 
-def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback]) -> L.Trainer:
+def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback], resuming: bool = False) -> L.Trainer:
+    """The Lightning Trainer of `cfg.trainer`, with the config's callbacks and loggers. `resuming`: the fit
+    continues from a checkpoint, so no sanity check runs before it (the run it continues had its own)."""
     gpu = uses_gpu(cfg)
     precision = resolve_auto(cfg.trainer.get("precision", "auto"), _gpu_precision(), "32-true", gpu)
     callbacks = [*extra_callbacks, *build_callbacks(cfg)]
@@ -161,6 +163,8 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback]) -> L.Train
         callbacks = kept
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_cfg["precision"] = precision
+    if resuming:
+        trainer_cfg["num_sanity_val_steps"] = 0
     if quiet_console():  # a study's trial: its console shows warnings only, and no bar
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if not any(isinstance(c, ProgressBar) for c in callbacks):  # callbacks.progress=null: no bar at all

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
 
@@ -18,6 +21,9 @@ from sweeplab.search.records import ATTR_EPOCHS
 from sweeplab.search.trial import StudyTrial
 
 log = logging.getLogger(__name__)
+
+PAUSED_CHECKPOINT = "paused.ckpt"  # in the run's (or fold's) checkpoints/ dir
+RANDOM_STATE = "sweeplab_random_state"  # the key of the generators' states in a checkpoint
 
 
 class EpochProgressBar(RichProgressBar):
@@ -75,6 +81,14 @@ class MetricHistory(L.Callback):
     def values(self) -> list[float]:
         return [e[self.optimized_metric] for e in self.epochs]
 
+    def state_dict(self) -> dict[str, Any]:
+        """Kept in checkpoints, so a resumed fit's history (best epoch, metrics.json) spans the whole run."""
+        return {"epochs": list(self.epochs), "epoch_times": list(self._epoch_times)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epochs = list(state_dict.get("epochs", []))
+        self._epoch_times = list(state_dict.get("epoch_times", []))
+
     def best(self, mode: str) -> dict[str, float] | None:
         """The epoch with the best optimized value (NaN never wins)."""
         finite = [e for e in self.epochs if not math.isnan(e[self.optimized_metric])]
@@ -86,39 +100,98 @@ class MetricHistory(L.Callback):
 
 class PruningCallback(L.Callback):
     """Reports the optimized metric after every validation epoch (`StudyTrial.report`, the API any
-    training loop uses); stops the fit when the pruner says so.
+    training loop uses); stops the fit when the pruner says so, and then, where the study keeps paused
+    trials (`pause.keep`), saves a checkpoint of that epoch for a rescue to resume from.
 
     Step = epochs completed (1, 2, ...), so a pruner's warm-up and Hyperband's resources count epochs.
     A k-fold run fits its folds one after another: fold f (from 0) reports its own value at epoch e as
     step `f * max_epochs + e` (`step_offset` = f * max_epochs). Every trial of a study splits the same
     folds with the same budget, so a step means the same fold and epoch in every trial: values at one
-    step are comparable, and a hopeless trial is pruned during its first fold.
+    step are comparable, and a hopeless trial is pruned during its first fold. The last epoch of the last
+    fold is the trial's last step: it is reported, never pruned.
     """
 
     def __init__(
-        self, study_trial: StudyTrial, metric: str, step_offset: int = 0, epochs_before: int = 0
+        self,
+        study_trial: StudyTrial,
+        metric: str,
+        step_offset: int = 0,
+        epochs_before: int = 0,
+        last_fold: bool = True,
+        pause_dir: Path | None = None,
+        fold: int | None = None,
+        resumed_epochs: int = 0,
     ) -> None:
         self.study_trial = study_trial
         self.metric = metric
         self.step_offset = step_offset
-        self.epochs_before = epochs_before  # epochs run by earlier folds (early stopping may end one early)
+        self.epochs_before = epochs_before  # epochs this job ran in earlier folds
+        self.last_fold = last_fold
+        self.pause_dir = pause_dir  # where a pruned fit leaves its checkpoint (None: it leaves none)
+        self.fold = fold
+        self.resumed_epochs = resumed_epochs  # epochs of this fit restored from a checkpoint, not run here
         self.pruned_at: int | None = None
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.metric not in trainer.callback_metrics:
             return  # MetricHistory reports a metric that is never logged
         value = float(trainer.callback_metrics[self.metric])
-        step = self.step_offset + trainer.current_epoch + 1
-        self.study_trial.set(ATTR_EPOCHS, self.epochs_before + trainer.current_epoch + 1)
-        if self.study_trial.report(value, step):
+        epoch = trainer.current_epoch + 1
+        step = self.step_offset + epoch
+        self.study_trial.set(ATTR_EPOCHS, self.epochs_before + epoch - self.resumed_epochs)
+        last = self.last_fold and trainer.max_epochs is not None and epoch >= trainer.max_epochs
+        if self.study_trial.report(value, step, last=last):
             self.pruned_at = step
-            where = (
-                f"step {step} (epoch {trainer.current_epoch + 1} of a fold)"
-                if self.step_offset
-                else f"epoch {step}"
-            )
+            where = f"step {step} (epoch {epoch} of a fold)" if self.step_offset else f"epoch {step}"
             log.info("trial %d pruned after %s (%s=%.4f)", self.study_trial.number, where, self.metric, value)
             trainer.should_stop = True
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The pause: after the epoch's validation and checkpointing, so the saved state is the one the next
+        epoch would have started from (model, optimizer, scheduler, loops, callbacks, random state)."""
+        if self.pruned_at is None or self.pause_dir is None or not self.study_trial.pause_keep:
+            return
+        path = self.pause_dir / PAUSED_CHECKPOINT
+        trainer.save_checkpoint(path)
+        self.study_trial.record_pause(path, self.pruned_at, trainer.current_epoch + 1, self.fold)
+        log.info("trial %d paused: %s", self.study_trial.number, path)
+
+
+class RandomState(L.Callback):
+    """Saves the random number generators' states in every checkpoint and restores them on resume, so a fit
+    resumed from the checkpoint of epoch e draws the same batches, augmentations and dropout masks as the
+    fit that ran on past e (Lightning restores model, optimizer, scheduler and loops, not these)."""
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint[RANDOM_STATE] = {  # tensors and plain values only: loadable with weights_only=True
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [
+                str(kind),
+                torch.from_numpy(keys.astype(np.int64)),
+                int(pos),
+                int(has_gauss),
+                float(gauss),
+            ],
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        state = checkpoint.get(RANDOM_STATE)
+        if not state:
+            return
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        version, internal, cached = state["python"]
+        random.setstate((version, tuple(internal), cached))
 
 
 class CompileTimer(L.Callback):
