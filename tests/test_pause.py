@@ -189,3 +189,32 @@ def test_a_study_with_two_rescues_resumes_them_for_their_remaining_epochs(tmp_pa
         metrics = json.loads((Path(rescue.user_attrs["output_dir"]) / "metrics.json").read_text())
         assert metrics["epochs_run"] == 4 - step and metrics["resumed_from"]["trial"] == original.number
     assert not list(tmp_path.rglob("paused.ckpt"))  # removed when the study ended
+
+
+@pytest.mark.slow
+def test_a_grid_that_runs_out_before_n_trials_still_rescues_its_pruned_trials(tmp_path):
+    result = run_cli(
+        [
+            *[
+                a
+                for a in ONE_CONFIG
+                if not a.startswith(
+                    ("hydra/sweeper/sampler", "models.optimizer.lr", "hydra.sweeper.n_trials")
+                )
+            ],
+            "hydra/sweeper/sampler=grid",
+            "models.optimizer.lr=choice(0.002, 0.004)",
+            "hydra.sweeper.n_trials=5",
+            "exp_name=grid",
+            "hydra/sweeper/pruner=threshold",
+            "hydra.sweeper.pruner.lower=2.0",
+            "hydra.sweeper.pruner.n_warmup_steps=2",
+            "hydra.sweeper.rescue.top_k=1",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = load_trials(tmp_path, "grid_fast")
+    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.PRUNED, TrialState.COMPLETE]
+    assert trials[2].user_attrs[ATTR_RESCUE_OF] in (0, 1) and trials[2].user_attrs[ATTR_EPOCHS] == 3
+    assert "the grid sampler has started every point of its grid" in result.stdout + result.stderr

@@ -279,7 +279,7 @@ def test_a_grid_smaller_than_n_trials_runs_each_point_once_and_stops(tmp_path):
     trials = load_trials(tmp_path, "grid_fast")
     assert sorted(t.params["models.optimizer.lr"] for t in trials) == [0.001, 0.002]
     assert all(t.state.is_finished() for t in trials)
-    assert "the grid sampler has run every point of its grid" in result.stdout + result.stderr
+    assert "the grid sampler has started every point of its grid" in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(

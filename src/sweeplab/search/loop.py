@@ -291,15 +291,16 @@ class StudySweep:
         return self.plan.n_trials - len(counted(own)) - len(running) + len(_waiting_rescues(trials))
 
     def enqueue_rescues(self) -> int:
-        """Once the study's own n_trials are finished everywhere: queue the pruned trials that ranked best
-        at their prune step (up to rescue.top_k, counting earlier rescues), to run unpruned. Returns how many."""
+        """Once the study's own trials are finished everywhere (n_trials of them, or every configuration of
+        an exhausted space): queue the pruned trials that ranked best at their prune step (up to
+        rescue.top_k, counting earlier rescues), to run unpruned. Returns how many."""
         top_k = self.plan.conf.rescue.top_k
         if not top_k or len(self.plan.directions) > 1:
             return 0
         trials = self.study.get_trials(deepcopy=False)
         own = [t for t in trials if ATTR_RESCUE_OF not in t.user_attrs]
         busy = any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in own)
-        if busy or len(counted(own)) < self.plan.n_trials:
+        if busy or (len(counted(own)) < self.plan.n_trials and self.exhausted is None):
             return 0
         done = {int(t.user_attrs[ATTR_RESCUE_OF]) for t in trials if ATTR_RESCUE_OF in t.user_attrs}
         picked = rescue_candidates(own, self.study.direction, top_k - len(done), exclude=done)
@@ -330,8 +331,6 @@ class StudySweep:
         timeout = plan.conf.timeout
         if timeout is not None and time.monotonic() - self.started >= timeout:
             return f"hydra.sweeper.timeout={timeout:g}s reached"
-        if getattr(plan.sampler, "exhausted", False):
-            return "the grid sampler has run every point of its grid"
         if len(plan.directions) > 1:
             return None
         complete = [t for t in trials if t.state == TrialState.COMPLETE]

@@ -135,17 +135,12 @@ def build_pruner(node: Any, guard: Any = None) -> optuna.pruners.BasePruner:
 
 
 class GridSampler(optuna.samplers.GridSampler):
-    """Optuna's grid sampler for a sweep that asks and tells: once every point has run it sets
-    `exhausted` (the sweep then stops) instead of calling `study.stop()`, which raises outside
-    `study.optimize` and would leave the last trial unfinished."""
-
-    exhausted = False
+    """Optuna's grid sampler for a sweep that asks and tells: it never calls `study.stop()` when the grid is
+    done (that raises outside `study.optimize` and would leave the last trial unfinished); the sweep stops
+    asking once every point has started (`all_started`), then rescues and ends."""
 
     def after_trial(self, study: optuna.Study, trial: Any, state: Any, values: Any) -> None:
-        unvisited = self._get_unvisited_grid_ids(study)  # the trial being told still counts as unvisited
-        grid_id = study._storage.get_trial_system_attrs(trial._trial_id).get("grid_id")
-        if not unvisited or unvisited == [grid_id]:
-            self.exhausted = True
+        """Nothing: Optuna's would stop the study."""
 
     def all_started(self, study: optuna.Study) -> bool:
         """Every point of the grid has a trial, running or finished (Optuna would then repeat a point)."""
