@@ -6,10 +6,14 @@ configurations in a seeded random order and feeds each curve, epoch by epoch, to
 under the pruner being judged (`benchmarks/_replay.py`); nothing is trained, so `--studies` seeds run in
 seconds and the same seed gives the same result. The pruners are sweeplab's own configs (`median.yaml`,
 `hyperband.yaml`), the guard is the one `hparams_search=optuna` turns on (leader + margin 0.01), rescue
-re-runs the top `--rescue` pruned trials in full. Per setting: how often the study's best equals the best
-of the same configurations unpruned, the mean gap to it, and the epochs spent relative to no pruning.
+re-runs the top `--rescue` pruned trials: from scratch (the whole curve's epochs), or resumed from their
+pause (only the epochs after it; a trial whose checkpoint the `pause.keep` budget removed on the way costs
+its whole curve). As in the sweeper, the last epoch is never pruned. Per setting: how often the study's
+best equals the best of the same configurations unpruned, the mean gap to it, the epochs spent relative to
+no pruning, and the share of the plain pruner's savings the setting keeps.
 
     python benchmarks/pruning_replay.py --studies 500 --trials 30
+    python benchmarks/pruning_replay.py --curves benchmarks/data/hard_digits_curves.csv --trials 30
 """
 
 from __future__ import annotations

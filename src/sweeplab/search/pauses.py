@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from sweeplab.search.pruning import rescue_candidates
 from sweeplab.search.records import ATTR_PAUSED, ATTR_RESCUE_OF, STUDY_PAUSED_REMOVED
@@ -19,11 +19,12 @@ log = logging.getLogger("sweeplab.sweep")
 
 
 def paused(trials: list[FrozenTrial], removed: dict[str, str]) -> list[FrozenTrial]:
-    """Pruned trials whose checkpoint is still kept."""
+    """Finished trials whose paused checkpoint is still kept (only pruned ones can be rescued: the others
+    are never among the best-ranked, so the budget removes theirs)."""
     return [
         t
         for t in trials
-        if t.state == TrialState.PRUNED and ATTR_PAUSED in t.user_attrs and str(t.number) not in removed
+        if t.state.is_finished() and ATTR_PAUSED in t.user_attrs and str(t.number) not in removed
     ]
 
 
