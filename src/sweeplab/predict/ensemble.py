@@ -22,6 +22,10 @@ class Combined:
     notes: dict[str, Any] = field(default_factory=dict)  # what metrics.json records about the rule
 
 
+def equal_weights(members: Sequence[Member]) -> list[float]:
+    return [1.0 / len(members)] * len(members)
+
+
 class MeanProbs:
     """The mean of the members' softmax probabilities; the class with the highest mean wins."""
 
@@ -31,7 +35,7 @@ class MeanProbs:
         """Refuse, before any model is loaded, what this rule cannot combine."""
 
     def weights(self, members: Sequence[Member]) -> list[float]:
-        return [1.0 / len(members)] * len(members)
+        return equal_weights(members)
 
     def combine(self, probs: torch.Tensor, members: Sequence[Member]) -> Combined:
         """`probs`: (M, N, C), one row of probabilities per member and image."""
@@ -84,7 +88,7 @@ class Vote:
         self.min_agree = min_agree
 
     def weights(self, members: Sequence[Member]) -> list[float]:
-        return [1.0 / len(members)] * len(members)  # one vote each
+        return equal_weights(members)  # one vote each
 
     def needed(self, members: Sequence[Member]) -> int:
         """`min_agree`, or a majority of the members when it is null."""

@@ -16,6 +16,7 @@ from sweeplab.data.datamodule import model_input
 from sweeplab.errors import SweeplabError, one_line
 from sweeplab.predict.members import Member
 from sweeplab.predict.tta import TTA
+from sweeplab.training.build import resolve_auto
 
 STATE_PREFIXES = ("net.", "_orig_mod.")  # ImageClassifier keeps the backbone as `net` (compiled: `_orig_mod`)
 
@@ -84,8 +85,8 @@ def load_net(member: Member, device: Device) -> torch.nn.Module:
 
 
 def _channels_last(member: Member, device: Device) -> bool:
-    value = member.config.models.get("channels_last", "auto")
-    return device.gpu if value == "auto" else bool(value)
+    """`models.channels_last` as training resolves it: auto is on for a GPU."""
+    return bool(resolve_auto(member.config.models.get("channels_last", "auto"), True, False, device.gpu))
 
 
 @dataclass

@@ -91,9 +91,9 @@ class Flattener:
         listed = group in self._root.hydra.runtime.choices
         return f"{'' if listed else '+'}{group}={name}"
 
-    @property
+    @cached_property
     def root_job(self) -> dict[str, Any]:
-        """The app's own config, as composed without overrides."""
+        """The app's own config, as composed without overrides (read, never changed, by its callers)."""
         return _job(self._root)
 
     def following(self, key: str) -> list[str]:

@@ -47,6 +47,7 @@ def write_plots(view: StudyView, out_dir: Path, ranked_params: list[str]) -> lis
     import optuna.visualization as plotly_backend
 
     plots = []
+    pauses = _pauses(view)
     for name, title, why_not, draw in _specs(view, ranked_params):
         plot = Plot(name, title)
         plots.append(plot)
@@ -57,12 +58,12 @@ def write_plots(view: StudyView, out_dir: Path, ranked_params: list[str]) -> lis
             fig = draw(plotly_backend)
             fig.update_layout(title=f"{view.name}: {title}")
             if name == "intermediate_values":
-                _mark_pauses_plotly(fig, view)
+                _mark_pauses_plotly(fig, pauses)
             plot.html = out_dir / f"{name}.html"
             # every plot loads the one plotly.min.js written beside it: offline, and one copy per sweep dir
             fig.write_html(plot.html, include_plotlyjs="directory", full_html=True)
             plot.png = out_dir / f"{name}.png"
-            _save_png(draw, plot.png, name, view.param_names, _pauses(view))
+            _save_png(draw, plot.png, name, view.param_names, pauses)
         except Exception as exc:  # Optuna refuses some studies (e.g. one distinct value); the report says why
             plot.skipped = one_line(exc)
             log.warning("plot %s not drawn: %s", name, plot.skipped)
@@ -137,8 +138,7 @@ def _pauses(view: StudyView) -> list[tuple[int, float]]:
     return points
 
 
-def _mark_pauses_plotly(fig: Any, view: StudyView) -> None:
-    points = _pauses(view)
+def _mark_pauses_plotly(fig: Any, points: Sequence[tuple[int, float]]) -> None:
     if points:
         fig.add_scatter(
             x=[p[0] for p in points],

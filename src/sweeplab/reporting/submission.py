@@ -5,8 +5,9 @@ training app: `runners/predict.py` beside its script and `data.folds` in its con
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial
 
 from sweeplab.reporting.document import Block, Code, Para
@@ -31,11 +32,11 @@ def submission_steps(
     data = (job or {}).get("data")
     if not isinstance(data, dict) or "folds" not in data:
         return []
-    best = view.best
+    files = _job_files(view.best)
     blocks: list[Block] = []
-    run_parent = _run_parent(best) if best is not None else None
+    run_parent = _run_parent(files)
     if retrain and run_parent is not None:
-        where = _input(best)
+        where = _input(files)
         folds = f"{retrain} data.folds={FOLDS}"
         runs = f"runs=[{run_parent}/latest]"
         blocks += [
@@ -72,18 +73,28 @@ def submission_steps(
     return blocks
 
 
-def _run_parent(trial: FrozenTrial) -> str | None:
-    """Where a single run of the trial's config writes (`outputs/<exp_name>`), from the trial's own job dir:
-    Hydra's run dir without its time stamp, with the exp_name the trial resolved."""
-    job_dir = trial.user_attrs.get(ATTR_OUTPUT_DIR)
+def _job_files(trial: FrozenTrial | None) -> tuple[dict[str, Any], DictConfig] | None:
+    """The trial's Hydra config as written (unresolved) and its resolved job config, from its job dir."""
+    job_dir = trial.user_attrs.get(ATTR_OUTPUT_DIR) if trial is not None else None
     if not job_dir:
         return None
     hydra_file, config_file = Path(job_dir) / ".hydra" / "hydra.yaml", Path(job_dir) / "config_resolved.yaml"
     if not hydra_file.is_file() or not config_file.is_file():
         return None
-    hydra = OmegaConf.to_container(OmegaConf.load(hydra_file), resolve=False)  # the dir as written
-    run_dir = str(((hydra.get("hydra") or {}).get("run") or {}).get("dir") or "")  # type: ignore[union-attr]
-    exp_name = OmegaConf.select(OmegaConf.load(config_file), "exp_name", default=None)
+    hydra = OmegaConf.to_container(OmegaConf.load(hydra_file), resolve=False)
+    config = OmegaConf.load(config_file)
+    assert isinstance(hydra, dict) and isinstance(config, DictConfig)
+    return hydra, config
+
+
+def _run_parent(files: tuple[dict[str, Any], DictConfig] | None) -> str | None:
+    """Where a single run of the trial's config writes (`outputs/<exp_name>`): Hydra's run dir without its
+    time stamp, with the exp_name the trial resolved."""
+    if files is None:
+        return None
+    hydra, config = files
+    run_dir = str(((hydra.get("hydra") or {}).get("run") or {}).get("dir") or "")
+    exp_name = OmegaConf.select(config, "exp_name", default=None)
     parent, _, last = run_dir.rpartition("/")
     if not parent or "${now:" not in last or exp_name is None:
         return None
@@ -91,14 +102,10 @@ def _run_parent(trial: FrozenTrial) -> str | None:
     return None if "${" in parent else parent
 
 
-def _input(trial: FrozenTrial | None) -> list[str]:
+def _input(files: tuple[dict[str, Any], DictConfig] | None) -> list[str]:
     """`input=submission input.root=<root>` where the trial's data is a competition folder with its
     sample_submission.csv and test/; [] for the held-out split."""
-    job_dir = trial.user_attrs.get(ATTR_OUTPUT_DIR) if trial is not None else None
-    config_file = Path(job_dir) / "config_resolved.yaml" if job_dir else None
-    if config_file is None or not config_file.is_file():
-        return []
-    root = OmegaConf.select(OmegaConf.load(config_file), "data.root", default=None)
+    root = OmegaConf.select(files[1], "data.root", default=None) if files is not None else None
     if root and (Path(root) / "sample_submission.csv").is_file() and (Path(root) / "test").is_dir():
         return ["input=submission", f"input.root={root}"]
     return []

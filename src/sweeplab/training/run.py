@@ -298,7 +298,7 @@ def _resume_point(study_trial: StudyTrial | None, folds: int | None) -> Resume |
         point.step,
         point.checkpoint,
     )
-    return Resume(point, earlier[: point.fold or 0])
+    return Resume(point, earlier)
 
 
 def _finished_folds(point: ResumePoint) -> list[FoldRun]:
