@@ -7,6 +7,7 @@ gc.disable()  # the imports below make millions of objects that live as long as 
 import hydra
 from omegaconf import DictConfig
 
+from sweeplab.hydra_errors import run_app
 from sweeplab.predict import predict
 
 gc.freeze()  # ... so no collection walks them again
@@ -19,4 +20,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main)  # a config mistake Hydra meets while composing: one line

@@ -10,6 +10,7 @@ gc.disable()  # the imports below make millions of objects that live as long as 
 import hydra
 from omegaconf import DictConfig
 
+from sweeplab.hydra_errors import run_app
 from sweeplab.reporting.runner import report
 
 gc.freeze()  # ... so no collection walks them again
@@ -22,4 +23,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main)  # a config mistake Hydra meets while composing: one line

@@ -17,7 +17,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import EXIT_INTERRUPTED
+from sweeplab.search.interrupts import EXIT_INTERRUPTED
 from sweeplab.search.liveness import (
     SWEEP_LOCK,
     claim_sweep_dir,

@@ -14,12 +14,12 @@ import pytest
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
-from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import GuardConf, SweeplabSweeperConf
 from sweeplab.config import typed
 from sweeplab.errors import SweeplabError
 from sweeplab.search.executors import LauncherBatches
 from sweeplab.search.liveness import link_latest
 from sweeplab.search.plan import make_plan
+from sweeplab.search.schema import GuardConf, SweeplabSweeperConf
 from sweeplab.search.storage import open_storage, sqlite_path
 from tests.conftest import CONF, QUICK, ROOT, run_cli
 

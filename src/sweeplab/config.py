@@ -70,7 +70,7 @@ def typed(schema: type[T], given: Any, key: str) -> T:
 
 def _plain(value: Any) -> Any:
     """Plain containers of a config node or a dataclass: merged into a schema, they carry no type of their
-    own (the plugin module's dataclasses may exist twice, see hydra_plugins.sweeplab_sweeper)."""
+    own."""
     if OmegaConf.is_config(value):
         return OmegaConf.to_container(value, resolve=True, throw_on_missing=True)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -20,7 +20,6 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
-from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import path_safe
 from sweeplab.config import instantiate_node, positive_int
 from sweeplab.errors import config_error
 from sweeplab.predict.ensemble import Combined
@@ -29,6 +28,7 @@ from sweeplab.predict.inputs import Images
 from sweeplab.predict.members import Member, check_agree, from_runs, from_study
 from sweeplab.predict.tta import TTA
 from sweeplab.reporting.view import StudyView, check_name, dumps, stored_study_url
+from sweeplab.search.naming import path_safe
 
 log = logging.getLogger("sweeplab.predict")
 

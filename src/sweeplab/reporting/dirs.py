@@ -10,8 +10,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import TARGET as SWEEPER_TARGET
 from sweeplab.search.liveness import link_latest
+from sweeplab.search.naming import TARGET as SWEEPER_TARGET  # and registers ${sweeplab.study_dir:...}
 
 
 class ResolvableSweepDir(Callback):

@@ -2,8 +2,9 @@
 
 A trial's config is recomposed from its stored overrides (without quick validation) and flattened into
 the training groups' choices plus the values that differ from those groups' files. Written under
-`<cwd>/studies/conf/`, which sweeplab's search-path plugin adds to every Hydra app started from `<cwd>`,
-so `preset=optimized/<study>` and `search=focused/<study>` work without copying files.
+`<cwd>/studies/conf/`, which sweeplab's own root configs list in `hydra.searchpath`; for any other app
+the printed commands (and the checks here) carry that search path as an override, so
+`preset=optimized/<study>` and `search=focused/<study>` work without copying files.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial
 
-from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import generated_conf_dir, path_safe
 from sweeplab.errors import SweeplabError
 from sweeplab.reporting.view import full_overrides
+from sweeplab.search.naming import GENERATED_SEARCHPATH, generated_conf_dir, path_safe
 from sweeplab.search.space import format_value, override_key
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class Flattener:
     """Recomposes trials with one config loader; the root config's own choices are composed once."""
 
     def __init__(self, compose: Composer, script: str = "runners/train.py") -> None:
-        self.compose = compose
+        self._compose = compose
         self.script = script
         self._flat: dict[
             tuple[str, ...], FlatConfig
@@ -79,7 +80,20 @@ class Flattener:
     @cached_property
     def _root(self) -> DictConfig:
         """The app's config composed without overrides."""
-        return self.compose([])
+        return self._compose([])
+
+    @cached_property
+    def searchpath(self) -> list[str]:
+        """The override that makes the generated configs options of the app: none for an app whose search
+        path lists them (sweeplab's own root configs do)."""
+        listed = [str(p) for p in self._root.hydra.searchpath]
+        if GENERATED_SEARCHPATH in listed:
+            return []
+        return [f"hydra.searchpath=[{','.join([*listed, GENERATED_SEARCHPATH])}]"]
+
+    def compose(self, overrides: list[str]) -> DictConfig:
+        """The app's config for `overrides`, with the generated configs on its search path."""
+        return self._compose([*self.searchpath, *overrides])
 
     @cached_property
     def default_choices(self) -> dict[str, str | None]:
@@ -87,7 +101,7 @@ class Flattener:
 
     def option(self, group: str, name: str) -> str:
         """`group=name`, or `+group=name` for an app whose defaults list lacks the group (any Hydra app can
-        take a generated preset or search space: sweeplab's search path makes them options of every app)."""
+        take a generated preset or search space: `searchpath` makes them options of every app)."""
         listed = group in self._root.hydra.runtime.choices
         return f"{'' if listed else '+'}{group}={name}"
 
@@ -184,7 +198,7 @@ def export_preset(
             f"{option} would not reproduce trial {trial.number} (keys {', '.join(differing[:5])} differ{why}); "
             "not written"
         )
-    return Export(name, path, command_line(flattener.script, option), option)
+    return Export(name, path, command_line(flattener.script, *flattener.searchpath, option), option)
 
 
 def export_focused(
@@ -211,11 +225,14 @@ def export_focused(
     body["hydra"] = {"sweeper": {"params": dict(space)}}
     _write_config(path, note, body)
     drop = {*searched, "search", "hydra.sweeper.study_name", "hydra.sweeper.allow_space_change"}
+    if flattener.searchpath:
+        drop.add("hydra.searchpath")
     kept = [a for a in sweep_argv if a not in ("-m", "--multirun") and override_key(a) not in drop]
     command = command_line(
         flattener.script,
         "-m",
         *kept,
+        *flattener.searchpath,
         flattener.option("search", name),
         f"hydra.sweeper.study_name={study_name}_focused",
     )

@@ -9,13 +9,14 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import path_safe
 from sweeplab.config import positive_int
 from sweeplab.errors import config_error
+from sweeplab.hydra_errors import composing
 from sweeplab.reporting.export import Flattener
 from sweeplab.reporting.pick import pick_trial
 from sweeplab.reporting.study_report import StudyReport, write_study_report
 from sweeplab.reporting.view import StudyView, check_name, stored_study_url
+from sweeplab.search.naming import path_safe
 from sweeplab.search.records import STUDY_CONFIG_NAME, STUDY_SCRIPT
 
 log = logging.getLogger("sweeplab.report")
@@ -38,7 +39,10 @@ def report(cfg: DictConfig) -> StudyReport:
     config_name = str(view.attr(STUDY_CONFIG_NAME) or "train")
 
     def compose(overrides: list[str]) -> DictConfig:
-        return loader.load_configuration(config_name=config_name, overrides=overrides, run_mode=RunMode.RUN)
+        with composing():
+            return loader.load_configuration(
+                config_name=config_name, overrides=overrides, run_mode=RunMode.RUN
+            )
 
     flattener = Flattener(compose, str(view.attr(STUDY_SCRIPT) or "runners/train.py"))
     result = write_study_report(

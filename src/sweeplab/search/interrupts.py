@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
 
 
 def block_stop_signals() -> None:

@@ -18,12 +18,13 @@ import optuna
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import SweeplabSweeperConf, study_name
 from sweeplab.config import typed
 from sweeplab.errors import SweeplabError, config_error, one_line
 from sweeplab.search.interrupts import stop_signals_blocked
+from sweeplab.search.naming import study_name
 from sweeplab.search.pruning import build_pruner, build_sampler
 from sweeplab.search.records import ranked, searched_space
+from sweeplab.search.schema import SweeplabSweeperConf
 from sweeplab.search.space import SearchSpace, focused_space, format_value, override_key
 from sweeplab.search.storage import load_study, masked_argument, resolve_storage
 

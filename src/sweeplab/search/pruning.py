@@ -27,10 +27,10 @@ from omegaconf import OmegaConf
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import GuardConf
 from sweeplab.config import instantiate_node, typed
 from sweeplab.errors import config_error
 from sweeplab.search.records import ATTR_GUARD_SAVED, sign
+from sweeplab.search.schema import GuardConf
 
 # Samplers the stock plugin offered that Optuna no longer has, and what replaced them.
 REMOVED_SAMPLERS = {

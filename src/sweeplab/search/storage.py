@@ -17,8 +17,8 @@ from typing import Any
 
 import optuna
 
-from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import STUDIES_DIR
 from sweeplab.errors import SweeplabError, config_error, did_you_mean, one_line
+from sweeplab.search.naming import STUDIES_DIR
 
 # Where a sweep puts a storage URL that carries a password, for its jobs: the URL itself stays out of
 # the configs and overrides Hydra saves in every job's .hydra/ (they hold ${oc.env:SWEEPLAB_STORAGE}).

@@ -21,7 +21,6 @@ from typing import Any
 import optuna
 from omegaconf import OmegaConf
 
-from hydra_plugins.sweeplab_sweeper.sweeplab_sweeper import TARGET
 from sweeplab.search.pruning import build_pruner
 from sweeplab.search.records import (
     ATTR_OUTPUT_DIR,
@@ -32,6 +31,7 @@ from sweeplab.search.records import (
     ATTR_WORKER_PID,
     STUDY_PAUSED_REMOVED,
 )
+from sweeplab.search.schema import TARGET
 from sweeplab.search.storage import open_storage, resolve_storage
 
 

@@ -1,0 +1,134 @@
+"""Config mistakes Hydra meets while composing, as one line, for sweeplab's own entry points and sweeper.
+
+Hydra prints a traceback for a YAML syntax error or a config group set to null on the command line. Its
+own functions stay as they are: sweeplab's runners start their app through `run_app`, which receives the
+errors of composition and says them in one line, and the sweeper composes its jobs through `composing`.
+Any other Hydra app, sweeplab installed or not, reports them as Hydra does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import CompactHydraException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from sweeplab.errors import SweeplabError
+
+# Hydra's documented switch: set, it lets an error rise to the caller instead of printing it.
+FULL_ERROR = "HYDRA_FULL_ERROR"
+_NULL_GROUP = "Config group override must be"
+_HINT = "\nSet the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.\n"
+
+_lent = False  # run_app set FULL_ERROR for the composition, and has not handed it back yet
+
+
+def yaml_error_line(exc: BaseException) -> str | None:
+    """A YAML syntax error in a config file: the file (relative to the working dir), line and column."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return None
+    mark = exc.problem_mark
+    where = str(getattr(mark, "name", "") or "<config>").removeprefix(f"{os.getcwd()}/")
+    at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+    problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+    return f"{where}{at}: YAML syntax error: {problem}"
+
+
+def null_group_line(exc: BaseException, overrides: Sequence[str]) -> str | None:
+    """`search=null` on the command line: Hydra's refusal names neither the group nor the way out."""
+    if not isinstance(exc, ValueError) or not str(exc).startswith(_NULL_GROUP):
+        return None
+    nulls = [o for o in _parsed(overrides) if not o.is_delete() and o.value() is None]
+    if not nulls:
+        return None
+    group = nulls[0].key_or_group
+    return (
+        f"{nulls[0].input_line}: a config group cannot be set to null on the command line; "
+        f"drop it with '~{group}' (quoted for the shell), e.g. to search only the params you pass"
+    )
+
+
+def _parsed(arguments: Sequence[str]) -> list[Any]:
+    """The command line's overrides, parsed by Hydra's grammar (flags and their values are not overrides)."""
+    parser = OverridesParser.create()
+    found = []
+    for arg in arguments:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            found += parser.parse_overrides([arg])
+        except Exception:  # not an override (a flag's value): Hydra's own parse has said so or will
+            continue
+    return found
+
+
+def error_line(exc: BaseException, overrides: Sequence[str] = ()) -> str | None:
+    """The one line for a composition error sweeplab recognises, else None."""
+    return yaml_error_line(exc) or null_group_line(exc, overrides)
+
+
+@contextmanager
+def composing() -> Iterator[None]:
+    """Around a composition in sweeplab's own code (the sweeper's jobs): a YAML error is one SweeplabError."""
+    try:
+        yield
+    except Exception as exc:
+        line = yaml_error_line(exc) or yaml_error_line(exc.__cause__ or exc)
+        if line is None:
+            raise
+        raise SweeplabError(line) from exc
+
+
+def run_app(main: Callable[[], Any]) -> None:
+    """Start a runner's `@hydra.main` function; a config mistake found while composing is one line, exit 1.
+
+    Hydra lets the composition's errors rise here (FULL_ERROR, unless the user set it for a traceback);
+    once the config is composed, `HydraReportsErrors` hands error reporting back to Hydra."""
+    global _lent
+    if os.environ.get(FULL_ERROR):
+        main()
+        return
+    os.environ[FULL_ERROR] = "1"
+    _lent = True
+    try:
+        main()
+    except Exception as exc:
+        line = error_line(exc, sys.argv[1:])
+        if line is not None:
+            sys.stderr.write(line + os.linesep)
+        elif isinstance(exc, CompactHydraException):  # as Hydra prints it
+            sys.stderr.write(str(exc) + os.linesep)
+            if isinstance(exc.__cause__, OmegaConfBaseException):
+                sys.stderr.write(str(exc.__cause__) + os.linesep)
+            sys.stderr.write(_HINT)
+        else:
+            raise
+        sys.exit(1)
+    finally:
+        hand_back()
+
+
+def hand_back() -> None:
+    """Hydra reports errors itself again (a job's, the sweeper's), as it does for any app."""
+    global _lent
+    if _lent:
+        os.environ.pop(FULL_ERROR, None)
+        _lent = False
+
+
+class HydraReportsErrors(Callback):
+    """In sweeplab's root configs: the config is composed, so errors from here on are Hydra's to print."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        hand_back()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        hand_back()

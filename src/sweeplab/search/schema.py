@@ -1,0 +1,190 @@
+"""`hydra.sweeper` typed: each key's type, default and range, written once.
+
+The keys are a superset of hydra-optuna-sweeper's (sampler, direction, storage, study_name, n_trials,
+n_jobs, max_failure_rate, params, custom_search_space) with the same meaning. The plugin registers
+`SweeplabSweeperConf` as `hydra/sweeper=sweeplab`; the plan (`sweeplab.search.plan`) checks the rules that
+tie keys to each other or to the job config.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sweeplab.errors import config_error
+
+DIRECTIONS = ("minimize", "maximize")
+# The smallest heartbeat interval: SQLite stores heartbeats to the second and a busy sweep may write one a
+# second or two late, so a shorter grace period (two intervals) could take a live trial for dead.
+MIN_HEARTBEAT_S = 5
+# `_target_` of the sweeper (the plugin's class, named, never imported here): how a job or a callback
+# knows it runs inside a sweeplab study.
+TARGET = "hydra_plugins.sweeplab_sweeper.sweeplab_sweeper.SweeplabSweeper"
+
+
+@dataclass
+class StopConf:
+    # stop after this many finished trials without a new best (improvement > min_delta)
+    patience: int | None = None
+    min_delta: float = 0.0
+    # stop once the best value reaches this (in the study's direction)
+    target: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.patience is not None and self.patience < 1:
+            raise config_error("hydra.sweeper.stop.patience", self.patience, "must be at least 1, or null")
+
+
+@dataclass
+class QuickValidationConf:
+    """Applied to every trial of a study, never to single runs: fewer epochs, a batch size, part of the data."""
+
+    enabled: bool = True
+    epochs: int | None = None
+    batch_size: int | None = None
+    train_fraction: float | None = None
+    # k: every trial trains k models on stratified folds (data.folds=k); its value is their mean
+    folds: int | None = None
+
+    def __post_init__(self) -> None:
+        key = "hydra.sweeper.quick_validation"
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise config_error(f"{key}.{name}", value, "must be at least 1")
+        if self.folds is not None and self.folds < 2:
+            raise config_error(
+                f"{key}.folds",
+                self.folds,
+                "must be an integer >= 2 (k-fold), or null for one train/val split",
+            )
+        if self.train_fraction is not None and not 0.0 < self.train_fraction <= 1.0:
+            raise config_error(f"{key}.train_fraction", self.train_fraction, "must lie in (0, 1]")
+
+
+@dataclass
+class GuardConf:
+    """Rules that veto the pruner (`sweeplab.search.pruning`); all off here, on in hparams_search=optuna."""
+
+    leader: bool = False  # never prune the best value any trial reported at this step
+    margin: float | None = None  # ... nor one within this of the best finished trial's value
+    threshold: float | None = None  # ... nor one past this absolute value (in the study's direction)
+
+    def __post_init__(self) -> None:
+        if self.margin is not None and self.margin < 0:
+            raise config_error(
+                "hydra.sweeper.guard.margin", self.margin, "must be a number >= 0, or null (off)"
+            )
+
+
+@dataclass
+class RescueConf:
+    top_k: int = 0  # after n_trials: run the k best-ranked pruned trials again, unpruned, as new trials
+
+    def __post_init__(self) -> None:
+        if self.top_k < 0:
+            raise config_error("hydra.sweeper.rescue.top_k", self.top_k, "must be an integer >= 0")
+
+
+@dataclass
+class PauseConf:
+    """A pruned trial keeps the checkpoint of the epoch it was pruned at, so a rescue resumes it there."""
+
+    # how many paused checkpoints are kept (the best-ranked at their prune step, as rescue ranks them);
+    # null: rescue.top_k, 0: none (a rescue then trains from scratch)
+    keep: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.keep is not None and self.keep < 0:
+            raise config_error("hydra.sweeper.pause.keep", self.keep, "must be an integer >= 0, or null")
+
+
+@dataclass
+class SweeplabSweeperConf:
+    _target_: str = TARGET
+    _recursive_: bool = False  # sampler and pruner are built by the sweeper, after its checks
+    # _self_ first: the chosen sampler/pruner configs fill the `sampler`/`pruner` keys below
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"sampler": "tpe"}, {"pruner": "median"}])
+
+    # --- the stock plugin's keys, same meaning ---
+    sampler: Any = None
+    direction: Any = "minimize"  # or a list of them, one per objective
+    storage: Any = None  # null: sqlite:///<cwd>/studies/<study_name>.db
+    study_name: str | None = None  # null: the app's job name (hydra.job.name) + study_suffix
+    n_trials: int = 20  # the study's total, counted across reruns and workers
+    n_jobs: int = 1  # trials at once; > 1 with the basic launcher: one process per trial, no batch barrier
+    max_failure_rate: float = 0.0
+    search_space: Any = None  # removed from the stock plugin; refused with a pointer to `params`
+    params: dict[str, str] | None = None
+    custom_search_space: str | None = None
+
+    # --- sweeplab's own ---
+    # a function (cfg) -> None that raises where the app's job would reject its config before training;
+    # called on the configurations the space can produce, before the study is created or written to
+    check: str | None = None
+    pruner: Any = None
+    # params only some trials get: {parent key: {value: {param: sweep or value}}}, e.g. ConvNeXt's layer
+    # scale only when model=convnext_tiny (see conf/search/families.yaml)
+    conditional: Any = None
+    guard: GuardConf = field(default_factory=GuardConf)
+    # staged search: {from: <earlier study>} searches the space narrowed around its top trials
+    focus: dict[str, Any] = field(default_factory=dict)  # {} or {from: <study>}
+    rescue: RescueConf = field(default_factory=RescueConf)
+    pause: PauseConf = field(default_factory=PauseConf)
+    study_suffix: str = ""
+    timeout: float | None = None  # seconds for this invocation of the study
+    stop: StopConf = field(default_factory=StopConf)
+    quick_validation: QuickValidationConf = field(default_factory=QuickValidationConf)
+    allow_space_change: bool = False
+    # seconds between the heartbeats a sweep records for its running trials; a trial silent for 2 intervals
+    # (its sweep or machine died) is failed and re-run by any sweep on the storage
+    heartbeat_interval: int | None = 60
+    # true: start the next n_jobs trials only when the whole batch has ended (the stock plugin's way)
+    synchronous: bool = False
+    share_gpus: bool = False  # allow n_jobs > visible GPUs (workers i and i+g share GPU i)
+    # at the end: plots, report.md/html and the best trial as preset=optimized/<study> (result files always)
+    report: bool = True
+
+    def __post_init__(self) -> None:
+        """Each key's range; the rules that tie keys to each other or to the job config are in the plan."""
+        key = "hydra.sweeper"
+        if self.search_space:
+            raise config_error(
+                f"{key}.search_space",
+                "...",
+                "was removed from the stock plugin (Hydra 1.2); write the space in hydra.sweeper.params "
+                "in the sweep grammar, e.g. x: interval(-5.5, 5.5), y: choice(-5, 0, 5)",
+            )
+        for name in ("n_trials", "n_jobs"):
+            if getattr(self, name) < 1:
+                raise config_error(f"{key}.{name}", getattr(self, name), "must be an integer >= 1")
+        if not 0.0 <= self.max_failure_rate <= 1.0:
+            raise config_error(f"{key}.max_failure_rate", self.max_failure_rate, "must lie in [0, 1]")
+        if self.timeout is not None and self.timeout <= 0:
+            raise config_error(f"{key}.timeout", self.timeout, "must be a number of seconds > 0, or null")
+        if self.heartbeat_interval is not None and self.heartbeat_interval < MIN_HEARTBEAT_S:
+            raise config_error(
+                f"{key}.heartbeat_interval",
+                self.heartbeat_interval,
+                f"must be a whole number of seconds >= {MIN_HEARTBEAT_S} (the minimum: a shorter one could "
+                "take a live trial for dead), or null (no heartbeats)",
+            )
+        if not self.directions:
+            raise config_error(
+                f"{key}.direction", self.direction, "give minimize or maximize, or a list of them"
+            )
+        for d in self.directions:
+            if d not in DIRECTIONS:
+                raise config_error(f"{key}.direction", d, "allowed: minimize, maximize (or a list of them)")
+        unknown = sorted(set(self.focus) - {"from"})
+        if unknown:
+            raise config_error(f"{key}.focus.{unknown[0]}", self.focus[unknown[0]], "allowed keys: from")
+
+    @property
+    def paused_kept(self) -> int:
+        """How many paused checkpoints the study keeps: pause.keep, else as many as rescue can resume."""
+        return self.pause.keep if self.pause.keep is not None else self.rescue.top_k
+
+    @property
+    def directions(self) -> list[str]:
+        """`direction` as a list, one lower-case name per objective."""
+        items = list(self.direction) if isinstance(self.direction, list | tuple) else [self.direction]
+        return [str(getattr(d, "name", d)).lower() for d in items]

@@ -1,0 +1,173 @@
+"""The sweep the plugin's sweeper runs: plan → claim a sweep dir → the study loop → result files and report.
+
+`hydra_plugins.sweeplab_sweeper` is Hydra's face of it: it keeps Hydra's `setup` arguments and calls
+`StudySweeper.sweep`. Here the keys of `hydra.sweeper` become a plan (`sweeplab.search.plan`), the loop
+(`sweeplab.search.loop`) asks, launches and tells, and reporting writes what the study found.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
+from hydra.types import HydraContext, RunMode, TaskFunction
+from omegaconf import DictConfig, read_write
+
+import sweeplab.search.naming  # noqa: F401  (registers the ${sweeplab.study_dir:...} resolver)
+from sweeplab.hydra_errors import composing
+from sweeplab.reporting import StudyView, write_study_report
+from sweeplab.reporting.export import Flattener
+from sweeplab.reporting.files import write_files
+from sweeplab.search.executors import LauncherBatches, ProcessPool, assign_devices, visible_devices
+from sweeplab.search.interrupts import EXIT_INTERRUPTED
+from sweeplab.search.liveness import claim_sweep_dir, link_latest, release_sweep_dir
+from sweeplab.search.loop import run_study
+from sweeplab.search.plan import QUIET_CONSOLE, SweepPlan, make_plan
+from sweeplab.search.records import counted, state_counts
+from sweeplab.search.schema import SweeplabSweeperConf
+from sweeplab.search.space import format_value, override_key
+from sweeplab.search.storage import STORAGE_ENV, has_password, masked
+
+log = logging.getLogger("sweeplab.sweep")
+
+
+class StudySweeper:
+    """One `python app.py -m ...` as an Optuna study; each trial is one Hydra job of the app."""
+
+    def __init__(
+        self,
+        keys: dict[str, Any],
+        hydra_context: HydraContext,
+        task_function: TaskFunction,
+        config: DictConfig,
+    ) -> None:
+        # `hydra.sweeper` as Hydra passes it; the plan types it inside sweep(), where a key Hydra let through
+        # (`+hydra.sweeper.x=1`) fails as one line rather than inside Hydra's instantiation message.
+        self.keys = keys
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+        self.config = config
+        HydraConfig.instance().set_config(config)  # so ${hydra:...} in the job config resolves for our checks
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> Any:
+        root_dir = str(self.config.hydra.runtime.cwd)
+        plan = make_plan(
+            self.keys, self.config, arguments, self.group_options, root_dir=root_dir, compose=self.compose
+        )
+        sweep_dir = self._claim_sweep_dir()
+        if QUIET_CONSOLE in plan.hydra_overrides:  # the basic launcher's "Launching"/"#n : ..." lines too
+            logging.getLogger("hydra._internal.core_plugins.basic_launcher").setLevel(logging.WARNING)
+        try:
+            executor = self._executor(plan.conf)
+            self._hide_password(plan.storage_url)
+            try:
+                study, stopped = run_study(plan, executor)
+            except KeyboardInterrupt:  # the loop has said what it stopped; no traceback, the shell's status
+                raise SystemExit(EXIT_INTERRUPTED) from None
+            return self._results(study, plan, stopped, root_dir)
+        finally:
+            release_sweep_dir(sweep_dir)
+
+    def _claim_sweep_dir(self) -> Path:
+        """This sweep's own `hydra.sweep.dir` (see `claim_sweep_dir`), set where the launcher and jobs read it;
+        `latest` beside it points at it."""
+        wanted = Path(str(self.config.hydra.sweep.dir))
+        claimed = claim_sweep_dir(wanted)
+        if claimed != wanted:
+            log.info(
+                "%s is in use by another sweep started at the same time: this sweep writes to %s",
+                wanted,
+                claimed,
+            )
+        # the jobs are composed again from the hydra overrides: they get the dir as this sweep resolved it
+        with read_write(self.config.hydra):
+            self.config.hydra.sweep.dir = str(claimed)
+            self.config.hydra.overrides.hydra.append(f"hydra.sweep.dir={format_value(str(claimed))}")
+        link_latest(claimed)
+        return claimed
+
+    def _results(self, study: Any, plan: SweepPlan, stopped: str, root_dir: str) -> StudyView:
+        """The sweep has ended: result files, and with `report`, plots, report.md/html and the preset."""
+        view = StudyView(study, masked(plan.storage_url))
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        retrain = None
+        if plan.conf.report:
+            report = write_study_report(view, sweep_dir, Flattener(self.compose, plan.script), root_dir)
+            retrain = report.retrain
+        else:
+            write_files(view, sweep_dir, retrain=None)
+        _log_summary(view, stopped, sweep_dir, retrain)
+        return view
+
+    def _hide_password(self, url: str) -> None:
+        """Jobs get a password-carrying storage URL through the environment, never through saved overrides."""
+        if not has_password(url):
+            return
+        os.environ[STORAGE_ENV] = url  # inherited by worker processes and read by in-process jobs
+        kept = [o for o in self.config.hydra.overrides.hydra if override_key(o) != "hydra.sweeper.storage"]
+        with read_write(self.config.hydra.overrides):
+            self.config.hydra.overrides.hydra = [*kept, f"hydra.sweeper.storage=${{oc.env:{STORAGE_ENV}}}"]
+
+    def _executor(self, conf: SweeplabSweeperConf) -> Any:
+        """Worker processes for n_jobs > 1 under the basic launcher; batches through the launcher otherwise
+        (in this process for the basic launcher, elsewhere for SLURM and the like)."""
+        if conf.n_jobs == 1 or not isinstance(self.launcher, BasicLauncher):
+            return LauncherBatches(self.launcher.launch, conf.n_jobs)
+        slots = assign_devices(conf.n_jobs, visible_devices(), conf.share_gpus)
+        log.info(
+            "%d workers: %s",
+            conf.n_jobs,
+            ", ".join(f"worker {i} on {'GPU ' + d if d is not None else 'CPU'}" for i, d in enumerate(slots)),
+        )
+        return ProcessPool(self.hydra_context, self.task_function, self.config, slots)
+
+    def compose(self, overrides: list[str]) -> DictConfig:
+        """A job's config for `overrides`, composed as the launcher composes trials (run mode); a YAML error
+        in one of the app's files is one line."""
+        with composing():
+            return self.hydra_context.config_loader.load_configuration(
+                config_name=str(self.config.hydra.job.config_name), overrides=overrides, run_mode=RunMode.RUN
+            )
+
+    def group_options(self, name: str) -> list[str] | None:
+        """The options of config group `name`, those of its nested groups included (`search=focused/<study>`)."""
+        loader = self.hydra_context.config_loader
+
+        def options(group: str) -> list[str]:
+            found = list(loader.get_group_options(group))
+            for sub in loader.list_groups(group):
+                found += [f"{sub}/{o}" for o in options(f"{group}/{sub}")]
+            return found
+
+        return options(name.replace(".", "/")) or None
+
+
+def _log_summary(view: StudyView, stopped: str, sweep_dir: Path, retrain: str | None) -> None:
+    counts = state_counts(counted(view.trials))
+    uncounted = sum(t.state.is_finished() for t in view.trials) - sum(counts.values())
+    log.info(
+        "study %s finished (%s): %d complete, %d pruned, %d failed%s",
+        view.name,
+        stopped,
+        counts["COMPLETE"],
+        counts["PRUNED"],
+        counts["FAIL"],
+        f" ({uncounted} more interrupted or not run, not counted)" if uncounted else "",
+    )
+    best = view.best
+    if best is not None:
+        log.info("best %s %.4f (trial %d): %s", view.metric, best.values[0], best.number, best.params)
+    elif not view.single:
+        for t in view.front:
+            log.info("Pareto trial %d: values %s params %s", t.number, t.values, t.params)
+    if retrain:
+        log.info("retrain it: %s", retrain)
+    log.info("results, plots and report: %s", sweep_dir)
