@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -111,6 +112,32 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+class Swept(NamedTuple):
+    """What `sweep` ran: the finished command, and the trials of its study where one was named."""
+
+    result: subprocess.CompletedProcess
+    trials: list | None
+
+
+def sweep(args: list[str], cwd: Path, study: str | None = None, ok: bool = True, **run_cli_kwargs) -> Swept:
+    """Run an entry point from `cwd` as `run_cli` does (`run_cli_kwargs`: script, env, timeout); with `ok`,
+    assert it exited 0 (its stderr's tail the message); with `study`, load that study's trials from `cwd`.
+    Unpacks as `result, trials = sweep(...)`."""
+    result = run_cli(args, cwd, **run_cli_kwargs)
+    if ok:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return Swept(result, load_trials(cwd, study) if study else None)
+
+
+def on_search_path(root: Path, config: str, text: str) -> str:
+    """Write `text` as the config `config` (`<group>/<name>`) to `root/extra/<group>/<name>.yaml`; the override
+    that puts `root/extra` on Hydra's search path."""
+    path = root / "extra" / f"{config}.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    return f"hydra.searchpath=[file://{path.parent.parent}]"
 
 
 def sweep_dirs(root: Path, *under: str) -> list[Path]:

@@ -27,7 +27,7 @@ from sweeplab.errors import SweeplabError
 from sweeplab.search.plan import make_plan
 from sweeplab.search.records import ATTR_PRUNED_AT
 from sweeplab.search.space import SearchSpace
-from tests.conftest import ROOT, load_trials, run_cli, sweep_dirs
+from tests.conftest import ROOT, Swept, load_trials, sweep, sweep_dirs
 
 APPS = ROOT / "tests" / "apps"
 
@@ -143,9 +143,9 @@ def test_report_outside_a_study_does_nothing():
     assert sweeplab.report(0.5, 1) is False
 
 
-def _app(name: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _app(name: str, args: list[str], cwd: Path, study: str | None = None) -> Swept:
     env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return run_cli(["-m", *args], cwd=cwd, script=f"tests/apps/{name}.py", env=env, timeout=180)
+    return sweep(["-m", *args], cwd, study, script=f"tests/apps/{name}.py", env=env, timeout=180)
 
 
 def _logged_command(result: subprocess.CompletedProcess, prefix: str) -> list[str]:
@@ -155,9 +155,7 @@ def _logged_command(result: subprocess.CompletedProcess, prefix: str) -> list[st
 
 @pytest.mark.slow
 def test_a_tutorial_app_is_swept_and_its_best_trial_retrained_as_printed(tmp_path):
-    result = _app("sphere", [], tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    trials = load_trials(tmp_path, "sphere")
+    result, trials = _app("sphere", [], tmp_path, study="sphere")
     assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials)
     for t in trials:
         assert (
@@ -181,8 +179,7 @@ def test_a_tutorial_app_is_swept_and_its_best_trial_retrained_as_printed(tmp_pat
 @pytest.mark.slow
 def test_two_apps_in_one_directory_keep_their_own_studies_and_two_objectives_need_no_extra_keys(tmp_path):
     for name in ("sphere", "pareto"):
-        result = _app(name, ["hydra.sweeper.n_trials=4", "hydra.sweeper.report=false"], tmp_path)
-        assert result.returncode == 0, result.stderr[-3000:]
+        _app(name, ["hydra.sweeper.n_trials=4", "hydra.sweeper.report=false"], tmp_path)
     assert sorted(p.name for p in (tmp_path / "studies").glob("*.db")) == ["pareto.db", "sphere.db"]
     pareto = load_trials(tmp_path, "pareto")
     assert len(pareto) == 4 and all(len(t.values) == 2 for t in pareto)
@@ -203,9 +200,9 @@ def test_a_hook_a_grid_and_a_block_without_params_run_as_with_the_stock_plugin(t
             "hydra.sweeper.report=false",
         ],
         tmp_path,
+        study="hook",
     )
-    assert hook.returncode == 0, hook.stderr[-3000:]
-    for t in load_trials(tmp_path, "hook"):
+    for t in hook.trials:
         assert abs(t.params["z"] - t.params["x"]) <= 0.5
 
     grid = _app(
@@ -220,26 +217,23 @@ def test_a_hook_a_grid_and_a_block_without_params_run_as_with_the_stock_plugin(t
             "hydra.sweeper.report=false",
         ],
         tmp_path,
+        study="grid",
     )
-    assert grid.returncode == 0, grid.stderr[-3000:]
-    points = sorted((t.params["x"], t.params["y"]) for t in load_trials(tmp_path, "grid"))
+    points = sorted((t.params["x"], t.params["y"]) for t in grid.trials)
     assert points == [(-1.0, 1), (-1.0, 2), (0.0, 1), (0.0, 2)]
 
-    fixed = _app(
+    trials = _app(
         "sphere",
         ["hydra.sweeper.params=null", "x=1.5", "hydra.sweeper.study_name=fixed", "hydra.sweeper.n_trials=2"],
         tmp_path,
-    )
-    assert fixed.returncode == 0, fixed.stderr[-3000:]
-    trials = load_trials(tmp_path, "fixed")
+        study="fixed",
+    ).trials
     assert [t.params for t in trials] == [{}, {}] and {t.value for t in trials} == {0.25 + 1 + 2.25}
 
 
 @pytest.mark.slow
 def test_a_plain_training_loop_reports_each_epoch_and_is_pruned(tmp_path):
-    result = _app("curve", ["hydra.sweeper.report=false"], tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    trials = load_trials(tmp_path, "curve")
+    result, trials = _app("curve", ["hydra.sweeper.report=false"], tmp_path, study="curve")
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert pruned and complete and len(pruned) + len(complete) == 10

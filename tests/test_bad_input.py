@@ -8,7 +8,7 @@ import pytest
 
 from sweeplab.errors import SweeplabError
 from sweeplab.training import train
-from tests.conftest import fast, run_cli
+from tests.conftest import fast, on_search_path, run_cli
 
 
 def _fails_before_training(compose_cfg, overrides, pattern):
@@ -94,18 +94,10 @@ def test_cli_unknown_group_option_lists_the_available_ones(tmp_path):
 
 @pytest.mark.slow
 def test_a_yaml_syntax_error_is_one_line_with_file_line_and_column(tmp_path):
-    broken = tmp_path / "extra" / "search" / "broken.yaml"
-    broken.parent.mkdir(parents=True)
-    broken.write_text("# @package _global_\nhydra:\n  sweeper:\n    params: {x: [1, 2}\n")
-    result = run_cli(
-        [
-            "-m",
-            "hparams_search=optuna_fast",
-            "+search=broken",
-            f"hydra.searchpath=[file://{broken.parent.parent}]",
-        ],
-        cwd=tmp_path,
+    searchpath = on_search_path(
+        tmp_path, "search/broken", "# @package _global_\nhydra:\n  sweeper:\n    params: {x: [1, 2}\n"
     )
+    result = run_cli(["-m", "hparams_search=optuna_fast", "+search=broken", searchpath], cwd=tmp_path)
     assert result.returncode == 1
     assert (
         "extra/search/broken.yaml:4:22: YAML syntax error: while parsing a flow sequence expected ',' or ']', but got '}'"

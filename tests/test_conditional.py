@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from sweeplab.errors import SweeplabError
 from sweeplab.search.plan import make_plan
 from sweeplab.search.space import SearchSpace, key_of
-from tests.conftest import CONF, QUICK, ROOT, load_trials, run_cli
+from tests.conftest import CONF, QUICK, ROOT, sweep
 
 FAMILIES = {
     "model": {
@@ -192,9 +192,7 @@ def test_a_conditional_study_trains_each_family_with_only_its_params(tmp_path):
         "hydra.sweeper.quick_validation.epochs=1",
         *QUICK,
     ]
-    result = run_cli(args, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    trials = load_trials(tmp_path, "families_fast")
+    trials = sweep(args, tmp_path, study="families_fast").trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
     for t in trials:
         model = t.params["model"]
@@ -226,9 +224,7 @@ def test_the_stock_custom_search_space_hook_still_suggests_params(tmp_path):
         *QUICK,
     ]
     env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    result = run_cli(args, cwd=tmp_path, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    for t in load_trials(tmp_path, "hook_fast"):
+    for t in sweep(args, tmp_path, study="hook_fast", env=env).trials:
         value = t.params["models.loss.label_smoothing"]
         assert 0.01 <= value <= 0.02
         used = OmegaConf.load(Path(t.user_attrs["output_dir"]) / "config_resolved.yaml")

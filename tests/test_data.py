@@ -83,7 +83,7 @@ def test_competition_layout_accepts_ids_without_extension_and_renamed_columns(tm
     assert source.load(8, 1).classes == ("cat", "dog")
 
 
-def test_class_subfolder_layout(tmp_path):
+def test_a_subfolder_per_class_is_read_as_one_label_per_folder_in_name_order(tmp_path):
     for cls in ("ants", "bees"):
         _write_images(tmp_path / cls, [f"{cls}{i}.png" for i in range(4)])
     source = ImageFolderSource(str(tmp_path))

@@ -13,7 +13,7 @@ from sweeplab.data import DigitsSource, ImageDataModule
 from sweeplab.errors import SweeplabError
 from sweeplab.search.records import ATTR_FOLD_VALUES
 from sweeplab.training import train
-from tests.conftest import QUICK, fast, load_trials, run_cli
+from tests.conftest import QUICK, fast, sweep
 
 
 def _dm(**kwargs) -> ImageDataModule:
@@ -71,7 +71,7 @@ def test_a_k_fold_run_trains_one_model_per_fold_and_returns_their_mean(compose_c
 
 
 def _kfold_study(tmp_path: Path, name: str, *extra: str) -> list:
-    result = run_cli(
+    return sweep(
         [
             "-m",
             "hparams_search=optuna_fast",
@@ -81,10 +81,9 @@ def _kfold_study(tmp_path: Path, name: str, *extra: str) -> list:
             *extra,
             *QUICK,
         ],
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return load_trials(tmp_path, f"{name}_fast")
+        tmp_path,
+        study=f"{name}_fast",
+    ).trials
 
 
 @pytest.mark.slow

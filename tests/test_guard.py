@@ -14,7 +14,7 @@ from sweeplab.errors import SweeplabError
 from sweeplab.search.pruning import Guard, GuardedPruner, rescue_candidates
 from sweeplab.search.records import ATTR_GUARD_SAVED, ATTR_PAUSED, ATTR_RESCUE_OF, ATTR_RESUMED
 from sweeplab.search.space import format_value
-from tests.conftest import QUICK, load_trials, run_cli, sweep_dirs
+from tests.conftest import QUICK, run_cli, sweep, sweep_dirs
 
 STEADY = [0.90, 0.970, 0.972, 0.974, 0.975, 0.975, 0.975, 0.975]
 # a late bloomer: a hair under the median at epochs 2-4, the best of all at the end
@@ -140,9 +140,7 @@ def test_rescue_resumes_exactly_k_pruned_trials_with_their_params_to_the_full_bu
         "hydra.sweeper.rescue.top_k=2",
         *QUICK,
     ]
-    result = run_cli(args, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    trials = {t.number: t for t in load_trials(tmp_path, "rescue_fast")}
+    trials = {t.number: t for t in sweep(args, tmp_path, study="rescue_fast").trials}
     rescues = [t for t in trials.values() if ATTR_RESCUE_OF in t.user_attrs]
     own = [t for t in trials.values() if ATTR_RESCUE_OF not in t.user_attrs]
     assert len(own) == 8 and len(rescues) == 2
@@ -164,24 +162,23 @@ def test_rescue_resumes_exactly_k_pruned_trials_with_their_params_to_the_full_bu
     assert sorted(r.user_attrs[ATTR_RESCUE_OF] for r in rescues) == sorted(t.number for t in expected)
 
     # the same command again: the study is done and rescued; nothing more runs
-    again = run_cli(args, cwd=tmp_path)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert len(load_trials(tmp_path, "rescue_fast")) == 10
+    again = sweep(args, tmp_path, study="rescue_fast")
+    assert len(again.trials) == 10
 
-    sweep = sweep_dirs(tmp_path, "rescue")[0]
-    report = (sweep / "report.md").read_text()
+    sweep_dir = sweep_dirs(tmp_path, "rescue")[0]
+    report = (sweep_dir / "report.md").read_text()
     assert "## Saved by the guard" in report and "## Rescued" in report
-    with (sweep / "all_trials.csv").open() as f:
+    with (sweep_dir / "all_trials.csv").open() as f:
         rows = {int(r["number"]): r for r in csv.DictReader(f)}
     assert {n for n, r in rows.items() if r["rescue_of"]} == {r.number for r in rescues}
     assert rows[0]["guard_saved"].startswith("leader at epoch 1")
-    stats = json.loads((sweep / "study_stats.json").read_text())
+    stats = json.loads((sweep_dir / "study_stats.json").read_text())
     assert stats["pruner"] == "ThresholdPruner (guard: leader)"
 
 
 @pytest.mark.slow
 def test_a_focused_study_searches_inside_the_earlier_space_and_starts_from_its_best(tmp_path):
-    first = run_cli(
+    sweep(
         [
             "-m",
             "hparams_search=optuna_fast",
@@ -190,9 +187,8 @@ def test_a_focused_study_searches_inside_the_earlier_space_and_starts_from_its_b
             "hydra.sweeper.report=false",
             *QUICK,
         ],
-        cwd=tmp_path,
+        tmp_path,
     )
-    assert first.returncode == 0, first.stderr[-3000:]
     earlier = optuna.load_study(
         study_name="stage_fast", storage=f"sqlite:///{tmp_path / 'studies' / 'stage_fast.db'}"
     )
@@ -206,8 +202,7 @@ def test_a_focused_study_searches_inside_the_earlier_space_and_starts_from_its_b
         "hydra.sweeper.report=false",
         *QUICK,
     ]
-    result = run_cli(focused_args, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    sweep(focused_args, tmp_path)
     study = optuna.load_study(
         study_name="stage_focused", storage=f"sqlite:///{tmp_path / 'studies' / 'stage_focused.db'}"
     )

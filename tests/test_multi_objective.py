@@ -14,9 +14,9 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from sweeplab.reporting.pick import pick_trial
-from sweeplab.reporting.view import StudyView
 from sweeplab.search.records import ATTR_OUTPUT_DIR, STUDY_METRICS
-from tests.conftest import CONF, run_cli, sweep_dirs
+from sweeplab.search.view import StudyView
+from tests.conftest import CONF, run_cli, sweep, sweep_dirs
 
 pytestmark = pytest.mark.slow  # every test here runs CLI sweeps or report commands
 
@@ -80,8 +80,7 @@ def root(tmp_path_factory) -> Path:
     where = tmp_path_factory.mktemp("multi")
     args = ["-m", "hparams_search=optuna_multi", f"exp_name={EXP}", "hydra.sweeper.n_trials=4", *TINY]
     args.append("hydra.sweeper.report=false")
-    result = run_cli(args, cwd=where, env=ONE_THREAD)
-    assert result.returncode == 0, result.stderr[-3000:]
+    sweep(args, where, env=ONE_THREAD)
     return where
 
 
@@ -142,8 +141,7 @@ def test_with_model_params_as_second_objective_the_values_are_parameter_counts(t
         "hydra.sweeper.report=false",
         *TINY,
     ]
-    result = run_cli(args, cwd=tmp_path, env=ONE_THREAD)
-    assert result.returncode == 0, result.stderr[-3000:]
+    sweep(args, tmp_path, env=ONE_THREAD)
     study = _study(tmp_path, "size_multi")
     assert study.user_attrs[STUDY_METRICS] == ["val/f1", "model/params"]
     counts: dict[str, set[float]] = {}

@@ -28,7 +28,7 @@ from sweeplab.search.records import (
     counted,
 )
 from sweeplab.search.storage import open_storage
-from tests.conftest import QUICK, ROOT, default_sigint, load_trials, run_cli, sweep_dirs
+from tests.conftest import QUICK, ROOT, default_sigint, load_trials, sweep, sweep_dirs
 
 PARALLEL = ["-m", "hparams_search=optuna_fast", "hydra.sweeper.n_jobs=2", *QUICK]
 
@@ -87,25 +87,25 @@ def _wait_for_running(tmp_path: Path, study: str, sweep: subprocess.Popen, enoug
 
 @pytest.mark.slow
 def test_two_workers_run_two_trials_at_once_each_in_its_own_process(tmp_path):
-    result = run_cli([*PARALLEL, "exp_name=par", "hydra.sweeper.n_trials=4"], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    trials = load_trials(tmp_path, "par_fast")
+    result, trials = sweep(
+        [*PARALLEL, "exp_name=par", "hydra.sweeper.n_trials=4"], tmp_path, study="par_fast"
+    )
     assert len(counted(trials)) == 4
     assert _max_overlap(trials) == 2  # overlapping, and never more than n_jobs
     pids = {t.user_attrs[ATTR_WORKER_PID] for t in trials}
     assert len(pids) == 4  # one process per trial ...
     assert all(f"trial {t.number} started in worker" in result.stdout + result.stderr for t in trials)
-    sweep = sweep_dirs(tmp_path, "par")[-1]
-    assert all((sweep / str(t.number) / "worker.log").is_file() for t in trials)  # ... its output in its dir
-    assert (sweep / "report.md").is_file()
+    sweep_dir = sweep_dirs(tmp_path, "par")[-1]
+    # ... its output in its dir
+    assert all((sweep_dir / str(t.number) / "worker.log").is_file() for t in trials)
+    assert (sweep_dir / "report.md").is_file()
 
 
 @pytest.mark.slow
 def test_synchronous_sweep_starts_a_batch_only_when_the_whole_previous_batch_ended(tmp_path):
     args = [*PARALLEL, "exp_name=sync", "hydra.sweeper.n_trials=4", "hydra.sweeper.synchronous=true"]
-    result = run_cli([*args, "hydra.sweeper.report=false"], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    trials = sorted(load_trials(tmp_path, "sync_fast"), key=lambda t: t.number)
+    swept = sweep([*args, "hydra.sweeper.report=false"], tmp_path, study="sync_fast")
+    trials = sorted(swept.trials, key=lambda t: t.number)
     assert len(counted(trials)) == 4 and _max_overlap(trials) == 2
     first, second = trials[:2], trials[2:]
     assert min(t.datetime_start for t in second) >= max(t.datetime_complete for t in first)
@@ -113,13 +113,13 @@ def test_synchronous_sweep_starts_a_batch_only_when_the_whole_previous_batch_end
 
 @pytest.mark.slow
 def test_a_worker_killed_with_sigkill_is_rerun_and_the_study_still_has_n_trials(tmp_path):
-    sweep, _ = _background_sweep(tmp_path, "kill")
+    background, _ = _background_sweep(tmp_path, "kill")
     running = _wait_for_running(
-        tmp_path, "kill_fast", sweep, lambda ts: any(t.user_attrs.get("epochs_run") for t in ts)
+        tmp_path, "kill_fast", background, lambda ts: any(t.user_attrs.get("epochs_run") for t in ts)
     )
     victim = next(t for t in running if t.user_attrs.get("epochs_run"))
     os.kill(victim.user_attrs[ATTR_WORKER_PID], signal.SIGKILL)
-    assert sweep.wait(timeout=600) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
+    assert background.wait(timeout=600) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
 
     trials = load_trials(tmp_path, "kill_fast")
     assert len(counted(trials)) == 4
@@ -134,7 +134,7 @@ def test_a_worker_killed_with_sigkill_is_rerun_and_the_study_still_has_n_trials(
 def test_a_raising_a_diverging_and_an_out_of_memory_trial_fail_with_their_reasons_and_the_study_goes_on(
     tmp_path,
 ):
-    result = run_cli(
+    swept = sweep(
         [
             *PARALLEL,
             "exp_name=faults",
@@ -146,11 +146,11 @@ def test_a_raising_a_diverging_and_an_out_of_memory_trial_fail_with_their_reason
             "+callbacks.fault.nan=2",
             "+callbacks.fault.oom=3",
         ],
-        cwd=tmp_path,
+        tmp_path,
+        study="faults_fast",
         env={"PYTHONPATH": str(ROOT)},
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    trials = {t.number: t for t in load_trials(tmp_path, "faults_fast")}
+    trials = {t.number: t for t in swept.trials}
     assert len(counted(trials.values())) == 5
     reasons = {n: trials[n].user_attrs.get(ATTR_FAIL_REASON) for n in (1, 2, 3)}
     assert reasons[1] == "RuntimeError: injected failure"
@@ -200,8 +200,8 @@ def test_three_sweeps_with_two_workers_each_share_one_postgresql_study_without_l
                 stderr=subprocess.STDOUT,
             )
         )
-    for machine, sweep in zip(machines, sweeps, strict=True):
-        assert sweep.wait(timeout=900) == 0, (machine / "sweep.log").read_text()[-3000:]
+    for machine, started in zip(machines, sweeps, strict=True):
+        assert started.wait(timeout=900) == 0, (machine / "sweep.log").read_text()[-3000:]
 
     trials = optuna.load_study(study_name=name, storage=POSTGRES).get_trials()
     assert len(counted(trials)) == 8
@@ -246,14 +246,14 @@ def test_a_trial_whose_heartbeat_stops_is_failed_and_rerun_once(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_every_worker_marks_their_trials_interrupted_and_the_same_command_resumes(tmp_path):
-    sweep, args = _background_sweep(tmp_path, "intr")
+    background, args = _background_sweep(tmp_path, "intr")
     running = _wait_for_running(
-        tmp_path, "intr_fast", sweep, lambda ts: sum(ATTR_WORKER_PID in t.user_attrs for t in ts) == 2
+        tmp_path, "intr_fast", background, lambda ts: sum(ATTR_WORKER_PID in t.user_attrs for t in ts) == 2
     )
     workers = [t.user_attrs[ATTR_WORKER_PID] for t in running]
     pressed = time.monotonic()
-    sweep.send_signal(signal.SIGINT)
-    assert sweep.wait(timeout=60) != 0
+    background.send_signal(signal.SIGINT)
+    assert background.wait(timeout=60) != 0
     assert time.monotonic() - pressed < 15  # within seconds
     for pid in workers:
         assert (
@@ -264,9 +264,7 @@ def test_ctrl_c_stops_every_worker_marks_their_trials_interrupted_and_the_same_c
     assert len(interrupted) >= 2 and not any(t.state == TrialState.RUNNING for t in trials)
     assert all(t.state == TrialState.FAIL for t in interrupted)
 
-    resumed = run_cli(args, cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    trials = load_trials(tmp_path, "intr_fast")
+    trials = sweep(args, tmp_path, study="intr_fast").trials
     assert len(counted(trials)) == 4
     assert {t.user_attrs.get(ATTR_RETRY_OF) for t in trials} >= {t.number for t in interrupted}
 
@@ -274,7 +272,7 @@ def test_ctrl_c_stops_every_worker_marks_their_trials_interrupted_and_the_same_c
 @pytest.mark.slow
 def test_each_worker_sees_only_its_own_gpu(tmp_path):
     """CPU training, but the device each worker's process is given is what a GPU run would use."""
-    result = run_cli(
+    result = sweep(
         [
             *PARALLEL,
             "exp_name=gpus",
@@ -282,11 +280,10 @@ def test_each_worker_sees_only_its_own_gpu(tmp_path):
             "hydra.sweeper.quick_validation.epochs=1",
             "+callbacks.device._target_=tests.faults.RecordDevice",
         ],
-        cwd=tmp_path,
+        tmp_path,
         env={"PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": "3,5"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    ).result
     assert "2 workers: worker 0 on GPU 3, worker 1 on GPU 5" in result.stdout + result.stderr
-    sweep = sweep_dirs(tmp_path, "gpus")[-1]
-    seen = {(sweep / str(n) / "device.txt").read_text() for n in range(4)}
+    sweep_dir = sweep_dirs(tmp_path, "gpus")[-1]
+    seen = {(sweep_dir / str(n) / "device.txt").read_text() for n in range(4)}
     assert seen == {"3", "5"}

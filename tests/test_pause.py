@@ -21,7 +21,7 @@ from sweeplab.search.records import (
     STUDY_PAUSED_REMOVED,
 )
 from sweeplab.search.trial import StudyTrial
-from tests.conftest import QUICK, load_trials, run_cli, sweep_dirs
+from tests.conftest import QUICK, sweep, sweep_dirs
 
 
 def test_the_last_step_is_reported_but_never_pruned():
@@ -107,9 +107,12 @@ def test_a_paused_trial_resumed_by_its_rescue_reaches_the_values_of_an_unpaused_
     """Exact on the CPU: the same seed, deterministic kernels; values compared to 1e-6. The pruner
     (a threshold no value reaches) prunes the only trial as soon as its warm-up ends; rescue resumes it."""
     extra = [f"data.folds={folds}"] if folds else []
-    straight = run_cli([*ONE_CONFIG, *extra, "exp_name=straight", "hydra/sweeper/pruner=none"], cwd=tmp_path)
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    paused = run_cli(
+    (reference,) = sweep(
+        [*ONE_CONFIG, *extra, "exp_name=straight", "hydra/sweeper/pruner=none"],
+        tmp_path,
+        study="straight_fast",
+    ).trials
+    pruned, rescue = sweep(
         [
             *ONE_CONFIG,
             *extra,
@@ -119,11 +122,9 @@ def test_a_paused_trial_resumed_by_its_rescue_reaches_the_values_of_an_unpaused_
             f"hydra.sweeper.pruner.n_warmup_steps={warmup}",
             "hydra.sweeper.rescue.top_k=1",
         ],
-        cwd=tmp_path,
-    )
-    assert paused.returncode == 0, paused.stderr[-3000:]
-    (reference,) = load_trials(tmp_path, "straight_fast")
-    pruned, rescue = load_trials(tmp_path, "paused_fast")
+        tmp_path,
+        study="paused_fast",
+    ).trials
     assert pruned.params == reference.params == rescue.params
     assert pruned.state == TrialState.PRUNED and rescue.state == TrialState.COMPLETE
     pause = pruned.user_attrs[ATTR_PAUSED]
@@ -145,7 +146,7 @@ def test_a_paused_trial_resumed_by_its_rescue_reaches_the_values_of_an_unpaused_
 
 @pytest.mark.slow
 def test_a_study_with_two_rescues_resumes_them_for_their_remaining_epochs(tmp_path):
-    result = run_cli(
+    swept = sweep(
         [
             "-m",
             "hparams_search=optuna_fast",
@@ -160,14 +161,14 @@ def test_a_study_with_two_rescues_resumes_them_for_their_remaining_epochs(tmp_pa
             "models.optimizer.lr=tag(log, interval(1e-4, 1e-1))",
             *QUICK,
         ],
-        cwd=tmp_path,
+        tmp_path,
+        study="pause_fast",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    trials = {t.number: t for t in load_trials(tmp_path, "pause_fast")}
+    trials = {t.number: t for t in swept.trials}
     rescues = [t for t in trials.values() if ATTR_RESCUE_OF in t.user_attrs]
     assert len(rescues) == 2
-    sweep = sweep_dirs(tmp_path, "pause")[-1]
-    report = (sweep / "report.md").read_text()
+    sweep_dir = sweep_dirs(tmp_path, "pause")[-1]
+    report = (sweep_dir / "report.md").read_text()
     rows = {
         int(r.split(" | ")[0].lstrip("| ")): r
         for r in report.split("## Rescued\n", 1)[1].split("\n## ")[0].splitlines()
@@ -193,7 +194,7 @@ def test_a_study_with_two_rescues_resumes_them_for_their_remaining_epochs(tmp_pa
 
 @pytest.mark.slow
 def test_a_grid_that_runs_out_before_n_trials_still_rescues_its_pruned_trials(tmp_path):
-    result = run_cli(
+    result, trials = sweep(
         [
             *[
                 a
@@ -211,10 +212,9 @@ def test_a_grid_that_runs_out_before_n_trials_still_rescues_its_pruned_trials(tm
             "hydra.sweeper.pruner.n_warmup_steps=2",
             "hydra.sweeper.rescue.top_k=1",
         ],
-        cwd=tmp_path,
+        tmp_path,
+        study="grid_fast",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    trials = load_trials(tmp_path, "grid_fast")
     assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.PRUNED, TrialState.COMPLETE]
     assert trials[2].user_attrs[ATTR_RESCUE_OF] in (0, 1) and trials[2].user_attrs[ATTR_EPOCHS] == 3
     assert "the grid sampler has started every point of its grid" in result.stdout + result.stderr

@@ -14,8 +14,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from sweeplab.reporting import StudyView, analysis, write_study_report
-from sweeplab.reporting.view import dumps
+from sweeplab.reporting import analysis, write_study_report
 from sweeplab.search.records import (
     ATTR_EPOCHS,
     ATTR_FAIL_REASON,
@@ -25,6 +24,7 @@ from sweeplab.search.records import (
     STUDY_METRICS,
 )
 from sweeplab.search.space import SearchSpace
+from sweeplab.search.view import StudyView, dumps
 from tests.browser import dump_dom, measure, needs_browser, screenshot
 from tests.conftest import PLOTS
 

@@ -23,10 +23,10 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from sweeplab.reporting.export import SWEEP_GROUPS, Flattener
-from sweeplab.reporting.view import full_overrides
 from sweeplab.search.space import SearchSpace
+from sweeplab.search.view import full_overrides
 from tests.browser import measure, needs_browser
-from tests.conftest import CONF, PLOTS, QUICK, run_cli, sweep_dirs
+from tests.conftest import CONF, PLOTS, QUICK, run_cli, sweep, sweep_dirs
 
 pytestmark = pytest.mark.slow  # every test here runs CLI sweeps or report commands
 
@@ -37,7 +37,7 @@ STUDY = "rep_fast"
 def root(tmp_path_factory) -> Path:
     """One quick study (2-epoch quick validation, full training is 8 epochs) run as a user runs it."""
     where = tmp_path_factory.mktemp("study")
-    result = run_cli(
+    result = sweep(
         [
             "-m",
             "hparams_search=optuna_fast",
@@ -47,9 +47,8 @@ def root(tmp_path_factory) -> Path:
             "hydra.sweeper.pruner.n_startup_trials=2",
             *QUICK,
         ],
-        cwd=where,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+        where,
+    ).result
     (where / "console.txt").write_text(result.stdout + result.stderr)
     return where
 

@@ -10,10 +10,10 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from sweeplab.errors import SweeplabError
-from sweeplab.search.loop import open_study
+from sweeplab.search.opening import open_study
 from sweeplab.search.plan import make_plan
 from sweeplab.search.pruning import sampler_name
-from tests.conftest import CONF, QUICK, load_trials, run_cli
+from tests.conftest import CONF, QUICK, sweep
 
 
 def _group_options(name: str) -> list[str] | None:
@@ -274,9 +274,7 @@ def test_a_grid_smaller_than_n_trials_runs_each_point_once_and_stops(tmp_path):
         "exp_name=grid",
         *QUICK,
     ]
-    result = run_cli(args, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    trials = load_trials(tmp_path, "grid_fast")
+    result, trials = sweep(args, tmp_path, study="grid_fast")
     assert sorted(t.params["models.optimizer.lr"] for t in trials) == [0.001, 0.002]
     assert all(t.state.is_finished() for t in trials)
     assert "the grid sampler has started every point of its grid" in result.stdout + result.stderr

@@ -17,13 +17,13 @@ import yaml
 from optuna.trial import TrialState
 
 from sweeplab.search.records import ATTR_FAIL_REASON, ATTR_RETRY_OF, INTERRUPTED, counted
-from tests.conftest import QUICK, ROOT, load_trials, run_cli, sweep_dirs
+from tests.conftest import QUICK, ROOT, load_trials, run_cli, sweep, sweep_dirs
 
 pytestmark = pytest.mark.slow  # every test here runs CLI sweeps or report commands
 
 
 def test_pruned_trials_stop_training_early_and_the_study_goes_on(tmp_path):
-    result = run_cli(
+    result, trials = sweep(
         [
             "-m",
             "hparams_search=optuna",
@@ -36,10 +36,9 @@ def test_pruned_trials_stop_training_early_and_the_study_goes_on(tmp_path):
             "models.optimizer.lr=tag(log, interval(1e-3, 1e3))",
             *QUICK,
         ],  # half the range diverges
-        cwd=tmp_path,
+        tmp_path,
+        study="prune",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    trials = load_trials(tmp_path, "prune")
     assert len(counted(trials)) == 8
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -49,12 +48,12 @@ def test_pruned_trials_stop_training_early_and_the_study_goes_on(tmp_path):
         assert t.value == t.intermediate_values[max(t.intermediate_values)]  # stored with its last value
     assert all(t.user_attrs["epochs_run"] == 4 for t in complete)
     # trial N ran as job N, in its own output dir
-    sweep = sweep_dirs(tmp_path, "prune")[-1]
-    assert {p.name for p in sweep.iterdir() if p.is_dir()} >= {str(t.number) for t in trials}
+    sweep_dir = sweep_dirs(tmp_path, "prune")[-1]
+    assert {p.name for p in sweep_dir.iterdir() if p.is_dir()} >= {str(t.number) for t in trials}
     best = max(complete, key=lambda t: t.value)
-    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())  # the stock plugin's file
+    results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())  # the stock plugin's file
     assert results == {"name": "optuna", "best_params": best.params, "best_value": pytest.approx(best.value)}
-    stats = json.loads((sweep / "study_stats.json").read_text())
+    stats = json.loads((sweep_dir / "study_stats.json").read_text())
     failed = [t for t in trials if t.state == TrialState.FAIL]  # a diverging trial the pruner cannot stop yet
     assert all("training diverged" in t.user_attrs["fail_reason"] for t in failed)
     assert {k: stats["trials"][k] for k in ("COMPLETE", "PRUNED", "FAIL")} == {
@@ -62,7 +61,7 @@ def test_pruned_trials_stop_training_early_and_the_study_goes_on(tmp_path):
         "PRUNED": len(pruned),
         "FAIL": len(failed),
     }
-    best_file = json.loads((sweep / "best_params.json").read_text())
+    best_file = json.loads((sweep_dir / "best_params.json").read_text())
     assert best_file["trial"] == best.number and "hparams_search" not in best_file["retrain"]
     assert "trial 7 " in result.stderr + result.stdout  # one status line per finished trial
 
@@ -101,9 +100,7 @@ def test_a_killed_sweep_resumes_to_exactly_n_trials_rerunning_the_interrupted_pa
     killed = load_trials(tmp_path, "resume_fast")[-1]
     assert killed.state == TrialState.RUNNING
 
-    result = run_cli(args, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    trials = load_trials(tmp_path, "resume_fast")
+    trials = sweep(args, tmp_path, study="resume_fast").trials
     assert len(counted(trials)) == 4
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     closed = trials[killed.number]
@@ -134,7 +131,7 @@ def _running_with_a_complete_trial(db: Path) -> bool:
 
 def test_lightning_hydra_templates_optuna_block_runs_with_only_its_keys_mapped(tmp_path):
     """The template's `hparams_search/mnist_optuna.yaml` (hydra.mode MULTIRUN, so no -m), sweeper default changed."""
-    result = run_cli(
+    trials = sweep(
         [
             f"--config-dir={ROOT / 'tests' / 'configs'}",
             "hparams_search=mnist_optuna",
@@ -144,10 +141,9 @@ def test_lightning_hydra_templates_optuna_block_runs_with_only_its_keys_mapped(t
             "trainer.max_epochs=1",
             *QUICK,
         ],
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    trials = load_trials(tmp_path, "stock")  # study_name null: the app's job name (its exp_name)
+        tmp_path,
+        study="stock",  # study_name null: the app's job name (its exp_name)
+    ).trials
     assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
     assert {"models.optimizer.lr", "data.batch_size", "models.net.drop_rate"} == set(trials[0].params)
     study = optuna.load_study(study_name="stock", storage=f"sqlite:///{tmp_path}/studies/stock.db")
@@ -156,7 +152,7 @@ def test_lightning_hydra_templates_optuna_block_runs_with_only_its_keys_mapped(t
 
 
 def test_a_two_objective_study_returns_a_pareto_front(tmp_path):
-    result = run_cli(
+    swept = sweep(
         [
             "-m",
             "hparams_search=optuna",
@@ -169,13 +165,13 @@ def test_a_two_objective_study_returns_a_pareto_front(tmp_path):
             "trainer.max_epochs=1",
             *QUICK,
         ],
-        cwd=tmp_path,
+        tmp_path,
+        study="pareto",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    sweep = sweep_dirs(tmp_path, "pareto")[-1]
-    front = yaml.safe_load((sweep / "optimization_results.yaml").read_text())["solutions"]
+    sweep_dir = sweep_dirs(tmp_path, "pareto")[-1]
+    front = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())["solutions"]
     assert front
-    trials = {t.number: t for t in load_trials(tmp_path, "pareto") if t.state == TrialState.COMPLETE}
+    trials = {t.number: t for t in swept.trials if t.state == TrialState.COMPLETE}
     for s in front:
         f1, loss = s["values"]
         dominated = any(
@@ -185,13 +181,14 @@ def test_a_two_objective_study_returns_a_pareto_front(tmp_path):
 
 
 def test_a_metric_that_is_never_logged_stops_the_study_after_the_first_epoch(tmp_path):
-    result = run_cli(
+    result, trials = sweep(
         ["-m", "hparams_search=optuna_fast", "exp_name=nometric", "optimized_metric=val/f2", *QUICK],
-        cwd=tmp_path,
+        tmp_path,
+        study="nometric_fast",
+        ok=False,
     )
     assert result.returncode != 0
     assert "optimized_metric='val/f2' was never logged; metrics logged: " in result.stderr
-    trials = load_trials(tmp_path, "nometric_fast")
     assert [t.state for t in trials] == [TrialState.FAIL]  # stopped at once, nothing queued to run again
     assert counted(trials) == []  # the config's fault takes no place of n_trials
 

@@ -14,13 +14,14 @@ from typing import Any
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.object_type import ObjectType
 from hydra.core.plugins import Plugins
 from hydra.types import HydraContext, RunMode, TaskFunction
 from omegaconf import DictConfig, read_write
 
 import sweeplab.search.naming  # noqa: F401  (registers the ${sweeplab.study_dir:...} resolver)
 from sweeplab.hydra_errors import composing
-from sweeplab.reporting import StudyView, write_study_report
+from sweeplab.reporting import write_study_report
 from sweeplab.reporting.export import Flattener
 from sweeplab.reporting.files import write_files
 from sweeplab.search.executors import LauncherBatches, ProcessPool, assign_devices, visible_devices
@@ -32,6 +33,7 @@ from sweeplab.search.records import counted, state_counts
 from sweeplab.search.schema import SweeplabSweeperConf
 from sweeplab.search.space import format_value, override_key
 from sweeplab.search.storage import STORAGE_ENV, has_password, masked
+from sweeplab.search.view import StudyView
 
 log = logging.getLogger("sweeplab.sweep")
 
@@ -130,20 +132,28 @@ class StudySweeper:
         return ProcessPool(self.hydra_context, self.task_function, self.config, slots)
 
     def compose(self, overrides: list[str]) -> DictConfig:
-        """A job's config for `overrides`, composed as the launcher composes trials (run mode); a YAML error
-        in one of the app's files is one line."""
+        """A job's config for `overrides`, composed as the launcher composes trials (run mode, on the search
+        path the command line gave); a YAML error in one of the app's files is one line."""
+        searchpath = [o for o in self.config.hydra.overrides.hydra if override_key(o) == "hydra.searchpath"]
         with composing():
             return self.hydra_context.config_loader.load_configuration(
-                config_name=str(self.config.hydra.job.config_name), overrides=overrides, run_mode=RunMode.RUN
+                config_name=str(self.config.hydra.job.config_name),
+                overrides=[*searchpath, *overrides],
+                run_mode=RunMode.RUN,
             )
 
     def group_options(self, name: str) -> list[str] | None:
         """The options of config group `name`, those of its nested groups included (`search=focused/<study>`)."""
         loader = self.hydra_context.config_loader
+        # the app's search path as its jobs see it: the primary config's and the command line's hydra.searchpath
+        app = {
+            "config_name": str(self.config.hydra.job.config_name),
+            "overrides": list(self.config.hydra.overrides.hydra),
+        }
 
         def options(group: str) -> list[str]:
-            found = list(loader.get_group_options(group))
-            for sub in loader.list_groups(group):
+            found = list(loader.get_group_options(group, ObjectType.CONFIG, **app))
+            for sub in loader.get_group_options(group, ObjectType.GROUP, **app):
                 found += [f"{sub}/{o}" for o in options(f"{group}/{sub}")]
             return found
 

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Hashable
-from dataclasses import replace
-from typing import TYPE_CHECKING, TypeVar
-
-if TYPE_CHECKING:
-    from sweeplab.data.sources import ImageSet
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -25,16 +21,6 @@ def cached(key: Hashable, load: Callable[[], T]) -> T:
     value = load()
     _CACHE[key] = value
     return value
-
-
-def resident(data: ImageSet, device: str) -> ImageSet:
-    """`data` with its tensors on `device`, copied once per process and device (trials share the copy)."""
-    if device == "cpu":
-        return data
-    return cached(
-        ("resident", id(data.images), device),  # data itself lives in the cache, so its id stays unique
-        lambda: replace(data, images=data.images.to(device), labels=data.labels.to(device)),
-    )
 
 
 def count(event: str, n: int = 1) -> None:

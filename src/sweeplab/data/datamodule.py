@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import lightning.pytorch as L
@@ -13,7 +14,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from sweeplab.data.augment import BatchAugment
-from sweeplab.data.cache import resident
+from sweeplab.data.cache import cached
 from sweeplab.data.sources import ImageSet
 from sweeplab.errors import config_error
 
@@ -22,6 +23,16 @@ log = logging.getLogger(__name__)
 
 def _is_cuda(device: str | None) -> bool:
     return device is not None and str(device).startswith("cuda")
+
+
+def _resident_copy(data: ImageSet, device: str) -> ImageSet:
+    """`data` with its tensors on `device`, copied once per process and device (trials share the copy)."""
+    if device == "cpu":
+        return data
+    return cached(
+        ("resident", id(data.images), device),  # data itself lives in the cache, so its id stays unique
+        lambda: replace(data, images=data.images.to(device), labels=data.labels.to(device)),
+    )
 
 
 def check_folds(folds: Any, fold: Any = 0, key: str = "data.folds") -> tuple[int | None, int]:
@@ -215,7 +226,7 @@ class ImageDataModule(L.LightningDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         data = self.load()
         if self.resident_device is not None:
-            data = resident(data, self.resident_device)
+            data = _resident_copy(data, self.resident_device)
         ds = _Rows(data, self.splits[split])
         base = RandomSampler(ds) if train else SequentialSampler(ds)
         drop_last = train and len(ds) > self.batch_size

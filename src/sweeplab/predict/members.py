@@ -14,8 +14,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sweeplab.errors import SweeplabError, config_error
-from sweeplab.reporting.view import StudyView
 from sweeplab.search.records import ATTR_OUTPUT_DIR
+from sweeplab.search.view import StudyView
 
 RUN_CONFIG = "config_resolved.yaml"  # the config a run trained with, resolved (runners/train.py writes it)
 RUN_METRICS = "metrics.json"

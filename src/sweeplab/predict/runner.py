@@ -27,8 +27,8 @@ from sweeplab.predict.infer import Device, Predicted, predict_member
 from sweeplab.predict.inputs import Images
 from sweeplab.predict.members import Member, check_agree, from_runs, from_study
 from sweeplab.predict.tta import TTA
-from sweeplab.reporting.view import StudyView, check_name, dumps, stored_study_url
 from sweeplab.search.naming import path_safe
+from sweeplab.search.view import StudyView, check_name, dumps, stored_study_url
 
 log = logging.getLogger("sweeplab.predict")
 

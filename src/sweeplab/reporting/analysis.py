@@ -16,7 +16,6 @@ import numpy as np
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeplab.reporting.view import StudyView, last_report
 from sweeplab.search.records import (
     ATTR_EPOCHS,
     ATTR_FAIL_REASON,
@@ -30,6 +29,7 @@ from sweeplab.search.records import (
 from sweeplab.search.space import focus_count as focus_count  # how many top trials a focused space spans
 from sweeplab.search.space import focused_space as narrowed_space
 from sweeplab.search.space import format_value, override_key
+from sweeplab.search.view import StudyView, last_report
 
 # Tukey's fences: a value beyond 1.5 IQR outside the quartiles is an outlier.
 IQR_FENCE = 1.5

@@ -23,9 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial
 
 from sweeplab.errors import SweeplabError
-from sweeplab.reporting.view import full_overrides
 from sweeplab.search.naming import GENERATED_SEARCHPATH, generated_conf_dir, path_safe
 from sweeplab.search.space import format_value, override_key
+from sweeplab.search.view import full_overrides
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial
 
 from sweeplab.reporting.analysis import study_stats
-from sweeplab.reporting.view import StudyView, dumps, last_report
 from sweeplab.search.records import (
     ATTR_EPOCHS,
     ATTR_FAIL_REASON,
@@ -21,6 +20,7 @@ from sweeplab.search.records import (
     ATTR_RESCUE_OF,
     ATTR_RETRY_OF,
 )
+from sweeplab.search.view import StudyView, dumps, last_report
 
 
 def write_files(

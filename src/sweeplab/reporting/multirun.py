@@ -21,7 +21,7 @@ from sweeplab.errors import one_line
 from sweeplab.reporting.analysis import describe
 from sweeplab.reporting.dirs import plain_multirun
 from sweeplab.reporting.document import Bullets, Heading, Para, Table, to_markdown
-from sweeplab.reporting.view import dumps
+from sweeplab.search.view import dumps
 
 log = logging.getLogger("sweeplab.multirun")
 

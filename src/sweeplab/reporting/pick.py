@@ -13,8 +13,8 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from sweeplab.errors import config_error
-from sweeplab.reporting.view import StudyView
 from sweeplab.search.records import sign
+from sweeplab.search.view import StudyView
 
 
 @dataclass(frozen=True)

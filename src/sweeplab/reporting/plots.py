@@ -13,8 +13,8 @@ import numpy as np
 import optuna
 
 from sweeplab.errors import one_line
-from sweeplab.reporting.view import StudyView
 from sweeplab.search.records import ATTR_RESUMED
+from sweeplab.search.view import StudyView
 
 log = logging.getLogger(__name__)
 

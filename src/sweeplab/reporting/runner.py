@@ -15,9 +15,9 @@ from sweeplab.hydra_errors import composing
 from sweeplab.reporting.export import Flattener
 from sweeplab.reporting.pick import pick_trial
 from sweeplab.reporting.study_report import StudyReport, write_study_report
-from sweeplab.reporting.view import StudyView, check_name, stored_study_url
 from sweeplab.search.naming import path_safe
 from sweeplab.search.records import STUDY_CONFIG_NAME, STUDY_SCRIPT
+from sweeplab.search.view import StudyView, check_name, stored_study_url
 
 log = logging.getLogger("sweeplab.report")
 

@@ -1,7 +1,9 @@
-"""The analysis sections of a study report, in the order a reader needs them: what was found and what to do
-(summary), how the sweep was set up, what was searched and what was held fixed, how the trials ended,
-every trial ranked, and the best trial up close. Each builder reads the study alone (plus the app's
-config loader where it can recompose a trial), so a report regenerated from the storage says the same.
+"""Report sections about the study as a whole (those listing trials one per row are in trial_sections.py).
+
+In the order a reader needs them: what was found and what to do (summary), how the sweep was set up,
+what was searched and what was held fixed, how the trials ended, the best trial up close, which params
+mattered and how, the value's statistics, and the plots. Each builder reads the study alone (plus the
+app's config loader where it can recompose a trial), so a report regenerated from the storage says the same.
 """
 
 from __future__ import annotations
@@ -13,22 +15,23 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.reporting.analysis import (
+    IQR_FENCE,
     EarlyPruned,
     Evidence,
     KeyParam,
     median_curve,
+    param_trends,
     shared_overrides,
     space_rows,
     z_score,
 )
-from sweeplab.reporting.document import Block, Bullets, Code, Heading, Para, Table, cell
-from sweeplab.reporting.view import StudyView, last_report
+from sweeplab.reporting.document import Block, Bullets, Code, Heading, Image, Links, Para, Table, cell
+from sweeplab.reporting.plots import Plot
 from sweeplab.search.records import (
     ATTR_EPOCHS,
     ATTR_FAIL_REASON,
     ATTR_FOCUS_BEST,
     ATTR_FOLD_VALUES,
-    ATTR_RESCUE_OF,
     ATTR_TEST,
     STUDY_FOCUSED_FROM,
     STUDY_PRUNER,
@@ -36,6 +39,7 @@ from sweeplab.search.records import (
     STUDY_SETTINGS,
 )
 from sweeplab.search.space import override_key
+from sweeplab.search.view import StudyView, last_report
 
 FIXED_ROWS = 40  # at most this many settings from the app's config beside the searched params
 
@@ -285,65 +289,6 @@ def completion(view: StudyView, stats: dict[str, Any]) -> list[Block]:
     return blocks
 
 
-def all_trials(view: StudyView, fallback: int | None) -> list[Block]:
-    """Every trial, ranked: complete ones by value, then pruned ones by their value at the epoch they were
-    stopped (not comparable with full values, so below them), then failed and unfinished ones."""
-    params = view.param_names
-    complete = view.ranked()
-    pruned = sorted(
-        (t for t in view.pruned if last_report(t)[1] is not None and not math.isnan(last_report(t)[1])),
-        key=lambda t: -view.sign * float(last_report(t)[1]),
-    )
-    pruned += [t for t in view.pruned if t not in pruned]
-    rest = [t for t in view.trials if t.state not in (TrialState.COMPLETE, TrialState.PRUNED)]
-    rows = []
-    for rank, t in enumerate([*complete, *pruned, *rest], start=1):
-        if t.state == TrialState.COMPLETE:
-            values, state = list(t.values), "complete"
-        elif t.state == TrialState.PRUNED:
-            step, value = last_report(t)
-            values = [value, *([None] * (len(view.metrics) - 1))]
-            state = f"pruned at epoch {step}" if step is not None else "pruned"
-        else:
-            values, state = [None] * len(view.metrics), t.state.name.lower()
-        rows.append(
-            [
-                rank if t.state in (TrialState.COMPLETE, TrialState.PRUNED) else "-",
-                t.number,
-                *values,
-                state,
-                t.user_attrs.get(ATTR_EPOCHS),
-                _trial_note(view, t, fallback),
-                *(t.params.get(p) for p in params),
-            ]
-        )
-    if not rows:
-        return []
-    return [
-        Heading("All trials, ranked"),
-        Para(
-            f"Complete trials by {view.metric}, then pruned ones by their value at the epoch they were pruned "
-            "(a value from fewer epochs, so ranked below), then failed and unfinished ones."
-        ),
-        Table(["rank", "trial", *view.metrics, "state", "epochs", "note", *params], rows),
-    ]
-
-
-def _trial_note(view: StudyView, trial: FrozenTrial, fallback: int | None) -> str:
-    notes = []
-    if view.best is not None and trial.number == view.best.number:
-        notes.append("best")
-    if trial.number == fallback:
-        notes.append("fallback")
-    if ATTR_RESCUE_OF in trial.user_attrs:
-        notes.append(f"rescue of trial {trial.user_attrs[ATTR_RESCUE_OF]}")
-    if ATTR_FOCUS_BEST in trial.user_attrs:
-        notes.append(f"best of study {trial.user_attrs[ATTR_FOCUS_BEST]}")
-    if trial.state == TrialState.FAIL:
-        notes.append(str(trial.user_attrs.get(ATTR_FAIL_REASON) or "no reason stored"))
-    return "; ".join(notes)
-
-
 def best_trial(view: StudyView, stats: dict[str, Any], plot: str | None) -> list[Block]:
     """The best trial up close: where it stands, its params within their ranges, its curve against the
     typical trial's, and what it scored on the test split."""
@@ -396,6 +341,78 @@ def best_trial(view: StudyView, stats: dict[str, Any], plot: str | None) -> list
     else:
         blocks.append(Para("No test metrics are stored with this trial."))
     return blocks
+
+
+def param_importances(view: StudyView, weights: dict[str, float]) -> list[Block]:
+    """How much each param mattered for the metric (fANOVA), where it could be told."""
+    if not weights:
+        return []
+    return [
+        Heading("Parameter importances"),
+        Para(f"fANOVA importance of each param for {view.metric}, over the complete trials."),
+        Table(["param", "importance"], [[p, w] for p, w in weights.items()]),
+    ]
+
+
+def trends(view: StudyView) -> list[Block]:
+    """The metric across each param's range: which values did better, and how consistently."""
+    param_groups = param_trends(view)
+    if not param_groups:
+        return []
+    blocks: list[Block] = [
+        Heading("Per-parameter trends"),
+        Para(
+            f"Complete trials grouped by each param (numbers: quartile buckets; others: per choice), with the "
+            f"mean and best {view.metric} in each group."
+        ),
+    ]
+    for trend in param_groups:
+        title = trend.param
+        if trend.spearman is not None:
+            leaning = "larger" if trend.spearman * view.sign > 0 else "smaller"
+            title += f" (Spearman rho {trend.spearman:+.2f} with {view.metric}: {leaning} values did better)"
+        blocks += [
+            Heading(title, 3),
+            Table(
+                ["range" if trend.kind == "quantiles" else "choice", "trials", "mean", "best"],
+                [[b.label, b.n, b.mean, b.best] for b in trend.buckets],
+            ),
+        ]
+    return blocks
+
+
+def statistics(view: StudyView, stats: dict[str, Any]) -> list[Block]:
+    """The metric's spread over the complete trials, with and without outliers, and where the best lies."""
+    every, clean = stats["values"], stats["values_without_outliers"]
+    if not every["n"]:
+        return []
+    rows = [[k, every[k], clean[k]] for k in ("n", "mean", "median", "std", "min", "max")]
+    blocks: list[Block] = [
+        Heading("Statistics"),
+        Para(
+            f"{view.metric} over the complete trials, and again without the {stats['outliers']} outlier(s) "
+            f"beyond {IQR_FENCE} IQR of the quartiles."
+        ),
+        Table(["statistic", "all complete", "without outliers"], rows),
+    ]
+    best = stats.get("best")
+    if best and best["z_score"] is not None:
+        blocks.append(Para(f"The best trial lies {best['z_score']:+.2f} standard deviations from the mean."))
+    return blocks
+
+
+def plot_gallery(plots: list[Plot]) -> list[Block]:
+    """The drawn plots inline, links to their interactive versions, and why any was not drawn."""
+    blocks: list[Block] = [Heading("Plots")]
+    drawn = [p for p in plots if p.png]
+    for plot in drawn:
+        blocks += [Heading(plot.title, 3), Image(plot.png, plot.title)]
+    blocks += [
+        Para("Interactive versions (plotly, offline: they load plots/plotly.min.js):"),
+        Links([(p.title, f"plots/{p.name}.html") for p in drawn if p.html]),
+    ]
+    skipped = [f"{p.title}: not drawn ({p.skipped})" for p in plots if p.skipped]
+    return blocks + ([Bullets(skipped)] if skipped else [])
 
 
 def _counts(view: StudyView) -> str:

@@ -12,9 +12,9 @@ from optuna.trial import FrozenTrial
 
 from sweeplab.reporting.document import Block, Code, Para
 from sweeplab.reporting.export import command_line
-from sweeplab.reporting.view import StudyView
 from sweeplab.search.records import ATTR_EPOCHS, ATTR_OUTPUT_DIR, ATTR_QUICK
 from sweeplab.search.storage import default_storage, has_password
+from sweeplab.search.view import StudyView
 
 PREDICT_SCRIPT = "predict.py"  # beside the training script (runners/)
 FOLDS, MIN_AGREE = 5, 3  # the seeds' ensemble: 5 folds, at least 3 of the 5 models agree

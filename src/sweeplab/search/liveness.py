@@ -31,6 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.errors import SweeplabError, one_line
 from sweeplab.search.interrupts import block_stop_signals
+from sweeplab.search.optuna_access import rdb_backend, stale_trial_ids, storage_of, trial_id
 from sweeplab.search.records import ATTR_HOST, ATTR_PID, close_interrupted
 
 log = logging.getLogger("sweeplab.sweep")
@@ -43,14 +44,9 @@ def owned_here() -> dict[str, Any]:
     return {ATTR_HOST: socket.gethostname(), ATTR_PID: os.getpid()}
 
 
-def rdb(study: optuna.Study) -> optuna.storages.RDBStorage | None:
-    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache wrapper
-    return storage if isinstance(storage, optuna.storages.RDBStorage) else None
-
-
 def grace_period(study: optuna.Study) -> float | None:
     """Seconds without a heartbeat after which a trial is dead; None when heartbeats are off."""
-    storage = rdb(study)
+    storage = rdb_backend(study)
     if storage is None or storage.get_heartbeat_interval() is None:
         return None
     return float(storage.grace_period or 2 * storage.get_heartbeat_interval())
@@ -60,7 +56,7 @@ class Heartbeats:
     """Beats for the trials this sweep owns, every `interval` seconds, from a thread of the sweep."""
 
     def __init__(self, study: optuna.Study, interval: int | None) -> None:
-        self.storage = study._storage
+        self.storage = storage_of(study)
         self.interval = interval
         self.owned: set[int] = set()
         self._lock = threading.Lock()
@@ -90,11 +86,11 @@ class Heartbeats:
         while not self._stop.wait(self.interval):
             with self._lock:
                 owned = sorted(self.owned)
-            for trial_id in owned:
+            for owned_id in owned:
                 try:
-                    self.storage.record_heartbeat(trial_id)
+                    self.storage.record_heartbeat(owned_id)
                 except Exception as exc:  # a storage hiccup: the next beat tries again
-                    log.warning("heartbeat of trial id %d not recorded: %s", trial_id, one_line(exc))
+                    log.warning("heartbeat of trial id %d not recorded: %s", owned_id, one_line(exc))
 
 
 def _owner_gone(trial: FrozenTrial) -> bool:
@@ -119,23 +115,24 @@ def _gone(pid: int) -> bool:
 def dead_trials(study: optuna.Study, alive: Collection[int] = ()) -> dict[int, str]:
     """RUNNING trials known to be dead, by trial id, with how it is known; `alive`: ids this sweep owns."""
     grace = grace_period(study)
-    stale = set(rdb(study)._get_stale_trial_ids(study._study_id)) if grace is not None else set()  # type: ignore[union-attr]
+    stale = set(stale_trial_ids(study)) if grace is not None else set()
     unowned_after = timedelta(seconds=grace if grace is not None else UNOWNED_GRACE_S)
     now = datetime.now()
     dead = {}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial._trial_id in alive:
+        tid = trial_id(trial)
+        if tid in alive:
             continue
         if _owner_gone(trial):
-            dead[trial._trial_id] = f"its sweep (pid {trial.user_attrs[ATTR_PID]}) stopped"
-        elif trial._trial_id in stale:
-            dead[trial._trial_id] = f"no heartbeat for {grace:g}s: its sweep or machine stopped"
+            dead[tid] = f"its sweep (pid {trial.user_attrs[ATTR_PID]}) stopped"
+        elif tid in stale:
+            dead[tid] = f"no heartbeat for {grace:g}s: its sweep or machine stopped"
         elif (
             ATTR_HOST not in trial.user_attrs
             and trial.datetime_start is not None
             and now - trial.datetime_start > unowned_after
         ):
-            dead[trial._trial_id] = "its sweep stopped before it could start the trial"
+            dead[tid] = "its sweep stopped before it could start the trial"
     return dead
 
 
@@ -144,9 +141,9 @@ def recover(study: optuna.Study, alive: Collection[int] = ()) -> list[int]:
 
     Several sweeps may find the same trial: only the one whose state change lands queues it again."""
     closed = []
-    for trial_id, how in dead_trials(study, alive).items():
-        if close_interrupted(study, trial_id, how=how):
-            closed.append((study._storage.get_trial(trial_id).number, how))
+    for dead_id, how in dead_trials(study, alive).items():
+        if close_interrupted(study, dead_id, how=how):
+            closed.append((storage_of(study).get_trial(dead_id).number, how))
     if closed:
         log.warning(
             "trials %s were left running by a sweep that stopped (%s): marked FAIL (interrupted), re-run first",
@@ -157,8 +154,9 @@ def recover(study: optuna.Study, alive: Collection[int] = ()) -> list[int]:
 
 
 def running_elsewhere(study: optuna.Study, alive: Collection[int]) -> list[FrozenTrial]:
+    """RUNNING trials of the study that this sweep does not own (`alive`: the ids it owns)."""
     return [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t._trial_id not in alive
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if trial_id(t) not in alive
     ]
 
 

@@ -98,21 +98,7 @@ def make_plan(
         raise config_error("hydra.sweeper.stop.target", conf.stop.target, "needs a single-objective study")
 
     focus = _focus(conf, root_dir)
-    # a focused study searches the narrowed space of the earlier one (plus the command line's params)
-    space = SearchSpace.parse(
-        focus.space if focus else conf.params, arguments, None if focus else conf.conditional
-    )
-    space.check_keys(job_cfg, group_options)
-    if space.conditional:
-        space.check_branches(job_cfg, group_options, compose)
-        space.defaults = _parent_defaults(space, job_cfg, compose)
-        if _is_grid(conf.sampler):
-            raise config_error(
-                "hydra.sweeper.sampler",
-                "grid",
-                "runs one fixed grid and cannot sample hydra.sweeper.conditional; use tpe, random, qmc, ...",
-            )
-
+    space = _space(conf, focus, arguments, job_cfg, group_options, compose)
     quick_overrides = _quick_overrides(conf, job_cfg)
     if conf.check:
         check_configurations(conf.check, space, quick_overrides, compose)
@@ -135,6 +121,32 @@ def make_plan(
         focus=focus,
         hydra_overrides=_quiet_console(config),
     )
+
+
+def _space(
+    conf: SweeplabSweeperConf,
+    focus: Focus | None,
+    arguments: Sequence[str],
+    job_cfg: DictConfig,
+    group_options: Callable[[str], list[str] | None],
+    compose: Compose | None,
+) -> SearchSpace:
+    """The search space, its keys checked against the job config (and a conditional one's branches)."""
+    # a focused study searches the narrowed space of the earlier one (plus the command line's params)
+    space = SearchSpace.parse(
+        focus.space if focus else conf.params, arguments, None if focus else conf.conditional
+    )
+    space.check_keys(job_cfg, group_options)
+    if space.conditional:
+        space.check_branches(job_cfg, group_options, compose)
+        space.defaults = _parent_defaults(space, job_cfg, compose)
+        if _is_grid(conf.sampler):
+            raise config_error(
+                "hydra.sweeper.sampler",
+                "grid",
+                "runs one fixed grid and cannot sample hydra.sweeper.conditional; use tpe, random, qmc, ...",
+            )
+    return space
 
 
 QUIET_CONSOLE = "++hydra.job_logging.handlers.console.level=WARNING"

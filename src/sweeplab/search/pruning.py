@@ -29,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.config import instantiate_node, typed
 from sweeplab.errors import config_error
+from sweeplab.search.optuna_access import storage_of, study_id, trial_id
 from sweeplab.search.records import ATTR_GUARD_SAVED, sign
 from sweeplab.search.schema import GuardConf
 
@@ -144,7 +145,7 @@ class GridSampler(optuna.samplers.GridSampler):
 
     def all_started(self, study: optuna.Study) -> bool:
         """Every point of the grid has a trial, running or finished (Optuna would then repeat a point)."""
-        trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
+        trials = storage_of(study).get_all_trials(study_id(study), deepcopy=False)
         taken = {
             t.system_attrs["grid_id"]
             for t in trials
@@ -162,7 +163,7 @@ class Guard(GuardConf):
     @classmethod
     def from_config(cls, node: Any) -> Guard:
         """`hydra.sweeper.guard` (a GuardConf, a DictConfig or a mapping; None: every rule off), checked."""
-        return cls(**dataclasses.asdict(typed(GuardConf, node or {}, "hydra.sweeper.guard")))
+        return typed(cls, node or {}, "hydra.sweeper.guard")
 
     @property
     def active(self) -> bool:
@@ -217,9 +218,10 @@ class GuardedPruner(optuna.pruners.BasePruner):
         if rule is None:
             return True
         # from the storage: the trial handed in may be a copy cached before the last veto was written
-        stored = study._storage.get_trial(trial._trial_id).user_attrs
+        storage = storage_of(study)
+        stored = storage.get_trial(trial_id(trial)).user_attrs
         saved = [*stored.get(ATTR_GUARD_SAVED, []), [step, rule]]
-        study._storage.set_trial_user_attr(trial._trial_id, ATTR_GUARD_SAVED, saved)
+        storage.set_trial_user_attr(trial_id(trial), ATTR_GUARD_SAVED, saved)
         return False
 
 

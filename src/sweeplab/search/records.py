@@ -16,6 +16,8 @@ from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeplab.search.optuna_access import storage_of
+
 log = logging.getLogger("sweeplab.sweep")
 
 # On trials
@@ -138,7 +140,7 @@ def close_interrupted(
 
     Safe when several sweeps find the same trial: only the one whose state change lands requeues it.
     """
-    storage = study._storage
+    storage = storage_of(study)
     try:
         storage.set_trial_user_attr(trial_id, ATTR_FAIL_REASON, INTERRUPTED)
         if how:

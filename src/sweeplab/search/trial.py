@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 from omegaconf import OmegaConf
 
+from sweeplab.search.optuna_access import storage_of, study_id
 from sweeplab.search.pruning import build_pruner
 from sweeplab.search.records import (
     ATTR_OUTPUT_DIR,
@@ -96,8 +97,9 @@ class StudyTrial:
         if not self.rescue:
             return None
         number = int(self.trial.user_attrs[ATTR_RESCUE_OF])
-        original = self.study._storage.get_trial(
-            self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
+        storage = storage_of(self.study)
+        original = storage.get_trial(
+            storage.get_trial_id_from_study_id_trial_number(study_id(self.study), number)
         )
         values = {int(k): float(v) for k, v in original.intermediate_values.items()}
         paused = original.user_attrs.get(ATTR_PAUSED)
@@ -156,7 +158,7 @@ def current_trial() -> StudyTrial | None:
     storage = open_storage(resolve_storage(sweeper.get("storage"), study_name, hydra_cfg.runtime.cwd))
     pruner = build_pruner(sweeper.get("pruner"), sweeper.get("guard"))
     study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, int(hydra_cfg.job.num))
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id(study), int(hydra_cfg.job.num))
     trial = optuna.Trial(study, trial_id)
     trial.set_user_attr(ATTR_OUTPUT_DIR, str(hydra_cfg.runtime.output_dir))
     trial.set_user_attr(ATTR_WORKER_PID, os.getpid())

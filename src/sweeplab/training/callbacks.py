@@ -8,8 +8,8 @@ import math
 import random
 import statistics
 import time
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as L
 import numpy as np
@@ -18,7 +18,11 @@ from lightning.pytorch.callbacks import RichProgressBar
 
 from sweeplab.errors import SweeplabError
 from sweeplab.search.records import ATTR_EPOCHS
-from sweeplab.search.trial import StudyTrial
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from sweeplab.search.trial import StudyTrial
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +102,20 @@ class MetricHistory(L.Callback):
         return pick(finite, key=lambda e: e[self.optimized_metric])
 
 
+@dataclass(frozen=True)
+class FoldPlace:
+    """Where one fit sits in its trial, which the pruning report needs to count steps and epochs: its fold,
+    the steps and epochs before it, whether it ends the trial, and where it leaves a paused checkpoint.
+    The defaults: a trial's only fit, from its first epoch, leaving no checkpoint when pruned."""
+
+    fold: int | None = None  # the fold this fit validates on, from 0 (None: not a k-fold run)
+    step_offset: int = 0  # steps of the earlier folds (fold * max_epochs)
+    epochs_before: int = 0  # epochs this job ran in earlier folds
+    last_fold: bool = True  # its last epoch is the trial's last step
+    resumed_epochs: int = 0  # epochs of this fit restored from a checkpoint, not run here
+    pause_dir: Path | None = None  # where a pruned fit leaves its checkpoint (None: it leaves none)
+
+
 class PruningCallback(L.Callback):
     """Reports the optimized metric after every validation epoch (`StudyTrial.report`, the API any
     training loop uses); stops the fit when the pruner says so, and then, where the study keeps paused
@@ -105,31 +123,16 @@ class PruningCallback(L.Callback):
 
     Step = epochs completed (1, 2, ...), so a pruner's warm-up and Hyperband's resources count epochs.
     A k-fold run fits its folds one after another: fold f (from 0) reports its own value at epoch e as
-    step `f * max_epochs + e` (`step_offset` = f * max_epochs). Every trial of a study splits the same
-    folds with the same budget, so a step means the same fold and epoch in every trial: values at one
-    step are comparable, and a hopeless trial is pruned during its first fold. The last epoch of the last
-    fold is the trial's last step: it is reported, never pruned.
+    step `f * max_epochs + e` (`FoldPlace.step_offset` = f * max_epochs). Every trial of a study splits
+    the same folds with the same budget, so a step means the same fold and epoch in every trial: values at
+    one step are comparable, and a hopeless trial is pruned during its first fold. The last epoch of the
+    last fold is the trial's last step: it is reported, never pruned.
     """
 
-    def __init__(
-        self,
-        study_trial: StudyTrial,
-        metric: str,
-        step_offset: int = 0,
-        epochs_before: int = 0,
-        last_fold: bool = True,
-        pause_dir: Path | None = None,
-        fold: int | None = None,
-        resumed_epochs: int = 0,
-    ) -> None:
+    def __init__(self, study_trial: StudyTrial, metric: str, place: FoldPlace | None = None) -> None:
         self.study_trial = study_trial
         self.metric = metric
-        self.step_offset = step_offset
-        self.epochs_before = epochs_before  # epochs this job ran in earlier folds
-        self.last_fold = last_fold
-        self.pause_dir = pause_dir  # where a pruned fit leaves its checkpoint (None: it leaves none)
-        self.fold = fold
-        self.resumed_epochs = resumed_epochs  # epochs of this fit restored from a checkpoint, not run here
+        self.place = place or FoldPlace()
         self.pruned_at: int | None = None
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -137,23 +140,24 @@ class PruningCallback(L.Callback):
             return  # MetricHistory reports a metric that is never logged
         value = float(trainer.callback_metrics[self.metric])
         epoch = trainer.current_epoch + 1
-        step = self.step_offset + epoch
-        self.study_trial.set(ATTR_EPOCHS, self.epochs_before + epoch - self.resumed_epochs)
-        last = self.last_fold and trainer.max_epochs is not None and epoch >= trainer.max_epochs
+        step = self.place.step_offset + epoch
+        self.study_trial.set(ATTR_EPOCHS, self.place.epochs_before + epoch - self.place.resumed_epochs)
+        last = self.place.last_fold and trainer.max_epochs is not None and epoch >= trainer.max_epochs
         if self.study_trial.report(value, step, last=last):
             self.pruned_at = step
-            where = f"step {step} (epoch {epoch} of a fold)" if self.step_offset else f"epoch {step}"
+            where = f"step {step} (epoch {epoch} of a fold)" if self.place.step_offset else f"epoch {step}"
             log.info("trial %d pruned after %s (%s=%.4f)", self.study_trial.number, where, self.metric, value)
             trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """The pause: after the epoch's validation and checkpointing, so the saved state is the one the next
         epoch would have started from (model, optimizer, scheduler, loops, callbacks, random state)."""
-        if self.pruned_at is None or self.pause_dir is None or not self.study_trial.pause_keep:
+        pause_dir = self.place.pause_dir
+        if self.pruned_at is None or pause_dir is None or not self.study_trial.pause_keep:
             return
-        path = self.pause_dir / PAUSED_CHECKPOINT
+        path = pause_dir / PAUSED_CHECKPOINT
         trainer.save_checkpoint(path)
-        self.study_trial.record_pause(path, self.pruned_at, trainer.current_epoch + 1, self.fold)
+        self.study_trial.record_pause(path, self.pruned_at, trainer.current_epoch + 1, self.place.fold)
         log.info("trial %d paused: %s", self.study_trial.number, path)
 
 

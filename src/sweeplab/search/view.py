@@ -1,4 +1,5 @@
-"""A study as reports read it: loaded from its storage alone, with what sweeplab stored beside Optuna's data."""
+"""A study as its readers see it (reports, prediction): loaded from its storage alone, with what sweeplab
+stored beside Optuna's data."""
 
 from __future__ import annotations
 
