@@ -328,11 +328,12 @@ def test_a_study_through_the_submitit_launcher_prunes_resumes_after_a_kill_and_e
     while time.monotonic() < deadline and sweep.poll() is None:
         time.sleep(0.2)
         try:
-            states = {t.state for t in _trials(tmp_path)}
+            trials = _trials(tmp_path)
         except Exception:  # the study is being created
             continue
-        if TrialState.RUNNING in states and states & {TrialState.COMPLETE, TrialState.PRUNED}:
-            break  # the first batch is told and the second asked: it runs
+        # a trial of the second batch (numbers 2 and 3) is running: the first batch has been told whole
+        if any(t.state == TrialState.RUNNING and t.number >= 2 for t in trials):
+            break
     sweep.kill()  # in the middle of the second batch
     assert sweep.wait(timeout=30) == -signal.SIGKILL
     resumed = _run(args, tmp_path)
