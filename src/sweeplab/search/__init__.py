@@ -2,7 +2,7 @@
 
 In the order a trial passes through them:
 
-- `plan`: `hydra.sweeper` (typed by the plugin's `SweeplabSweeperConf`) and the job config → a checked plan
+- `plan`: `hydra.sweeper` (typed by `schema.SweeplabSweeperConf`; names and folders in `naming`) and the job config → a checked plan
 - `space`: Hydra's sweep grammar ↔ Optuna distributions; a trial's params → the job's overrides
 - `pruning`: samplers and pruners from their configs; the guard around a pruner; which pruned trials to rescue
 - `opening`: create the study, or load it and check it against the plan
