@@ -12,6 +12,11 @@ pruned; a seeded random sampler over a continuous lr), each in its own process, 
 - "database is locked": 4 sweeps on one SQLite study at once; counted: the phrase in their logs.
 - password hits (with --postgres): 2 sweeps on the server, the URL given directly on the command line;
   counted: files under their directories that contain the password.
+- server outages (with --postgres, on the local Debian server .ci/postgres starts, as root): a sweep with
+  2 workers (n_trials=6, 6 epochs of 0.5 s, no pruning) on a fresh study; once a trial has reported, the
+  server is restarted (`pg_ctlcluster ... restart -m fast`) or stopped for 20 s; counted: rounds whose
+  sweep exited 0 with exactly n_trials finished trials, nothing RUNNING, and no traceback in its output.
+  `--outage-only` measures these rows alone.
 Stop points (a sweep stopped at each of its storage writes, then resumed) are counted by
 tests/test_resilience.py::test_a_sweep_stopped_at_any_storage_write_is_finished_by_the_same_command.
 """
@@ -108,14 +113,74 @@ def password_hits(base: Path, url: str) -> int:
     return sum(password.encode() in p.read_bytes() for p in where.rglob("*") if p.is_file())
 
 
+def pg_ctl(*args: str) -> None:
+    """pg_ctlcluster on the local server (the first cluster pg_lsclusters lists), as root."""
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    version, cluster = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout.split()[
+        :2
+    ]
+    subprocess.run([*sudo, "pg_ctlcluster", version, cluster, *args], capture_output=True)
+    if args[0] in ("start", "restart"):
+        for _ in range(60):
+            if subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1"]).returncode == 0:
+                return
+            time.sleep(0.5)
+
+
+def outage_rounds(base: Path, url: str, stop_s: float | None, rounds: int) -> tuple[int, int]:
+    """A server restarted (`stop_s` None) or stopped for `stop_s` seconds while a sweep's trials run."""
+    ok = 0
+    for r in range(rounds):
+        name = f"outage_{uuid.uuid4().hex[:8]}"
+        where = base / f"outage_{stop_s}_{r}"
+        sweep = start(
+            where,
+            f"hydra.sweeper.storage={url}",
+            f"hydra.sweeper.study_name={name}",
+            "hydra.sweeper.n_trials=6",
+            "hydra.sweeper.n_jobs=2",
+            "hydra.sweeper.heartbeat_interval=5",
+            "hydra.sweeper.pruner.n_startup_trials=100",
+            "epochs=6",
+            "epoch_s=0.5",
+        )
+        try:
+            while sweep.poll() is None:  # until a trial has reported
+                try:
+                    if any(t.intermediate_values for t in trials(url, name)):
+                        break
+                except Exception:  # the study is not created yet
+                    pass
+                time.sleep(0.3)
+            if stop_s is None:
+                pg_ctl("restart", "-m", "fast")
+            else:
+                pg_ctl("stop", "-m", "fast")
+                time.sleep(stop_s)
+                pg_ctl("start")
+            rc = sweep.wait(timeout=600)
+        finally:
+            pg_ctl("start")
+        ts = trials(url, name)
+        clean = "Traceback" not in (where / "sweep.log").read_text()
+        running = [t for t in ts if t.state == optuna.trial.TrialState.RUNNING]
+        ok += rc == 0 and len(counted(ts)) == 6 and not running and clean
+    return ok, rounds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--postgres", default=os.environ.get("SWEEPLAB_TEST_POSTGRES"))
+    parser.add_argument("--outage-rounds", type=int, default=3)
+    parser.add_argument("--outage-only", action="store_true", help="only the server outage rows")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         print("| measure | count |\n|---|---|")
+        if args.outage_only:
+            outages(base, args.postgres, args.outage_rounds)
+            return
         for sweeps in (1, 2, 3):
             finished, unique = distinct(base, sweeps)
             print(
@@ -132,6 +197,20 @@ def main() -> None:
             )
         else:
             print("| files holding the PostgreSQL password | not measured: no --postgres URL |")
+        outages(base, args.postgres, args.outage_rounds)
+
+
+def outages(base: Path, url: str | None, rounds: int) -> None:
+    """The server outage rows (see the module's docstring), or why they are not measured."""
+    if not url:
+        print("| PostgreSQL restarted / stopped mid-study | not measured: no --postgres URL |")
+        return
+    for stop_s, what in ((None, "restarted"), (20.0, "stopped 20 s")):
+        ok, n = outage_rounds(base, url, stop_s, rounds)
+        print(
+            f"| PostgreSQL {what} mid-study (2 workers): sweeps exiting 0 at exactly n_trials, nothing RUNNING, "
+            f"no traceback | {ok} of {n} |"
+        )
 
 
 if __name__ == "__main__":

@@ -33,6 +33,42 @@ def one_line(exc: BaseException, with_type: bool = True) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
+# What out-of-memory looks like when it is not a MemoryError: torch's allocators, CUDA, oneDNN (whose
+# "could not create a primitive" is what a CPU convolution raises when its workspace cannot be allocated).
+_MEMORY_SIGNS = (
+    "out of memory",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "not enough memory",
+    "could not create a primitive",
+)
+MEMORY_HINT = "lower the batch size or image size, or run fewer trials at once (hydra.sweeper.n_jobs)"
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) says that host or GPU memory ran out."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+            return True
+        if any(sign in str(exc).lower() for sign in _MEMORY_SIGNS):
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
+
+
+def failure(exc: BaseException) -> str:
+    """How a trial failed, in one line for the study: `one_line`, led by `OutOfMemory:` when memory ran
+    out, whatever the library's own words for it."""
+    said = one_line(exc)
+    if not out_of_memory(exc):
+        return said
+    if "Memory" in type(exc).__name__:
+        return f"{said} ({MEMORY_HINT})"
+    return f"OutOfMemory: {said} ({MEMORY_HINT})"
+
+
 def closest(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """Names close to `word`, for 'did you mean' hints."""
     pool = list(candidates)

@@ -20,19 +20,20 @@ from hydra.types import HydraContext, RunMode, TaskFunction
 from omegaconf import DictConfig, read_write
 
 import sweeplab.search.naming  # noqa: F401  (registers the ${sweeplab.study_dir:...} resolver)
+from sweeplab.errors import one_line
 from sweeplab.hydra_errors import composing
 from sweeplab.reporting import write_study_report
 from sweeplab.reporting.export import Flattener
 from sweeplab.reporting.files import write_files
 from sweeplab.search.executors import LauncherBatches, ProcessPool, assign_devices, visible_devices
-from sweeplab.search.interrupts import EXIT_INTERRUPTED
+from sweeplab.search.interrupts import EXIT_INTERRUPTED, Interrupted, stop_handlers
 from sweeplab.search.liveness import claim_sweep_dir, link_latest, release_sweep_dir
 from sweeplab.search.loop import run_study
 from sweeplab.search.plan import QUIET_CONSOLE, SweepPlan, make_plan
 from sweeplab.search.records import counted, state_counts
 from sweeplab.search.schema import SweeplabSweeperConf
 from sweeplab.search.space import format_value, override_key
-from sweeplab.search.storage import STORAGE_ENV, has_password, masked
+from sweeplab.search.storage import STORAGE_ENV, has_password, masked, open_storage
 from sweeplab.search.view import StudyView
 
 log = logging.getLogger("sweeplab.sweep")
@@ -60,9 +61,26 @@ class StudySweeper:
         )
 
     def sweep(self, arguments: list[str]) -> Any:
+        """Run the sweep with SIGINT and SIGTERM as clean stops: the loop stops the workers and closes the
+        open trials (`search.interrupts`), then the sweep exits 128 + signum with one line, no traceback."""
+        with stop_handlers():
+            try:
+                return self._sweep(arguments)
+            except Interrupted as stop:
+                if not stop.said:
+                    log.error("sweep stopped by %s; run the same command to resume", stop.name)
+                raise SystemExit(stop.exit_code) from None
+            except KeyboardInterrupt:  # the loop has said what it stopped; no traceback, the shell's status
+                raise SystemExit(EXIT_INTERRUPTED) from None
+
+    def _sweep(self, arguments: list[str]) -> Any:
         root_dir = str(self.config.hydra.runtime.cwd)
         plan = make_plan(
             self.keys, self.config, arguments, self.group_options, root_dir=root_dir, compose=self.compose
+        )
+        # a storage that cannot be opened is one line before any sweep dir is made (the study reuses it)
+        open_storage(
+            plan.storage_url, heartbeat_interval=plan.conf.heartbeat_interval, retry_s=plan.conf.storage_retry
         )
         sweep_dir = self._claim_sweep_dir()
         if QUIET_CONSOLE in plan.hydra_overrides:  # the basic launcher's "Launching"/"#n : ..." lines too
@@ -70,10 +88,9 @@ class StudySweeper:
         try:
             executor = self._executor(plan.conf)
             self._hide_password(plan.storage_url)
-            try:
-                study, stopped = run_study(plan, executor)
-            except KeyboardInterrupt:  # the loop has said what it stopped; no traceback, the shell's status
-                raise SystemExit(EXIT_INTERRUPTED) from None
+            study, stopped = run_study(
+                plan, executor, on_early_stop=lambda st, why: self._files_of(st, plan, why)
+            )
             return self._results(study, plan, stopped, root_dir)
         finally:
             release_sweep_dir(sweep_dir)
@@ -106,8 +123,29 @@ class StudySweeper:
             retrain = report.retrain
         else:
             write_files(view, sweep_dir, retrain=None)
-        _log_summary(view, stopped, sweep_dir, retrain)
+        _log_summary(view, stopped, sweep_dir, retrain, plan.n_trials)
         return view
+
+    def _files_of(self, study: Any, plan: SweepPlan, why: str) -> None:
+        """The sweep stopped on an error or a signal: the result files of the trials the study has (no plots
+        or report: a stopping sweep does not make the user wait), and one line saying so."""
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        try:
+            view = StudyView(study, masked(plan.storage_url))
+            finished = len(counted(view.trials))
+            if finished:
+                write_files(view, sweep_dir, retrain=None)
+        except Exception as exc:  # the storage may be what stopped the sweep
+            log.error("study %s stopped early (%s); no result files: %s", plan.study_name, why, one_line(exc))
+            return
+        log.error(
+            "study %s stopped early (%s) with %d of %d trials%s",
+            plan.study_name,
+            why,
+            finished,
+            plan.n_trials,
+            f"; their result files: {sweep_dir}" if finished else "",
+        )
 
     def _hide_password(self, url: str) -> None:
         """Jobs get a password-carrying storage URL through the environment, never through saved overrides."""
@@ -129,7 +167,7 @@ class StudySweeper:
             conf.n_jobs,
             ", ".join(f"worker {i} on {'GPU ' + d if d is not None else 'CPU'}" for i, d in enumerate(slots)),
         )
-        return ProcessPool(self.hydra_context, self.task_function, self.config, slots)
+        return ProcessPool(self.hydra_context, self.task_function, self.config, slots, conf.stall_timeout)
 
     def compose(self, overrides: list[str]) -> DictConfig:
         """A job's config for `overrides`, composed as the launcher composes trials (run mode, on the search
@@ -160,12 +198,14 @@ class StudySweeper:
         return options(name.replace(".", "/")) or None
 
 
-def _log_summary(view: StudyView, stopped: str, sweep_dir: Path, retrain: str | None) -> None:
+def _log_summary(view: StudyView, stopped: str, sweep_dir: Path, retrain: str | None, n_trials: int) -> None:
     counts = state_counts(counted(view.trials))
     uncounted = sum(t.state.is_finished() for t in view.trials) - sum(counts.values())
+    early = sum(counts.values()) < n_trials
     log.info(
-        "study %s finished (%s): %d complete, %d pruned, %d failed%s",
+        "study %s %s (%s): %d complete, %d pruned, %d failed%s",
         view.name,
+        f"stopped early with {sum(counts.values())} of {n_trials} trials" if early else "finished",
         stopped,
         counts["COMPLETE"],
         counts["PRUNED"],

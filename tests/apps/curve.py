@@ -13,6 +13,8 @@ import sweeplab
 
 @hydra.main(version_base=None, config_path="conf", config_name="curve")
 def curve(cfg: DictConfig) -> float:
+    if cfg.fail_above is not None and cfg.lr > cfg.fail_above:
+        raise RuntimeError(f"lr={cfg.lr} fails (fail_above={cfg.fail_above})")
     loss = float("inf")
     epochs = 0
     for epoch in range(1, cfg.epochs + 1):

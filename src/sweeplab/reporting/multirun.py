@@ -17,7 +17,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from sweeplab.errors import one_line
+from sweeplab.errors import failure
 from sweeplab.reporting.analysis import describe
 from sweeplab.reporting.dirs import plain_multirun
 from sweeplab.reporting.document import Bullets, Heading, Para, Table, to_markdown
@@ -44,7 +44,7 @@ class MultirunSummary(Callback):
         error = None
         if job_return.status != JobStatus.COMPLETED:
             raised = job_return._return_value
-            error = one_line(raised)
+            error = failure(raised)
         record = {
             "num": int(config.hydra.job.num),
             "overrides": list(job_return.overrides or []),

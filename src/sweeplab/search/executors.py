@@ -8,6 +8,12 @@
   Hydra's basic launcher would (`run_job`: output dir, `.hydra/`, logging, callbacks), sends back a small
   outcome and exits, so whatever it allocated (GPU memory included) is freed with the process. The
   sweeper itself never touches CUDA, so the children may.
+
+A forked worker never outlives its sweep and never hangs it: a thread of the worker beats into memory it
+shares with the sweep every second and ends the worker once the sweep's process is gone; the sweep kills a
+worker whose beat stops for `hydra.sweeper.stall_timeout` (stopped, hung, deadlocked while holding the
+GIL), and its trial runs again. Ctrl-C is the sweep's alone (a worker ignores it; the sweep stops its
+workers); SIGTERM stops a worker at once, as killed by it.
 """
 
 from __future__ import annotations
@@ -18,24 +24,34 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
+from types import FrameType
 from typing import Any, Protocol
 
 import optuna
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, run_job
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
-from sweeplab.errors import SweeplabError, config_error, one_line
+from sweeplab.errors import SweeplabError, config_error, failure, one_line
+from sweeplab.search.outage import StorageUnreachable
+from sweeplab.search.records import ATTR_UNTOLD, STALLED
+from sweeplab.search.trial import job_trial
 
 log = logging.getLogger("sweeplab.sweep")
 
 WORKER_LOG = "worker.log"  # a child's stdout and stderr (progress bar, warnings), in its job dir
 STOP_GRACE_S = 5.0  # after SIGTERM, how long a child may take before SIGKILL
+BEAT_S = 1.0  # how often a child's watch thread beats and looks for its sweep
+POLL_S = 2.0  # the longest the sweep waits for its children without looking for stalled ones
+EXIT_ORPHANED = 3  # a child's exit status when its sweep's process is gone
 
 
 @dataclass
@@ -55,8 +71,10 @@ class Outcome:
         raised = ret._return_value
         if not isinstance(raised, BaseException):
             return cls(error="RuntimeError: job failed")
+        if isinstance(raised, StorageUnreachable):  # the job lost its storage: not the params' fault
+            return cls(error=one_line(raised), lost=True)
         return cls(
-            error=one_line(raised),
+            error=failure(raised),
             pruned=isinstance(raised, optuna.TrialPruned),
             config_error=isinstance(raised, SweeplabError),
         )
@@ -158,6 +176,7 @@ class _Running:
     process: Any
     conn: Connection
     started: float
+    beat: Any  # the child's last sign of life (time.monotonic(), in memory shared with the child)
 
 
 class ProcessPool:
@@ -169,11 +188,13 @@ class ProcessPool:
         task_function: TaskFunction,
         config: DictConfig,
         slots: list[str | None],
+        stall_timeout: float | None = None,
     ) -> None:
         if sys.platform == "win32" or "fork" not in mp.get_all_start_methods():
             raise SweeplabError("hydra.sweeper.n_jobs > 1 needs the fork start method (Linux, macOS)")
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
         self.slots = slots
+        self.stall_timeout = stall_timeout  # seconds a child may not beat before it is killed; None: never
         # resolved once here, so ${now:...} is cached in the master config and every job copies that cache
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         self.jobs: dict[int, _Running] = {}  # by trial number
@@ -202,6 +223,10 @@ class ProcessPool:
             sweep_config.hydra.job.num = number
         job_dir = self.sweep_dir / str(sweep_config.hydra.sweep.subdir)
         receive, send = self._fork.Pipe(duplex=False)
+        beat = self._fork.RawValue("d", time.monotonic())
+        # the child closes every read end it inherits, its own included: once the sweep is gone, sending
+        # its outcome fails rather than filling a pipe nobody reads
+        watch = _Watch(os.getpid(), beat, [receive, *(r.conn for r in self.jobs.values())])
         process = self._fork.Process(
             target=_child,
             args=(
@@ -212,35 +237,61 @@ class ProcessPool:
                 self.slots[slot],
                 self.threads,
                 job_dir,
+                watch,
             ),
             name=f"sweeplab-trial-{number}",
             daemon=False,
         )
         process.start()
         send.close()
-        self.jobs[number] = _Running(number, slot, process, receive, time.monotonic())
+        self.jobs[number] = _Running(number, slot, process, receive, time.monotonic(), beat)
         device = f" on GPU {self.slots[slot]}" if self.slots[slot] is not None else ""
         log.info("trial %d started in worker %d (pid %d)%s", number, slot, process.pid, device)
 
     def wait_any(self, timeout: float | None = None) -> list[tuple[int, Outcome]]:
-        """Block until at least one trial ends (or `timeout`); return each ended trial's outcome."""
-        if not self.jobs:
+        """Block until at least one trial ends or is killed as stalled (or `timeout`); return each ended
+        trial's outcome. Wakes every few seconds to look for stalled children, whatever `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.jobs:
+            left = POLL_S if deadline is None else max(0.0, min(POLL_S, deadline - time.monotonic()))
+            ready = wait([r.process.sentinel for r in self.jobs.values()], timeout=left)
+            done = [self._ended(r) for r in list(self.jobs.values()) if r.process.sentinel in ready]
+            done += self._stop_stalled()
+            if done or (deadline is not None and time.monotonic() >= deadline):
+                return done
+        return []
+
+    def _ended(self, run: _Running, stalled: str | None = None) -> tuple[int, Outcome]:
+        """Reap a child that exited (or was killed as `stalled`): what it sent, else how it died."""
+        outcome = None
+        if run.conn.poll():
+            try:
+                outcome = run.conn.recv()
+            except EOFError:
+                outcome = None
+        run.process.join()
+        run.conn.close()
+        if outcome is None:
+            outcome = Outcome(error=stalled or _death(run.process.exitcode), lost=True)
+        del self.jobs[run.number]
+        return run.number, outcome
+
+    def _stop_stalled(self) -> list[tuple[int, Outcome]]:
+        """SIGKILL (which stops a stopped process too) each child silent for `stall_timeout`."""
+        if self.stall_timeout is None:
             return []
-        ready = wait([r.process.sentinel for r in self.jobs.values()], timeout=timeout)
         done = []
-        for run in [r for r in self.jobs.values() if r.process.sentinel in ready]:
-            outcome = None
-            if run.conn.poll():
-                try:
-                    outcome = run.conn.recv()
-                except EOFError:
-                    outcome = None
-            run.process.join()
-            run.conn.close()
-            if outcome is None:
-                outcome = Outcome(error=_death(run.process.exitcode), lost=True)
-            del self.jobs[run.number]
-            done.append((run.number, outcome))
+        for run in list(self.jobs.values()):
+            silent = time.monotonic() - run.beat.value
+            if silent < self.stall_timeout or not run.process.is_alive():
+                continue
+            run.process.kill()
+            why = (
+                f"{STALLED}: no sign of life from the trial's process (pid {run.process.pid}) for "
+                f"{silent:.0f}s, more than hydra.sweeper.stall_timeout={self.stall_timeout:g} (stopped, hung "
+                "or deadlocked): killed"
+            )
+            done.append(self._ended(run, why))
         return done
 
     def stop_all(self) -> list[int]:
@@ -260,6 +311,45 @@ class ProcessPool:
         return numbers
 
 
+class _Watch:
+    """A child's tie to its sweep: the beat the sweep reads (`stall_timeout`), the sweep's pid (the child
+    ends when it is gone), and the pipes' read ends the child inherited, which it closes."""
+
+    def __init__(self, sweep_pid: int, beat: Any, inherited: list[Connection]) -> None:
+        self.sweep_pid, self.beat, self.inherited = sweep_pid, beat, inherited
+        self.finishing = False  # the job returned: the main thread tells its outcome, the watch only beats
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """In the child: close the inherited read ends, then beat and watch from a daemon thread."""
+        for conn in self.inherited:
+            with contextlib.suppress(OSError):
+                conn.close()
+        self.inherited = []
+        threading.Thread(target=self._run, name="sweeplab-worker-watch", daemon=True).start()
+
+    def sweep_alive(self) -> bool:
+        """An orphan is adopted by another process: its parent is the sweep exactly while the sweep lives."""
+        return os.getppid() == self.sweep_pid
+
+    def finish(self) -> None:
+        with self._lock:
+            self.finishing = True
+
+    def _run(self) -> None:
+        """Each second: a beat (a stopped or GIL-deadlocked process stops beating), and the sweep looked for."""
+        while True:
+            self.beat.value = time.monotonic()
+            with self._lock:
+                if not self.finishing and not self.sweep_alive():
+                    _say(
+                        f"the sweep (pid {self.sweep_pid}) is gone: this worker stops; the next sweep closes its "
+                        "trial as interrupted and runs its params again"
+                    )
+                    os._exit(EXIT_ORPHANED)
+            time.sleep(BEAT_S)
+
+
 def _child(
     send: Connection,
     hydra_context: HydraContext,
@@ -268,12 +358,13 @@ def _child(
     device: str | None,
     threads: int,
     job_dir: Path,
+    watch: _Watch,
 ) -> None:
     """The forked trial: leave Ctrl-C to the sweeper, pin the GPU, run the job, report, exit without cleanup."""
     code = 0
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the sweeper stops its children itself
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the sweep's handler, inherited
         if device is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = device  # read when CUDA initialises, in this process
         if "torch" in sys.modules:
@@ -282,6 +373,9 @@ def _child(
         out = os.open(job_dir / WORKER_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(out, 1)
         os.dup2(out, 2)
+        # a handler, not SIG_DFL: Lightning then calls it after its own SIGTERM handler rather than instead
+        signal.signal(signal.SIGTERM, _stop_now)
+        watch.start()
         ret = run_job(
             hydra_context=hydra_context,
             task_function=task_function,
@@ -289,22 +383,67 @@ def _child(
             job_dir_key="hydra.sweep.dir",
             job_subdir_key="hydra.sweep.subdir",
         )
-        outcome = Outcome.of(ret)
-        try:
-            send.send(outcome)
-        except Exception:  # an unpicklable return value: say so rather than lose the trial silently
-            send.send(
-                Outcome(error=f"TypeError: the job returned {type(outcome.value).__name__}, not a number")
-            )
+        watch.finish()
+        _tell(send, Outcome.of(ret), watch, sweep_config)
     except BaseException as exc:  # the child must always report and exit
         code = 1
         with contextlib.suppress(Exception):
-            send.send(Outcome(error=one_line(exc)))
+            send.send(Outcome(error=failure(exc)))
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
         # never run the sweeper's atexit handlers or finalisers (its storage connections) in a child
         os._exit(code)
+
+
+def _tell(send: Connection, outcome: Outcome, watch: _Watch, sweep_config: DictConfig) -> None:
+    """Send the job's outcome to the sweep; when the sweep is gone it is said in worker.log and on the trial
+    (`ATTR_UNTOLD`), never lost silently."""
+    try:
+        ForkingPickler.dumps(outcome)
+    except Exception:  # an unpicklable return value: say so rather than lose the trial silently
+        outcome = Outcome(error=f"TypeError: the job returned {type(outcome.value).__name__}, not a number")
+    try:
+        send.send(outcome)
+    except OSError as exc:  # no reader left: the sweep is gone
+        _untold(
+            outcome, f"sending it to the sweep (pid {watch.sweep_pid}) failed ({one_line(exc)})", sweep_config
+        )
+        return
+    if not watch.sweep_alive():
+        _untold(outcome, f"the sweep (pid {watch.sweep_pid}) was gone when it was sent", sweep_config)
+
+
+def _untold(outcome: Outcome, why: str, sweep_config: DictConfig) -> None:
+    """A result its sweep never receives: one line in worker.log, and the same on the trial, where the next
+    sweep finds it when it closes the trial as interrupted (and runs its params again)."""
+    told = f"value {outcome.value!r}" if outcome.error is None else outcome.error
+    text = f"the trial's outcome ({told}) was not told to the study: {why}"
+    _say(f"{text}; the next sweep closes the trial as interrupted and runs its params again")
+    try:
+        HydraConfig.instance().set_config(sweep_config)  # run_job put the sweep's config back
+        trial = job_trial()
+        if trial is not None:
+            trial.set(ATTR_UNTOLD, text)
+    except Exception as exc:
+        _say(f"... nor recorded on the trial: {one_line(exc)}")
+
+
+def _stop_now(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM in a worker: end at once, as killed by it (the sweep closes its trial and runs it again)."""
+    _say(f"stopped by {signal.Signals(signum).name}")
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _say(text: str) -> None:
+    """One line in the worker's log (its stderr), after what the job has written so far."""
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    with contextlib.suppress(OSError):
+        os.write(2, f"[{stamp}][sweeplab worker {os.getpid()}] {text}\n".encode())
 
 
 def _death(exitcode: int | None) -> str:

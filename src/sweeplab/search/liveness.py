@@ -32,6 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sweeplab.errors import SweeplabError, one_line
 from sweeplab.search.interrupts import block_stop_signals
 from sweeplab.search.optuna_access import rdb_backend, stale_trial_ids, storage_of, trial_id
+from sweeplab.search.outage import settled
 from sweeplab.search.records import ATTR_HOST, ATTR_PID, close_interrupted
 
 log = logging.getLogger("sweeplab.sweep")
@@ -113,10 +114,15 @@ def _gone(pid: int) -> bool:
 
 
 def dead_trials(study: optuna.Study, alive: Collection[int] = ()) -> dict[int, str]:
-    """RUNNING trials known to be dead, by trial id, with how it is known; `alive`: ids this sweep owns."""
+    """RUNNING trials known to be dead, by trial id, with how it is known; `alive`: ids this sweep owns.
+
+    Until the storage has been back for a grace period after an outage this process saw, no trial is
+    judged by its age (stale heartbeats, no owner yet): their sweeps could not write either. A trial
+    whose owner on this machine is gone is dead regardless."""
     grace = grace_period(study)
     stale = set(stale_trial_ids(study)) if grace is not None else set()
     unowned_after = timedelta(seconds=grace if grace is not None else UNOWNED_GRACE_S)
+    by_age = settled(storage_of(study), unowned_after.total_seconds())  # after the reads above
     now = datetime.now()
     dead = {}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -125,6 +131,8 @@ def dead_trials(study: optuna.Study, alive: Collection[int] = ()) -> dict[int, s
             continue
         if _owner_gone(trial):
             dead[tid] = f"its sweep (pid {trial.user_attrs[ATTR_PID]}) stopped"
+        elif not by_age:
+            continue
         elif tid in stale:
             dead[tid] = f"no heartbeat for {grace:g}s: its sweep or machine stopped"
         elif (

@@ -9,16 +9,18 @@ What the loop consults lives beside it: `opening` (the study), `stopping` (stop 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-import sys
+import sqlite3
 import time
+from collections.abc import Callable
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeplab.errors import SweeplabError
+from sweeplab.errors import SweeplabError, one_line
 from sweeplab.search import pauses
 from sweeplab.search.coordination import (
     OtherSweeps,
@@ -30,10 +32,11 @@ from sweeplab.search.coordination import (
     twin,
 )
 from sweeplab.search.executors import Executor, Outcome
-from sweeplab.search.interrupts import interrupt_after
+from sweeplab.search.interrupts import Interrupted, interrupt_after, stop_signals_ignored
 from sweeplab.search.liveness import Heartbeats, owned_here, recover
 from sweeplab.search.opening import open_study
 from sweeplab.search.optuna_access import storage_of, trial_id
+from sweeplab.search.outage import StorageUnreachable
 from sweeplab.search.plan import SweepPlan
 from sweeplab.search.pruning import describe, sampler_name
 from sweeplab.search.records import (
@@ -43,7 +46,9 @@ from sweeplab.search.records import (
     ATTR_OVERRIDES,
     ATTR_PRUNED_AT,
     ATTR_QUICK,
+    INTERRUPTED,
     NOT_RUN,
+    STALLED,
     STUDY_STOPPED,
     SURPLUS,
     close_interrupted,
@@ -59,8 +64,14 @@ log = logging.getLogger("sweeplab.sweep")
 MAX_REPEATS = 20  # proposals in a row that repeat other trials' params before the space counts as exhausted
 
 
-def run_study(plan: SweepPlan, executor: Executor) -> tuple[optuna.Study, str]:
-    """Open or resume the study and run it to its end; returns the study and why it stopped."""
+def run_study(
+    plan: SweepPlan, executor: Executor, on_early_stop: Callable[[optuna.Study, str], None] | None = None
+) -> tuple[optuna.Study, str]:
+    """Open or resume the study and run it to its end; returns the study and why it stopped.
+
+    When the sweep stops on an exception (a stop signal, a config error, too many failures, the storage
+    gone), the study records why and `on_early_stop(study, why)` writes what the trials so far found,
+    before the exception goes on."""
     study = open_study(plan)
     log.info(
         "study %s: %d trials in all, %d param(s) searched, sampler %s, pruner %s, %d at a time",
@@ -74,9 +85,29 @@ def run_study(plan: SweepPlan, executor: Executor) -> tuple[optuna.Study, str]:
     try:
         stopped = StudySweep(plan, study, executor).run()
         study.set_user_attr(STUDY_STOPPED, stopped)
+    except BaseException as exc:
+        why = _stop_cause(exc)
+        with stop_signals_ignored(), contextlib.suppress(Exception):  # the storage may be what failed
+            study.set_user_attr(STUDY_STOPPED, f"stopped early: {why}")
+        if on_early_stop is not None:
+            with stop_signals_ignored():
+                on_early_stop(study, why)
+        raise
     finally:
-        checkpoint(plan.storage_url)  # the .db file alone holds the study, even after Ctrl-C
+        try:
+            checkpoint(plan.storage_url)  # the .db file alone holds the study, even after Ctrl-C
+        except sqlite3.Error as exc:  # a full disk: the WAL keeps the study, and the sweep's error stands
+            log.warning("the study's write-ahead log was not folded into its file: %s", exc)
     return study, stopped
+
+
+def _stop_cause(exc: BaseException) -> str:
+    """Why a sweep stopped on `exc`, in words for the study and the console."""
+    if isinstance(exc, Interrupted):
+        return f"stopped by {exc.name}"
+    if isinstance(exc, KeyboardInterrupt):
+        return "stopped by Ctrl-C"
+    return str(exc) if isinstance(exc, SweeplabError) else one_line(exc)
 
 
 class StudySweep:
@@ -118,8 +149,8 @@ class StudySweep:
                     continue
                 for number, outcome in executor.wait_any(timeout=self.plan.conf.heartbeat_interval):
                     self.tell(self.asked.pop(number), outcome)
-        except BaseException:  # Ctrl-C, a config error, too many failures: never leave trials RUNNING
-            self.close_open_trials()
+        except BaseException as exc:  # a stop signal, a config error, too many failures: none left RUNNING
+            self.close_open_trials(exc)
             raise
         finally:
             self.heartbeats.close()
@@ -150,21 +181,34 @@ class StudySweep:
         pauses.remove_all(self.study, "the study ended")
         return self.exhausted or done_reason(self.plan.n_trials, self.study.get_trials(deepcopy=False))
 
-    def close_open_trials(self) -> None:
-        """The sweep stops on an exception: stop its workers, store its open trials as interrupted (their
-        params run again), and say how to resume."""
-        stopped = self.executor.stop_all()
-        open_trials = [t for t in self.asked.values() if not self._finished(t)]
-        for trial in open_trials:
-            close_interrupted(self.study, trial_id(trial))
+    def close_open_trials(self, exc: BaseException) -> None:
+        """The sweep stops on `exc`: stop its workers, store its open trials as interrupted (their params run
+        again), and say how to resume, in one line (a stop signal's `Interrupted` then counts as said)."""
+        with stop_signals_ignored():  # the sweep is stopping already: a second Ctrl-C cannot cut this short
+            stopped = self.executor.stop_all()
+            try:
+                open_trials = [t for t in self.asked.values() if not self._finished(t)]
+                for trial in open_trials:
+                    close_interrupted(self.study, trial_id(trial))
+            except StorageUnreachable:
+                log.error(
+                    "sweep stopped: the storage is unreachable, so trials %s stay RUNNING there; the next "
+                    "sweep on the study closes them (their owner is gone) and runs their params again",
+                    sorted(self.asked),
+                )
+                return
+        by = f" by {exc.name}" if isinstance(exc, Interrupted) else ""
         if open_trials:
             log.error(
-                "sweep stopped: trials %s stored as FAIL (interrupted)%s; run the same command to resume",
+                "sweep stopped%s: trials %s stored as FAIL (interrupted)%s; run the same command to resume",
+                by,
                 [t.number for t in open_trials],
                 f", their {len(stopped)} worker process(es) stopped" if stopped else "",
             )
-        elif sys.exc_info()[0] is KeyboardInterrupt:
-            log.error("sweep stopped between trials; run the same command to resume")
+        elif isinstance(exc, Interrupted | KeyboardInterrupt):
+            log.error("sweep stopped%s between trials; run the same command to resume", by)
+        if isinstance(exc, Interrupted):
+            exc.said = True
 
     @property
     def owned(self) -> set[int]:
@@ -254,12 +298,14 @@ class StudySweep:
             )
             return
         if outcome.lost:  # not the params' fault: run them again, as after an interrupted sweep
+            reason = STALLED if str(outcome.error).startswith(STALLED) else INTERRUPTED
             trial.set_user_attr(ATTR_LOST, outcome.error)
-            close_interrupted(self.study, trial_id(trial))
+            close_interrupted(self.study, trial_id(trial), reason=reason)
             log.warning(
-                "trial %d lost (%s): stored FAIL (interrupted), its params run again",
+                "trial %d lost (%s): stored FAIL (%s), its params run again",
                 trial.number,
                 outcome.error,
+                reason,
             )
             self.status_line(trial)
             return

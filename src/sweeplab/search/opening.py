@@ -42,7 +42,9 @@ log = logging.getLogger("sweeplab.sweep")
 
 def open_study(plan: SweepPlan) -> optuna.Study:
     """Load the study or create it; a different search space or direction is refused before any write."""
-    storage = open_storage(plan.storage_url, heartbeat_interval=plan.conf.heartbeat_interval)
+    storage = open_storage(
+        plan.storage_url, heartbeat_interval=plan.conf.heartbeat_interval, retry_s=plan.conf.storage_retry
+    )
     study = None
     if plan.study_name not in optuna.study.get_all_study_names(storage):
         study = _create(plan, storage)

@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial
+
+# The base class of storages with heartbeats (`RDBStorage`, Optuna's trial cache around it), which
+# `outage.RetryingStorage` must be too for Optuna to use its heartbeats. Relies on
+# `optuna.storages._heartbeat.BaseHeartbeat`, not exported by `optuna.storages`.
+HeartbeatStorage = BaseHeartbeat
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:
     """The storage the study reads and writes through.
 
-    Relies on `Study._storage`, set by `Study.__init__`; for an `RDBStorage` it is Optuna's
-    `_CachedStorage` wrapper around it (see `rdb_backend`)."""
+    Relies on `Study._storage`, set by `Study.__init__`; for a study opened through `storage.open_storage`
+    it is sweeplab's `outage.RetryingStorage` around Optuna's `_CachedStorage` around the `RDBStorage`
+    (see `rdb_backend`)."""
     return study._storage
 
 
@@ -38,9 +45,14 @@ def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
 def rdb_backend(study: optuna.Study) -> RDBStorage | None:
     """The study's `RDBStorage`, or None for any other storage (in-memory, journal, gRPC).
 
-    Relies on `_CachedStorage._backend`: Optuna wraps an `RDBStorage` passed to a study in a
-    `_CachedStorage` that keeps it there; a storage without the wrapper is taken as it is."""
-    storage = getattr(study._storage, "_backend", study._storage)
+    Relies on `Study._storage` (see `storage_of`) and `_CachedStorage._backend`: Optuna wraps an
+    `RDBStorage` in a `_CachedStorage` that keeps it there (`optuna.storages.get_storage`); sweeplab's
+    `outage.RetryingStorage` keeps the storage it retries in its public `delegate`. A storage without
+    either wrapper is taken as it is."""
+    storage = study._storage
+    while hasattr(storage, "delegate"):
+        storage = storage.delegate
+    storage = getattr(storage, "_backend", storage)
     return storage if isinstance(storage, RDBStorage) else None
 
 
@@ -48,8 +60,17 @@ def stale_trial_ids(study: optuna.Study) -> list[int]:
     """Ids of the study's RUNNING trials whose last heartbeat is older than the storage's grace period
     (two heartbeat intervals when none is set). Only for a study on an `RDBStorage` with heartbeats on.
 
-    Relies on `RDBStorage._get_stale_trial_ids(study_id)` (the public `optuna.storages.fail_stale_trials`
-    also fails them, where sweeplab closes them its own way) and on `study_id` above."""
-    backend = rdb_backend(study)
-    assert backend is not None, "stale_trial_ids needs an RDBStorage"
-    return backend._get_stale_trial_ids(study._study_id)
+    Read through the study's storage (`storage_of`: retried while the database is out). Relies on
+    `stale_ids_of` below and on `study_id` above."""
+    assert rdb_backend(study) is not None, "stale_trial_ids needs an RDBStorage"
+    return stale_ids_of(study._storage, study._study_id)
+
+
+def stale_ids_of(storage: BaseStorage, study_id: int) -> list[int]:
+    """Ids of the RUNNING trials of study `study_id` in `storage` whose heartbeat is stale.
+
+    Relies on `BaseHeartbeat._get_stale_trial_ids(study_id)`, which `RDBStorage`, `_CachedStorage` and
+    sweeplab's `outage.RetryingStorage` implement (the public `optuna.storages.fail_stale_trials` also
+    fails them, where sweeplab closes them its own way)."""
+    assert isinstance(storage, HeartbeatStorage), "stale trials need a storage with heartbeats"
+    return storage._get_stale_trial_ids(study_id)

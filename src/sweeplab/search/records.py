@@ -43,11 +43,16 @@ ATTR_PAUSED = "paused"
 ATTR_RESUMED = "resumed"
 ATTR_FOCUS_BEST = "best_of"  # on the first trial of a focused study: the study whose best params it re-runs
 ATTR_CONFIG_ERROR = "config_error"  # the trial's job rejected the config: the study stopped, nothing counted
+# a result the trial's worker computed when its sweep was gone (so never told): what it was, and why
+ATTR_UNTOLD = "untold_outcome"
 # Values of ATTR_FAIL_REASON for trials that do not count toward n_trials: an interrupted trial runs again;
 # a trial "not run: ..." was closed before its job started (see StudySweep.ask)
 INTERRUPTED = "interrupted"
 NOT_RUN = "not run: "
 SURPLUS = f"{NOT_RUN}other sweeps had started the study's last trials"
+# The fail reason of a trial whose worker made no progress for hydra.sweeper.stall_timeout and was killed
+# (stopped, hung, deadlocked): closed like an interrupted trial, so its params run again
+STALLED = "stalled"
 
 # On studies: what reports and exports need, written by every run of the sweep
 STUDY_SPACE = "sweeplab:search_space"
@@ -78,7 +83,7 @@ def never_ran(trial: FrozenTrial) -> bool:
 
 def interrupted(trial: FrozenTrial) -> bool:
     """Closed because its sweep stopped: its params run again in a new trial."""
-    return trial.user_attrs.get(ATTR_FAIL_REASON) == INTERRUPTED
+    return trial.user_attrs.get(ATTR_FAIL_REASON) in (INTERRUPTED, STALLED)
 
 
 def counts(trial: FrozenTrial) -> bool:
@@ -134,7 +139,11 @@ def searched_space(study: optuna.Study, trials: Iterable[FrozenTrial]) -> dict[s
 
 
 def close_interrupted(
-    study: optuna.Study, trial_id: int, requeue: bool = True, how: str | None = None
+    study: optuna.Study,
+    trial_id: int,
+    requeue: bool = True,
+    how: str | None = None,
+    reason: str = INTERRUPTED,
 ) -> bool:
     """Store a trial that never finished as FAIL ("interrupted") and queue its params to run again first.
 
@@ -142,7 +151,7 @@ def close_interrupted(
     """
     storage = storage_of(study)
     try:
-        storage.set_trial_user_attr(trial_id, ATTR_FAIL_REASON, INTERRUPTED)
+        storage.set_trial_user_attr(trial_id, ATTR_FAIL_REASON, reason)
         if how:
             storage.set_trial_user_attr(trial_id, ATTR_LOST, how)
         storage.set_trial_state_values(trial_id, TrialState.FAIL)

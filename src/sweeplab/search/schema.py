@@ -15,6 +15,8 @@ DIRECTIONS = ("minimize", "maximize")
 # The smallest heartbeat interval: SQLite stores heartbeats to the second and a busy sweep may write one a
 # second or two late, so a shorter grace period (two intervals) could take a live trial for dead.
 MIN_HEARTBEAT_S = 5
+# The smallest stall_timeout: a busy machine may hold a worker's once-a-second beat back a moment.
+MIN_STALL_S = 3
 # `_target_` of the sweeper (the plugin's class, named, never imported here): how a job or a callback
 # knows it runs inside a sweeplab study.
 TARGET = "hydra_plugins.sweeplab_sweeper.sweeplab_sweeper.SweeplabSweeper"
@@ -130,13 +132,24 @@ class SweeplabSweeperConf:
     rescue: RescueConf = field(default_factory=RescueConf)
     pause: PauseConf = field(default_factory=PauseConf)
     study_suffix: str = ""
-    timeout: float | None = None  # seconds for this invocation of the study
+    # seconds for this invocation of the study: after it no new trial starts, the running ones end (a hung
+    # worker at most stall_timeout later)
+    timeout: float | None = None
     stop: StopConf = field(default_factory=StopConf)
     quick_validation: QuickValidationConf = field(default_factory=QuickValidationConf)
     allow_space_change: bool = False
     # seconds between the heartbeats a sweep records for its running trials; a trial silent for 2 intervals
     # (its sweep or machine died) is failed and re-run by any sweep on the storage
     heartbeat_interval: int | None = 60
+    # seconds the sweep and its jobs wait out a storage that goes away mid-study (a database restart, a full
+    # disk), retrying with backoff, before stopping with a one-line error (resume with the same command);
+    # 0: stop at the first failed storage call. Opening the storage at the start never waits.
+    storage_retry: float = 600.0
+    # seconds a forked worker (n_jobs > 1 under the basic launcher) may show no sign of life before it is
+    # killed and its trial stored FAIL (interrupted, lost: stalled) and re-run: its own thread beats each
+    # second, so only a stopped, hung or GIL-deadlocked process goes silent, never a slow epoch. null: off.
+    # Trials run in the sweep's own process (n_jobs=1) or by another launcher (SLURM) are not watched.
+    stall_timeout: float | None = 600
     # true: start the next n_jobs trials only when the whole batch has ended (the stock plugin's way)
     synchronous: bool = False
     share_gpus: bool = False  # allow n_jobs > visible GPUs (workers i and i+g share GPU i)
@@ -160,12 +173,24 @@ class SweeplabSweeperConf:
             raise config_error(f"{key}.max_failure_rate", self.max_failure_rate, "must lie in [0, 1]")
         if self.timeout is not None and self.timeout <= 0:
             raise config_error(f"{key}.timeout", self.timeout, "must be a number of seconds > 0, or null")
+        if self.stall_timeout is not None and not MIN_STALL_S <= self.stall_timeout < float("inf"):
+            raise config_error(
+                f"{key}.stall_timeout",
+                self.stall_timeout,
+                f"must be a number of seconds >= {MIN_STALL_S} (a worker beats each second), or null (off)",
+            )
         if self.heartbeat_interval is not None and self.heartbeat_interval < MIN_HEARTBEAT_S:
             raise config_error(
                 f"{key}.heartbeat_interval",
                 self.heartbeat_interval,
                 f"must be a whole number of seconds >= {MIN_HEARTBEAT_S} (the minimum: a shorter one could "
                 "take a live trial for dead), or null (no heartbeats)",
+            )
+        if not 0 <= self.storage_retry < float("inf"):
+            raise config_error(
+                f"{key}.storage_retry",
+                self.storage_retry,
+                "must be a number of seconds >= 0 (0: no waiting for a storage that goes away)",
             )
         if not self.directions:
             raise config_error(

@@ -19,6 +19,7 @@ import optuna
 
 from sweeplab.errors import SweeplabError, config_error, did_you_mean, one_line
 from sweeplab.search.naming import STUDIES_DIR
+from sweeplab.search.outage import DEFAULT_RETRY_S, Outage, RetryingStorage
 
 # Where a sweep puts a storage URL that carries a password, for its jobs: the URL itself stays out of
 # the configs and overrides Hydra saves in every job's .hydra/ (they hold ${oc.env:SWEEPLAB_STORAGE}).
@@ -29,7 +30,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own status line per 
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 warnings.filterwarnings("ignore", message="Argument ``heartbeat_interval`` is an experimental feature")
 
-_OPEN: dict[tuple[str, int | None, int], optuna.storages.RDBStorage] = {}
+_OPEN: dict[tuple[str, int | None, int], RetryingStorage] = {}
 
 
 def default_storage(study_name: str, root_dir: str | os.PathLike) -> str:
@@ -90,13 +91,20 @@ def has_password(url: str) -> bool:
 
 
 def open_storage(
-    url: str, key: str = "hydra.sweeper.storage", heartbeat_interval: int | None = None
-) -> optuna.storages.RDBStorage:
+    url: str,
+    key: str = "hydra.sweeper.storage",
+    heartbeat_interval: int | None = None,
+    retry_s: float | None = None,
+) -> RetryingStorage:
     """An Optuna storage for `url` (one per URL and process), failing with one line naming `key`.
 
     With `heartbeat_interval`, trials of this storage that stop sending heartbeats become stale
     (Optuna's heartbeat: see `records.recover_stale`); a storage opened without one in a process that
     already has one for the URL shares it.
+
+    Once open, its calls wait out an outage of the database for up to `retry_s` seconds
+    (`hydra.sweeper.storage_retry`; None: as the process's storage for the URL already does, else
+    `outage.DEFAULT_RETRY_S`; 0: not at all): see `search.outage`. Opening itself never waits.
 
     SQLite runs in WAL mode (readers never block the writer; several worker processes write trials,
     heartbeats and reports) with a 60 s busy timeout. Opening is tried three times: processes that
@@ -107,30 +115,105 @@ def open_storage(
     if opened is None and heartbeat_interval is None:
         opened = next((s for (u, _, p), s in _OPEN.items() if u == url and p == pid), None)
     if opened is not None:
+        if retry_s is not None:
+            opened.outage.window_s = float(retry_s)
         return opened
+    storage = _retrying(_connect(url, key, heartbeat_interval), url, retry_s)
+    _OPEN[(url, heartbeat_interval, pid)] = storage
+    return storage
+
+
+def _retrying(storage: optuna.storages.RDBStorage, url: str, retry_s: float | None) -> RetryingStorage:
+    """`storage` in Optuna's trial cache (what a study would wrap it in), its calls retried in an outage."""
+    window = DEFAULT_RETRY_S if retry_s is None else float(retry_s)
+    return RetryingStorage(optuna.storages.get_storage(storage), Outage(masked(url), window))
+
+
+def _connect(url: str, key: str, heartbeat_interval: int | None) -> optuna.storages.RDBStorage:
+    """Open `url` for Optuna, or fail with one line naming `key`, the storage and what to do.
+
+    A SQLite file is checked first (a damaged one is refused before anything is written to it)."""
     path = sqlite_path(url)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _wal(path)
         engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
     attempts = 3
     for attempt in range(1, attempts + 1):
         try:
-            storage = optuna.storages.RDBStorage(
+            if path is not None:
+                _prepare_sqlite(path)
+            return optuna.storages.RDBStorage(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval
             )
         except Exception as exc:  # sqlalchemy/driver errors come in many types; all mean "cannot open"
-            if attempt < attempts and not isinstance(exc, ImportError | ModuleNotFoundError):
+            problem, lasting = storage_problem(exc)
+            if attempt < attempts and not lasting:
                 time.sleep(1.0)
                 continue
-            raise config_error(
-                key, masked(url), f"cannot open it: {one_line(exc, with_type=False)}"
-            ) from None
-        _OPEN[(url, heartbeat_interval, pid)] = storage
-        return storage
+            raise config_error(key, masked(url), f"cannot open it: {problem}") from None
     raise AssertionError("unreachable")
+
+
+# (pattern in the driver's message, what to do, whether trying again can help)
+_REMEDIES: tuple[tuple[str, str, bool], ...] = (
+    ("file is not a database", "it is not a SQLite database; point the key at a new file", True),
+    (
+        "malformed",
+        "the database file is damaged; restore it from a copy, or salvage it with "
+        "`sqlite3 <file> .recover | sqlite3 <new file>` and point the key at the new file",
+        True,
+    ),
+    ("cannot create the directory", "use a directory that exists or can be created", True),
+    ("unable to open database file", "cannot create or open the file there; use a writable directory", True),
+    ("readonly", "the place is read-only; use a writable directory", True),
+    ("read-only", "the place is read-only; use a writable directory", True),
+    ("permission denied", "no permission to write there; use a writable directory", True),
+    ("password authentication failed", "the server refused the login; check user and password", True),
+    ("does not exist", "create it on the server first (createdb), or fix the URL's name", True),
+    ("connection refused", "no server answers there; is it running, and are host and port right?", False),
+    ("could not translate host", "the host name is unknown; check the URL's host", True),
+    ("name or service not known", "the host name is unknown; check the URL's host", True),
+    ("timeout", "the server did not answer in time; is it reachable from this machine?", False),
+    ("no module named", "its database driver is not installed: pip install it", True),
+)
+
+
+def storage_problem(exc: BaseException) -> tuple[str, bool]:
+    """What the storage's driver said (not Optuna's or SQLAlchemy's wrapper), with what to do, and
+    whether it lasts (trying again at once cannot help)."""
+    root = exc
+    seen = {id(root)}
+    while True:
+        context = None if root.__suppress_context__ else root.__context__
+        inner = getattr(root, "orig", None) or root.__cause__ or context
+        if inner is None or id(inner) in seen:
+            break
+        seen.add(id(inner))
+        root = inner
+    said = one_line(root, with_type=False)
+    said = re.sub(r"^\([\w.]+\)\s*", "", said)  # SQLAlchemy's "(module.Error) " prefix
+    lower = said.lower()
+    for pattern, remedy, lasting in _REMEDIES:
+        if pattern in lower:
+            return f"{said} ({remedy})", lasting
+    return said, isinstance(root, ImportError)
+
+
+def _prepare_sqlite(path: Path) -> None:
+    """Create the file's directory, switch the file to write-ahead logging (a property of the file: set
+    once, kept) and check an existing file's pages, so a damaged study is refused before any write."""
+    existed = path.is_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PermissionError(f"cannot create the directory {path.parent}: {exc.strerror}") from None
+    with contextlib.closing(sqlite3.connect(path, timeout=60)) as db:
+        if existed:
+            found = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+            if found != ["ok"]:
+                raise sqlite3.DatabaseError(f"database disk image is malformed: {'; '.join(found)}")
+        db.execute("PRAGMA journal_mode=WAL")
 
 
 def load_study(study_name: str, url: str, key: str = "storage") -> optuna.Study:
@@ -159,9 +242,3 @@ def checkpoint(url: str) -> None:
     if path is not None and path.is_file():
         with contextlib.closing(sqlite3.connect(path, timeout=60)) as db:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-
-def _wal(path: Path) -> None:
-    """Switch the SQLite file to write-ahead logging (a property of the file: set once, kept)."""
-    with contextlib.closing(sqlite3.connect(path, timeout=60)) as db:
-        db.execute("PRAGMA journal_mode=WAL")

@@ -22,6 +22,7 @@ import optuna
 from omegaconf import OmegaConf
 
 from sweeplab.search.optuna_access import storage_of, study_id
+from sweeplab.search.outage import DEFAULT_RETRY_S, Outage, RetryingStorage
 from sweeplab.search.pruning import build_pruner
 from sweeplab.search.records import (
     ATTR_OUTPUT_DIR,
@@ -33,7 +34,7 @@ from sweeplab.search.records import (
     STUDY_PAUSED_REMOVED,
 )
 from sweeplab.search.schema import TARGET
-from sweeplab.search.storage import open_storage, resolve_storage
+from sweeplab.search.storage import masked, open_storage, resolve_storage
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,9 @@ def current_trial() -> StudyTrial | None:
     study_name = sweeper.get("study_name")
     if not study_name:
         return None  # launched without the sweeper (e.g. a job re-run by hand): nothing to report to
-    storage = open_storage(resolve_storage(sweeper.get("storage"), study_name, hydra_cfg.runtime.cwd))
+    storage = _job_storage(
+        sweeper, resolve_storage(sweeper.get("storage"), study_name, hydra_cfg.runtime.cwd)
+    )
     pruner = build_pruner(sweeper.get("pruner"), sweeper.get("guard"))
     study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id(study), int(hydra_cfg.job.num))
@@ -166,6 +169,17 @@ def current_trial() -> StudyTrial | None:
     if keep is None:
         keep = OmegaConf.select(sweeper, "rescue.top_k", default=0)
     return StudyTrial(study, trial, pause_keep=int(keep or 0))
+
+
+def _job_storage(sweeper: Any, url: str) -> RetryingStorage:
+    """The study's storage for this job, retried for `hydra.sweeper.storage_retry` seconds in an outage.
+
+    Unlike a sweep's first opening, a job's is retried too: its sweep has the study open, so a storage that
+    cannot be reached now is one that went away (a database restarting as the job starts)."""
+    retry = sweeper.get("storage_retry")
+    retry_s = float(retry) if retry is not None else None
+    outage = Outage(masked(url), DEFAULT_RETRY_S if retry_s is None else retry_s)
+    return outage.call(open_storage, url, retry_s=retry_s)
 
 
 _JOB_TRIAL: dict[tuple[Any, ...], StudyTrial | None] = {}

@@ -1,0 +1,356 @@
+"""A storage that goes away for a while (a PostgreSQL restart, a full disk) is waited out, not crashed on.
+
+Once a study is open, every storage call of the sweep and of its jobs (reports, user attributes,
+heartbeats) goes through `RetryingStorage`: a call that fails because the database is unreachable or
+temporarily unable (`outage_cause`) is tried again with exponential backoff for up to
+`hydra.sweeper.storage_retry` seconds. The wait is said once in the log, and so is the storage's return;
+threads of one process that hit the same outage share it. Past the window a call raises
+`StorageUnreachable` (one line), and from then on calls are tried once: closing the sweep's trials after
+giving up must not wait a second window. Any other error (a constraint, a finished trial, a corrupt file)
+is raised at once, as before.
+
+Opening a storage is not retried here: a wrong URL or a server that is down at the start stays an
+immediate one-line error (`storage.open_storage`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Container, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeplab.errors import SweeplabError, one_line
+from sweeplab.search.optuna_access import HeartbeatStorage, stale_ids_of
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+    from optuna.study import StudyDirection
+    from optuna.study._frozen import FrozenStudy
+
+log = logging.getLogger("sweeplab.sweep")
+
+DEFAULT_RETRY_S = 600.0  # hydra.sweeper.storage_retry's default
+FIRST_WAIT_S = 0.5  # the first pause between tries; it doubles up to ...
+MAX_WAIT_S = 15.0  # ... this
+# A storage that fails again this soon after it came back is the same outage (a full disk lets some writes
+# through): waited out again, without a second pair of lines in the log.
+RELAPSE_S = 30.0
+
+T = TypeVar("T")
+
+# SQLite's "temporarily unable": another writer holds the lock, the disk is full or failing, the file is
+# out of reach (a network file system). "file is not a database", "no such table": not temporary.
+_SQLITE_TRANSIENT = (
+    "database is locked",
+    "database table is locked",
+    "database or disk is full",
+    "disk i/o error",
+    "unable to open database file",
+)
+# Messages of OperationalError that mean a mistake in the schema or the statement, on any database.
+_NOT_TRANSIENT = (
+    "no such table",
+    "no such column",
+    "unknown column",
+    "does not exist",
+    "syntax error",
+    "password authentication failed",
+)
+
+
+class StorageUnreachable(SweeplabError):
+    """The storage stayed unreachable past `hydra.sweeper.storage_retry`: the sweep stops, to be resumed by
+    running the same command (a trial's job that raises it lost its storage, not a config problem)."""
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then what it was raised from or while handling, and so on."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _transient_message(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    if any(m in text for m in _NOT_TRANSIENT):
+        return False
+    if "sqlite" in type(exc).__module__ or "sqlite" in text:
+        return any(m in text for m in _SQLITE_TRANSIENT)
+    return True
+
+
+def outage_cause(exc: BaseException) -> BaseException | None:
+    """The driver error that makes `exc` mean "storage unreachable or temporarily unable", or None.
+
+    Optuna wraps SQLAlchemy's errors in `StorageInternalError` ("... e.g. exceeding max length") and a
+    failed opening is a `SweeplabError`: both are looked through to what they were raised from. The first
+    other error of the chain decides: SQLAlchemy's OperationalError, InterfaceError, DisconnectionError,
+    InvalidatePoolError, pool TimeoutError and any DBAPIError whose connection was invalidated are an outage
+    (for SQLite only "locked", "disk is full", "disk I/O error", "unable to open"); integrity and programming
+    errors, a corrupt file and Optuna's own errors are not."""
+    from sqlalchemy import exc as sa
+
+    for e in _chain(exc):
+        if isinstance(e, StorageUnreachable):
+            return None  # waited out already
+        if isinstance(e, optuna.exceptions.StorageInternalError | SweeplabError):
+            continue  # wrappers: what they were raised from decides
+        if isinstance(e, sa.DBAPIError) and e.connection_invalidated:
+            return e.orig if isinstance(e.orig, BaseException) else e
+        if isinstance(e, sa.DisconnectionError | sa.InvalidatePoolError | sa.TimeoutError):
+            return e
+        if isinstance(e, sa.OperationalError | sa.InterfaceError):
+            cause = e.orig if isinstance(e.orig, BaseException) else e
+            return cause if _transient_message(cause) else None
+        if type(e).__name__ in ("OperationalError", "InterfaceError"):  # a driver's own (sqlite3, psycopg)
+            return e if _transient_message(e) else None
+        return None
+    return None
+
+
+class Outage:
+    """Retries calls while the storage at `label` (a URL, password masked) is out, for up to `window_s`
+    seconds from the outage's first failed call; shared by the threads of a process."""
+
+    def __init__(
+        self,
+        label: str,
+        window_s: float = DEFAULT_RETRY_S,
+        first_wait_s: float = FIRST_WAIT_S,
+        max_wait_s: float = MAX_WAIT_S,
+    ) -> None:
+        self.label, self.window_s = label, float(window_s)
+        self.first_wait_s, self.max_wait_s = first_wait_s, max_wait_s
+        self.gave_up = False  # the last outage outlasted the window: calls are tried once until one works
+        self._since: float | None = None  # monotonic time of the current outage's first failure
+        self._back_at: float | None = None  # ... and of the last outage's end
+        self._relapse = False  # the current outage began within RELAPSE_S of the last one's end
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def settled(self, seconds: float) -> bool:
+        """No outage now, and none ended less than `seconds` ago: heartbeats written since can be trusted."""
+        with self._lock:
+            if self._since is not None:
+                return False
+            return self._back_at is None or time.monotonic() - self._back_at >= seconds
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`fn(*args, **kwargs)`, tried again while it fails with an outage (see the module's docstring)."""
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            cause = outage_cause(exc)
+            if cause is None or self.window_s <= 0:
+                raise
+            if self.gave_up:
+                raise self._unreachable(cause, again=True) from None
+            return self._wait_out(fn, args, kwargs, cause)
+        if self._since is not None or self.gave_up:
+            self._back()
+        return result
+
+    def _wait_out(self, fn: Callable[..., T], args: Any, kwargs: Any, cause: BaseException) -> T:
+        pause = self.first_wait_s
+        since = self._begin(cause)
+        while True:
+            left = since + self.window_s - time.monotonic()
+            if left <= 0:
+                with self._lock:
+                    self.gave_up = True
+                raise self._unreachable(cause) from None
+            time.sleep(min(pause, left))
+            pause = min(2 * pause, self.max_wait_s)
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                new_cause = outage_cause(exc)
+                if new_cause is None:
+                    raise
+                cause = new_cause
+                since = self._begin(cause)  # another thread may have seen the storage back meanwhile
+                continue
+            self._back()
+            return result
+
+    def _begin(self, cause: BaseException) -> float:
+        """The start of the outage `cause` belongs to; the first caller to see it says so in the log (not
+        when the storage fails again within `RELAPSE_S` of coming back: the same outage)."""
+        with self._lock:
+            if self._since is None:
+                now = time.monotonic()
+                self._since = now
+                self._relapse = self._back_at is not None and now - self._back_at < RELAPSE_S
+                if not self._relapse:
+                    log.warning(
+                        "storage %s unreachable (%s): waiting up to %g s, retrying",
+                        self.label,
+                        one_line(cause),
+                        self.window_s,
+                    )
+            return self._since
+
+    def _back(self) -> None:
+        with self._lock:
+            if self._since is not None:
+                now = time.monotonic()
+                if not self._relapse:
+                    log.warning("storage %s back after %.0f s", self.label, now - self._since)
+                self._back_at = now
+            self._since = None
+            self.gave_up = False
+
+    def _unreachable(self, cause: BaseException, again: bool = False) -> StorageUnreachable:
+        how = (
+            f"still unreachable ({one_line(cause)}) after waiting {self.window_s:g} s"
+            if again
+            else f"unreachable for {self.window_s:g} s ({one_line(cause)})"
+        )
+        return StorageUnreachable(
+            f"storage {self.label} {how}: gave up (hydra.sweeper.storage_retry={self.window_s:g}); "
+            "run the same command to resume"
+        )
+
+
+class RetryingStorage(BaseStorage, HeartbeatStorage):
+    """Optuna's storage for a study (`delegate`: the `RDBStorage` in Optuna's trial cache, as
+    `optuna.storages.get_storage` wraps it), with every call retried through `outage` while the database
+    is out. It is what `storage.open_storage` returns."""
+
+    def __init__(self, delegate: BaseStorage, outage: Outage) -> None:
+        self.delegate = delegate
+        self.outage = outage
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self.outage.call(getattr(self.delegate, name), *args, **kwargs)
+
+    # -- studies
+    def create_new_study(self, directions: Sequence[StudyDirection], study_name: str | None = None) -> int:
+        return self._call("create_new_study", directions, study_name)
+
+    def delete_study(self, study_id: int) -> None:
+        self._call("delete_study", study_id)
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._call("set_study_user_attr", study_id, key, value)
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._call("set_study_system_attr", study_id, key, value)
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        return self._call("get_study_id_from_name", study_name)
+
+    def get_study_name_from_id(self, study_id: int) -> str:
+        return self._call("get_study_name_from_id", study_id)
+
+    def get_study_directions(self, study_id: int) -> list[StudyDirection]:
+        return self._call("get_study_directions", study_id)
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._call("get_study_user_attrs", study_id)
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._call("get_study_system_attrs", study_id)
+
+    def get_all_studies(self) -> list[FrozenStudy]:
+        return self._call("get_all_studies")
+
+    # -- trials
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        return self._call("create_new_trial", study_id, template_trial)
+
+    def set_trial_param(
+        self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution
+    ) -> None:
+        self._call("set_trial_param", trial_id, param_name, param_value_internal, distribution)
+
+    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
+        return self._call("get_trial_id_from_study_id_trial_number", study_id, trial_number)
+
+    def get_trial_number_from_id(self, trial_id: int) -> int:
+        return self._call("get_trial_number_from_id", trial_id)
+
+    def get_trial_param(self, trial_id: int, param_name: str) -> float:
+        return self._call("get_trial_param", trial_id, param_name)
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        return self._call("set_trial_state_values", trial_id, state, values)
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        self._call("set_trial_intermediate_value", trial_id, step, intermediate_value)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._call("set_trial_user_attr", trial_id, key, value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._call("set_trial_system_attr", trial_id, key, value)
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        return self._call("get_trial", trial_id)
+
+    def get_all_trials(
+        self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        return self._call("get_all_trials", study_id, deepcopy=deepcopy, states=states)
+
+    def get_n_trials(self, study_id: int, state: tuple[TrialState, ...] | TrialState | None = None) -> int:
+        return self._call("get_n_trials", study_id, state)
+
+    def get_best_trial(self, study_id: int) -> FrozenTrial:
+        return self._call("get_best_trial", study_id)
+
+    def get_trial_params(self, trial_id: int) -> dict[str, Any]:
+        return self._call("get_trial_params", trial_id)
+
+    def get_trial_user_attrs(self, trial_id: int) -> dict[str, Any]:
+        return self._call("get_trial_user_attrs", trial_id)
+
+    def get_trial_system_attrs(self, trial_id: int) -> dict[str, Any]:
+        return self._call("get_trial_system_attrs", trial_id)
+
+    def check_trial_is_updatable(self, trial_id: int, trial_state: TrialState) -> None:
+        self.delegate.check_trial_is_updatable(trial_id, trial_state)  # no storage call
+
+    def remove_session(self) -> None:
+        self.delegate.remove_session()
+
+    # -- heartbeats
+    def record_heartbeat(self, trial_id: int) -> None:
+        self._call("record_heartbeat", trial_id)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        return self.outage.call(stale_ids_of, self.delegate, study_id)
+
+    def get_heartbeat_interval(self) -> int | None:
+        interval = getattr(self.delegate, "get_heartbeat_interval", None)
+        return interval() if interval is not None else None
+
+    def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        callback = getattr(self.delegate, "get_heartbeat_stale_trial_callback", None)
+        return callback() if callback is not None else None
+
+
+def settled(storage: BaseStorage, seconds: float) -> bool:
+    """Whether `storage` has been reachable for at least `seconds` since the last outage this process saw
+    (always, for a storage that does not retry): before that, heartbeats are late through no fault of their
+    trials' sweeps."""
+    return not isinstance(storage, RetryingStorage) or storage.outage.settled(seconds)
