@@ -21,8 +21,8 @@ needs_browser = pytest.mark.skipif(
 
 # Run in a copy of the page (the report itself carries no script): the h2 sections, the page's width
 # against the window's, and every element that reaches past the body's edges, or whose content spills out
-# of it, without being a box that scrolls or inside one (a wide table or a long command scrolls in its own
-# box, which is allowed).
+# of it, without being a box that scrolls or inside one (a long command scrolls in its own box, which is
+# allowed); and every table wider than its box (one that scrolls sideways hides its last columns).
 PROBE = """<script>
 const body = document.body.getBoundingClientRect();
 const scrolls = (el) => {
@@ -40,8 +40,13 @@ for (const el of document.body.querySelectorAll("*")) {
     overflowing.push(el.tagName + ": " + el.textContent.slice(0, 80));
   }
 }
+// a table wider than its box: its last columns are cut until the reader scrolls it sideways
+const cut = [...document.querySelectorAll("table")]
+  .filter((t) => t.scrollWidth > t.parentElement.clientWidth + 1)
+  .map((t) => t.querySelector("tr").textContent.slice(0, 80));
 const result = {
   sections: [...document.querySelectorAll("h2")].map((h) => h.textContent),
+  cut_tables: cut,
   page_width: document.documentElement.scrollWidth,
   window_width: window.innerWidth,
   overflowing: overflowing,

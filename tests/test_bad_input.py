@@ -54,15 +54,31 @@ def test_pretrained_without_cached_weights_is_one_clear_line(compose_cfg, monkey
     )
 
 
-def test_uninstalled_optional_logger_says_what_to_install(compose_cfg):
+def test_uninstalled_optional_logger_says_what_to_install(compose_cfg, monkeypatch):
+    # the clone's root, where the README's commands run
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
     try:
         import mlflow  # noqa: F401
     except ImportError:
         pass
     else:
         pytest.skip("mlflow is installed here, so there is nothing missing to report")
+    _fails_before_training(compose_cfg, ["logger=mlflow"], r"logger.mlflow: .*pip install -e '\.\[mlflow\]'")
+
+
+def test_an_argument_the_trainer_does_not_take_names_the_closest_one(compose_cfg):
     _fails_before_training(
-        compose_cfg, ["logger=mlflow"], r"logger.mlflow: .*pip install 'sweeplab\[mlflow\]'"
+        compose_cfg,
+        ["+trainer.max_epoch=2"],
+        r"^trainer.max_epoch: not an argument of lightning.pytorch.Trainer \(did you mean trainer.max_epochs",
+    )
+
+
+def test_an_argument_the_optimizer_does_not_take_names_the_closest_one(compose_cfg):
+    _fails_before_training(
+        compose_cfg,
+        ["+models.optimizer.lrr=0.1"],
+        r"^models.optimizer.lrr: not an argument of torch.optim.AdamW \(did you mean models.optimizer.lr",
     )
 
 
@@ -81,6 +97,22 @@ def test_cli_prints_the_error_as_one_line_and_exits_1_as_the_readme_says(tmp_pat
     message = "models.net.name='resnet_18': not a timm model (did you mean resnet18, resnetv2_18, resnet18d?)"
     assert message in result.stderr.splitlines()
     assert "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("outputs/*/latest")), "a refused run moved `latest`"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("override", "closest"),
+    [("trainer.max_epoch=2", "trainer.max_epochs"), ("hydra.sweeper.n_trail=3", "hydra.sweeper.n_trials")],
+)
+def test_a_misspelt_key_is_one_line_naming_the_closest_key(tmp_path, override, closest):
+    result = run_cli(["-m", "hparams_search=optuna_fast", override], cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0].startswith(
+        f"{override}: no key {override.split('=')[0]} in the config"
+    )
+    assert f"(did you mean {closest}?)" in result.stderr.splitlines()[0]
+    assert "To append to your config use +" not in result.stderr and "Warning" not in result.stderr
 
 
 @pytest.mark.slow

@@ -233,7 +233,10 @@ def test_the_report_reads_as_an_analysis_from_findings_to_next_steps(tmp_path):
         "Trial 7 reached the best val/f1, 0.85, 0.2 better than the median of the 9 complete trials (0.65)"
         in summary
     )
-    assert "the first configuration tried (trial 0) reached 0.5" in summary
+    assert (
+        "the first configuration tried (trial 0) reached 0.5: the best is 0.35 better than it (+70.0%)"
+        in summary
+    )
     assert "The params that looked most important for val/f1 (fANOVA): " in summary
     assert "lr (importance 0.2" in summary and "best on average at [0.01389, 0.1] (0.8)" in summary
     assert "The evidence is weak: only 9 complete trials; at most 4 epochs per trial." in summary
@@ -307,6 +310,7 @@ SECTIONS = [
     "Search space and fixed settings",
     "Completion status",
     "Possibly pruned too early",
+    "What the pruner cost",  # trial 9 had 0.95 at epoch 1, the winner 0.55
     "Failures",
     "All trials, ranked",
     "Best trial: trial 7",
@@ -319,7 +323,9 @@ SECTIONS = [
 
 
 @needs_browser
-def test_report_html_renders_in_a_headless_browser_with_every_section_and_nothing_overflowing(tmp_path):
+def test_report_html_renders_in_a_headless_browser_with_every_section_and_no_table_cut_at_1280_or_800_px(
+    tmp_path,
+):
     report = write_study_report(_view(_filled(tmp_path)), tmp_path / "out", flattener=None, root_dir=tmp_path)
     page = report.files["report_html"]
     dom = dump_dom(page, tmp_path / "chromium")
@@ -330,6 +336,7 @@ def test_report_html_renders_in_a_headless_browser_with_every_section_and_nothin
         shown = measure(page, tmp_path, width)
         assert shown["sections"] == SECTIONS
         assert shown["page_width"] <= shown["window_width"] and shown["overflowing"] == [], width
+        assert shown["cut_tables"] == [], width  # every column in view without scrolling sideways
     shot = screenshot(page, tmp_path / "shot.png", tmp_path)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
 

@@ -122,11 +122,15 @@ ARC = [
 
 
 @needs_browser
-def test_the_studys_report_shows_its_sections_in_a_browser_and_nothing_overflows_1280_px(root, tmp_path):
-    shown = measure(_sweep_dir(root) / "report.html", tmp_path, 1280)
-    assert [s for s in shown["sections"] if s in ARC] == ARC
-    assert f"Best trial: trial {_study(root).best_trial.number}" in shown["sections"]
-    assert shown["page_width"] <= shown["window_width"] and shown["overflowing"] == []
+def test_the_studys_report_shows_its_sections_in_a_browser_with_nothing_overflowing_or_cut_at_1280_or_800_px(
+    root, tmp_path
+):
+    for width in (1280, 800):
+        shown = measure(_sweep_dir(root) / "report.html", tmp_path, width)
+        assert [s for s in shown["sections"] if s in ARC] == ARC
+        assert f"Best trial: trial {_study(root).best_trial.number}" in shown["sections"]
+        assert shown["page_width"] <= shown["window_width"] and shown["overflowing"] == [], width
+        assert shown["cut_tables"] == [], width  # every column in view without scrolling sideways
 
 
 def _job_config(overrides: list[str]) -> tuple[dict, dict]:
@@ -333,14 +337,18 @@ def test_every_command_the_report_and_the_console_print_runs_as_printed(root, tm
     }
     assert all(len(found) >= 1 for found in by_role.values()), {k: len(v) for k, v in by_role.items()}
     (ensemble,) = [s for s in sequences if len(s) == 2]  # retrain on 5 folds, then predict with them
-    assert ensemble[0][2:] == [f"preset=optimized/{STUDY}", "data.folds=5"] and ensemble[1][1].endswith(
-        "predict.py"
-    )
+    folds_dir = ensemble[0][-1].removeprefix("hydra.run.dir=")
+    assert ensemble[0][2:] == [f"preset=optimized/{STUDY}", "data.folds=5", f"hydra.run.dir={folds_dir}"]
+    assert folds_dir.startswith("outputs/") and folds_dir.endswith(f"/{STUDY}_5folds")
+    assert ensemble[1][1].endswith("predict.py") and f"runs=[{folds_dir}]" in ensemble[1]
     for n, sequence in enumerate(sequences):  # each in a fresh directory holding a copy of the study
         where = tmp_path / f"run{n}"
         shutil.copytree(root / "studies", where / "studies")
-        for command in sequence:
+        for command in _with_runs_between(sequence, ensemble):
             result = subprocess.run(command, cwd=where, capture_output=True, text=True, timeout=600)
+            if "models.optimizer.lr=-1" in command:  # the refused run between the steps
+                assert result.returncode == 1 and "lr" in result.stderr, result.stderr[-2000:]
+                continue
             assert result.returncode == 0, (shlex.join(command), result.stderr[-3000:])
             output = result.stdout + result.stderr
             assert "Traceback" not in output, shlex.join(command)
@@ -364,6 +372,17 @@ def test_every_command_the_report_and_the_console_print_runs_as_printed(root, tm
             predicted = json.loads((where / "outputs" / "predict" / "latest" / "metrics.json").read_text())
             assert len(predicted["members"]) == 5 and predicted["ensemble"]["min_agree"] == 3
             assert (where / "outputs" / "predict" / "latest" / "submission.csv").is_file()
+
+
+def _with_runs_between(sequence: list[list[str]], ensemble: list[list[str]]) -> list[list[str]]:
+    """The ensemble's two steps with a refused run and a later one-model run between them, as a user's
+    session has them: the predict step must still find the k-fold run."""
+    if sequence is not ensemble:
+        return sequence
+    retrain, predict = ensemble
+    refused = [*retrain[:3], "models.optimizer.lr=-1"]
+    later = [*retrain[:3], "trainer.max_epochs=1"]
+    return [retrain, refused, later, predict]
 
 
 def _trials(where: Path, study: str) -> list:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 from hydra.errors import InstantiationException
@@ -36,12 +39,45 @@ def instantiate_node(node: Any, key: str, **kwargs: Any) -> Any:
         if isinstance(cause, SweeplabError):
             raise cause from None
         if isinstance(cause, ImportError):
-            hint = f"pip install 'sweeplab[{EXTRAS[key]}]'" if key in EXTRAS else "install it"
+            hint = install_command(EXTRAS[key]) if key in EXTRAS else "install it"
             raise SweeplabError(
                 f"{key}: {target} needs a package that is not installed ({one_line(cause, with_type=False)}); "
                 f"{hint} or pick another option"
             ) from None
+        wrong = unexpected_argument(cause, key, target)
+        if wrong is not None:
+            raise SweeplabError(wrong) from None
         raise config_error(key, target, one_line(cause)) from None
+
+
+def install_command(extra: str) -> str:
+    """How to add one of sweeplab's extras: from the clone's folder when sweeplab runs from a checkout
+    (an editable install), else from the package index."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "src" / "sweeplab").is_dir():
+        return (
+            f"pip install -e '{checkout}[{extra}]'"
+            if Path.cwd() != checkout
+            else f"pip install -e '.[{extra}]'"
+        )
+    return f"pip install 'sweeplab[{extra}]'"
+
+
+def unexpected_argument(cause: BaseException, key: str, target: Any) -> str | None:
+    """`<key>.<name>: not an argument of <target> (did you mean <key>.<closest>?)` for a TypeError that
+    says a config node passed an argument its class does not take; None for any other error."""
+    found = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
+    if not isinstance(cause, TypeError) or found is None:
+        return None
+    name = found.group(1)
+    try:
+        parameters = list(inspect.signature(get_object(str(target))).parameters) if target else []
+    except (ValueError, TypeError, ImportError, AttributeError):
+        parameters = []
+    hint = did_you_mean(
+        f"{key}.{name}", [f"{key}.{p}" for p in parameters if p not in ("self", "args", "kwargs")]
+    )
+    return f"{key}.{name}: not an argument of {target}{hint}"
 
 
 def typed(schema: type[T], given: Any, key: str) -> T:

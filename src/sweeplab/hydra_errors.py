@@ -16,12 +16,12 @@ from typing import Any
 
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import CompactHydraException
+from hydra.errors import CompactHydraException, ConfigCompositionException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from sweeplab.errors import SweeplabError
+from sweeplab.errors import SweeplabError, closest
 
 # Hydra's documented switch: set, it lets an error rise to the caller instead of printing it.
 FULL_ERROR = "HYDRA_FULL_ERROR"
@@ -56,6 +56,23 @@ def null_group_line(exc: BaseException, overrides: Sequence[str]) -> str | None:
     )
 
 
+def unknown_key_line(exc: BaseException, overrides: Sequence[str]) -> str | None:
+    """`trainer.max_epoch=2`: Hydra advises `+`, which adds a key nothing reads; name the closest key."""
+    cause = exc.__cause__
+    if not isinstance(exc, ConfigCompositionException) or not isinstance(
+        cause, ConfigAttributeError | ConfigKeyError
+    ):
+        return None
+    full_key, parent = getattr(cause, "full_key", None), getattr(cause, "parent_node", None)
+    if not full_key or not isinstance(parent, DictConfig):
+        return None
+    prefix, _, name = full_key.rpartition(".")
+    near = closest(name, [str(k) for k in parent], n=1)
+    hint = f" (did you mean {prefix + '.' if prefix else ''}{near[0]}?)" if near else ""
+    given = next((o.input_line for o in _parsed(overrides) if o.key_or_group == full_key), full_key)
+    return f"{given}: no key {full_key} in the config{hint}; a new key (one the app reads) is added with a leading +"
+
+
 def _parsed(arguments: Sequence[str]) -> list[Any]:
     """The command line's overrides, parsed by Hydra's grammar (flags and their values are not overrides)."""
     parser = OverridesParser.create()
@@ -72,7 +89,7 @@ def _parsed(arguments: Sequence[str]) -> list[Any]:
 
 def error_line(exc: BaseException, overrides: Sequence[str] = ()) -> str | None:
     """The one line for a composition error sweeplab recognises, else None."""
-    return yaml_error_line(exc) or null_group_line(exc, overrides)
+    return yaml_error_line(exc) or null_group_line(exc, overrides) or unknown_key_line(exc, overrides)
 
 
 @contextmanager

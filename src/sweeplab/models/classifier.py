@@ -7,13 +7,14 @@ from typing import Any
 
 import lightning.pytorch as L
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from timm.data import Mixup
 from timm.data.mixup import mixup_target
 from timm.loss import SoftTargetCrossEntropy
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from sweeplab.config import instantiate_node
 
 LIGHTNING_SCHEDULER_KEYS = ("interval", "frequency", "monitor")
 
@@ -90,14 +91,14 @@ class ImageClassifier(L.LightningModule):
         self._eval_step(batch, self.test_metrics, "test")
 
     def configure_optimizers(self) -> Any:
-        optimizer = instantiate(self.optimizer_cfg, params=self.parameters())
+        optimizer = instantiate_node(self.optimizer_cfg, "models.optimizer", params=self.parameters())
         cfg = dict(self.scheduler_cfg)
         if not cfg.get("_target_"):
             return optimizer
         extra = {k: cfg.pop(k) for k in LIGHTNING_SCHEDULER_KEYS if k in cfg}
         if "total_steps" in cfg and cfg["total_steps"] is None:
             cfg["total_steps"] = int(self.trainer.estimated_stepping_batches)
-        scheduler = instantiate(cfg, optimizer=optimizer)
+        scheduler = instantiate_node(cfg, "models.scheduler", optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **extra}}
 
 

@@ -131,6 +131,20 @@ def _quantile_trend(view: StudyView, name: str, rows: list[tuple[Any, float]], n
     return Trend(name, "quantiles", buckets, rho)
 
 
+def bucket_leaning(trend: Trend, sign: float) -> str | None:
+    """Which end of a numeric param's range did better, by the buckets' means: "larger" where the last
+    bucket has the best mean, "smaller" where the first has; None where the best lies inside the range."""
+    means = [sign * b.mean for b in trend.buckets]
+    if trend.kind != "quantiles" or len(means) < 2:
+        return None
+    best = max(range(len(means)), key=means.__getitem__)
+    if best == len(means) - 1 and means[-1] > means[0]:
+        return "larger"
+    if best == 0 and means[0] > means[-1]:
+        return "smaller"
+    return None
+
+
 def _bucket(view: StudyView, label: str, values: list[float]) -> Bucket:
     pick = max if view.sign > 0 else min
     return Bucket(label, len(values), float(np.mean(values)), float(pick(values)))

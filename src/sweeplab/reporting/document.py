@@ -107,9 +107,10 @@ def to_html(blocks: list[Block], title: str) -> str:
             )
             body.append(f"<ul>{links}</ul>")
         elif isinstance(block, Table):
-            head = "".join(f"<th>{_h(h)}</th>" for h in block.header)
+            head = "".join(f"<th>{_header(h)}</th>" for h in block.header)
             rows = "".join("<tr>" + "".join(_td(cell(v)) for v in row) + "</tr>" for row in block.rows)
-            # a wide table scrolls inside its own box; the page keeps its width
+            # tables fit the page: headers break after dots, long cells wrap; a table still too wide
+            # (many params on a narrow window) scrolls inside its own box, the page keeps its width
             body.append(
                 f'<div class="table"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
             )
@@ -129,19 +130,28 @@ def to_html(blocks: list[Block], title: str) -> str:
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222;"
     "overflow-wrap:break-word}"
-    "table{border-collapse:collapse;margin:0.5rem 0 1rem}th,td{border:1px solid #ccc;padding:0.25rem 0.5rem;"
-    "text-align:left;font-variant-numeric:tabular-nums}th{background:#f3f3f3}"
+    "table{border-collapse:collapse;margin:0.5rem 0 1rem;font-size:0.875rem}"
+    "th,td{border:1px solid #ccc;padding:0.2rem 0.4rem;text-align:left;font-variant-numeric:tabular-nums}"
+    "th{background:#f3f3f3;vertical-align:bottom}"
     "pre{background:#f6f8fa;padding:0.75rem;overflow-x:auto;white-space:pre-wrap;overflow-wrap:anywhere}"
-    "img{max-width:100%}div.table{max-width:100%;overflow-x:auto}th,td{white-space:nowrap}"
-    "td.long{white-space:normal;overflow-wrap:break-word;min-width:12rem;max-width:28rem}"
+    "img{max-width:100%}div.table{max-width:100%;overflow-x:auto}"
+    # cells wrap at spaces only where the table would not fit otherwise; a long one (params, a failure
+    # message, a choice without spaces) wraps anywhere if it must
+    "td.long{overflow-wrap:anywhere;min-width:6rem;max-width:24rem}"
 )
 
 
-LONG_CELL = 32  # characters: a shorter cell stays on one line (the table scrolls); a longer one wraps
+LONG_CELL = 32  # characters: a shorter cell breaks only at spaces; a longer one anywhere, if it must
 
 
 def _td(text: str) -> str:
     return f'<td class="long">{_h(text)}</td>' if len(text) > LONG_CELL else f"<td>{_h(text)}</td>"
+
+
+def _header(text: str) -> str:
+    """A column header that may break after a dot or an underscore (`models.optimizer.<wbr>weight_<wbr>decay`),
+    so that a long param name does not widen its column past its values."""
+    return _h(text).replace(".", ".<wbr>").replace("_", "_<wbr>").replace("/", "/<wbr>")
 
 
 def _h(text: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -62,7 +63,7 @@ def next_action(view: StudyView, retrain: str | None, script: str) -> tuple[str,
         return f"retrain trial {best.number} in full (no command could be built: see Next steps)", None
     if not view.single and view.front:
         return "export one trial of the Pareto front as a preset; the commands are under Next steps", None
-    more = _continue_command(view, script)
+    more = continue_command(view, script)
     return ("run more trials of this study", more[0]) if more else ("run the study", None)
 
 
@@ -145,7 +146,7 @@ def _focused_study(view: StudyView, space: dict[str, str] | None, focused: Expor
 
 def _more_trials(view: StudyView, script: str) -> list[Block]:
     """The study's own command, continued with as many trials again (none where no command was stored)."""
-    more = _continue_command(view, script)
+    more = continue_command(view, script)
     if not more:
         return []
     command, added = more
@@ -158,16 +159,20 @@ def _more_trials(view: StudyView, script: str) -> list[Block]:
     ]
 
 
-def _continue_command(view: StudyView, script: str) -> tuple[str, int] | None:
+def continue_command(
+    view: StudyView, script: str, *extra: str, drop: Callable[[str], bool] = lambda key: False
+) -> tuple[str, int] | None:
     """The study's own command with n_trials raised by as many trials as it was configured for (by those
-    that count so far, for a study that stored no settings), and that number."""
+    that count so far, for a study that stored no settings), and that number. `extra` overrides replace
+    the command's own for the same keys; `drop` leaves out others (a pruner's settings when it changes)."""
     command = view.attr(STUDY_COMMAND)
     if command is None:
         return None
     counted = sum(1 for t in view.trials if counts(t))
     added = int((view.attr(STUDY_SETTINGS) or {}).get("n_trials") or max(counted, 1))
-    kept = [a for a in command if override_key(a) != "hydra.sweeper.n_trials"]
-    return command_line(script, *kept, f"hydra.sweeper.n_trials={counted + added}"), added
+    replaced = {override_key(a) for a in extra} | {"hydra.sweeper.n_trials"}
+    kept = [a for a in command if override_key(a) not in replaced and not drop(override_key(a))]
+    return command_line(script, *kept, *extra, f"hydra.sweeper.n_trials={counted + added}"), added
 
 
 def _fallback(view: StudyView, flattener: Flattener, trial: FrozenTrial, distance: float) -> list[Block]:

@@ -12,6 +12,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.reporting.analysis import (
@@ -19,6 +21,8 @@ from sweeplab.reporting.analysis import (
     EarlyPruned,
     Evidence,
     KeyParam,
+    Trend,
+    bucket_leaning,
     median_curve,
     param_trends,
     shared_overrides,
@@ -51,8 +55,10 @@ def summary(
     evidence: Evidence,
     suspects: list[EarlyPruned],
     action: tuple[str, str | None],
+    pruning: list[str] | None = None,
 ) -> list[Block]:
-    """The findings in sentences, how strong the evidence is, and the one thing to do next."""
+    """The findings in sentences (`pruning`: what the pruner cost), how strong the evidence is, and the
+    one thing to do next."""
     blocks: list[Block] = [Heading("Summary")]
     running = view.counts.get("RUNNING", 0)
     if running:
@@ -94,6 +100,7 @@ def summary(
                 f"{s.peers} at epoch {s.step} when it was pruned{more}; see 'Possibly pruned too early'."
             )
         )
+    blocks += [Para(line) for line in pruning or []]
     blocks.append(Para(_evidence_sentence(evidence)))
     what, command = action
     blocks.append(Para(f"Next: {what}" + (":" if command else ".")))
@@ -111,15 +118,39 @@ def _best_sentence(view: StudyView, stats: dict[str, Any], best: FrozenTrial) ->
             f", {_against(view, value, values['median'])} the median of the {values['n']} complete trials "
             f"({cell(values['median'])})"
         )
-    first = view.trials[0]
-    if first.number == best.number:
-        text += "; it was the first configuration tried"
-    else:
-        text += f"; the first configuration tried ({_first_label(first)}) {_outcome(view, first)}"
+    text += _against_first(view, best)
     z = z_score(value, [t.values[0] for t in view.complete])
     if z is not None:
         text += f". It lies {z:+.2f} standard deviations from the mean"
     return text + "."
+
+
+def _against_first(view: StudyView, best: FrozenTrial) -> str:
+    """The best against the first configuration tried, the baseline a team quotes: the gain over it, or
+    over the first complete trial where the first one did not complete."""
+    first = view.trials[0]
+    if first.number == best.number:
+        return "; it was the first configuration tried"
+    text = f"; the first configuration tried ({_first_label(first)}) {_outcome(view, first)}"
+    baseline = first if first.state == TrialState.COMPLETE else view.complete[0]
+    if baseline.number == best.number:
+        return text + f", and trial {best.number} was the first to complete"
+    gain = _against(view, best.values[0], baseline.values[0])
+    relative = _relative_gain(view, best, baseline)
+    if baseline is first:
+        return text + f": the best is {gain} it{relative}"
+    return text + (
+        f"; the best is {gain} the first complete trial (trial {baseline.number}, "
+        f"{cell(baseline.values[0])}){relative}"
+    )
+
+
+def _relative_gain(view: StudyView, best: FrozenTrial, baseline: FrozenTrial) -> str:
+    """The gain as a percentage of the baseline's value (none where that value is 0)."""
+    base = baseline.values[0]
+    if math.isclose(base, 0.0, abs_tol=1e-12):
+        return ""
+    return f" ({view.sign * (best.values[0] - base) / abs(base):+.1%})"
 
 
 def _first_label(trial: FrozenTrial) -> str:
@@ -236,6 +267,7 @@ def _beside_searched(view: StudyView, job: Mapping[str, Any] | None, skip: set[s
     models.optimizer.lr); none for params at the top level, where the parent is the whole config."""
     if not job:
         return []
+    config = OmegaConf.create(dict(job))
     searched = set(view.param_names)
     rows: list[list[Any]] = []
     for parent in dict.fromkeys(p.rsplit(".", 1)[0] for p in view.param_names if "." in p):
@@ -248,8 +280,26 @@ def _beside_searched(view: StudyView, job: Mapping[str, Any] | None, skip: set[s
             name = f"{parent}.{key}"
             if name in searched or name in skip or isinstance(value, Mapping | list):
                 continue
-            rows.append([name, value, "config"])
+            rows += _fixed_row(config, parent, str(key), value)
     return rows[:FIXED_ROWS]
+
+
+def _fixed_row(config: DictConfig, parent: str, key: str, value: Any) -> list[list[Any]]:
+    """One setting as the reader needs it: a `_target_` as the class's short name on its parent's row,
+    other `_..._` keys (Hydra's instantiation flags) left out, and an interpolation (`${seed}`) as the
+    value it resolves to in the trial's config, or left out where it does not resolve there."""
+    if key == "_target_":
+        return [[parent, str(value).rsplit(".", 1)[-1], "config (class)"]]
+    if key.startswith("_"):
+        return []
+    if isinstance(value, str) and "${" in value:
+        try:
+            value = OmegaConf.select(config, f"{parent}.{key}", throw_on_resolution_failure=True)
+        except OmegaConfBaseException:
+            return []
+        if isinstance(value, DictConfig | ListConfig):
+            return []
+    return [[f"{parent}.{key}", value, "config"]]
 
 
 def completion(view: StudyView, stats: dict[str, Any]) -> list[Block]:
@@ -367,18 +417,28 @@ def trends(view: StudyView) -> list[Block]:
         ),
     ]
     for trend in param_groups:
-        title = trend.param
-        if trend.spearman is not None:
-            leaning = "larger" if trend.spearman * view.sign > 0 else "smaller"
-            title += f" (Spearman rho {trend.spearman:+.2f} with {view.metric}: {leaning} values did better)"
         blocks += [
-            Heading(title, 3),
+            Heading(_trend_title(view, trend), 3),
             Table(
                 ["range" if trend.kind == "quantiles" else "choice", "trials", "mean", "best"],
                 [[b.label, b.n, b.mean, b.best] for b in trend.buckets],
             ),
         ]
     return blocks
+
+
+def _trend_title(view: StudyView, trend: Trend) -> str:
+    """A numeric param's heading, read off the buckets shown below it: which end did better, only where the
+    buckets and Spearman's rho agree; else where the best mean lies (never a claim the buckets contradict)."""
+    if trend.spearman is None:
+        return trend.param
+    rho = f"Spearman rho {trend.spearman:+.2f} with {view.metric}"
+    leaning = bucket_leaning(trend, view.sign)
+    towards = trend.spearman * view.sign
+    if (leaning == "larger" and towards > 0) or (leaning == "smaller" and towards < 0):
+        return f"{trend.param} ({rho}: {leaning} values did better)"
+    top = max(trend.buckets, key=lambda b: view.sign * b.mean)
+    return f"{trend.param} ({rho}; no clear direction: the best mean is at {top.label})"
 
 
 def statistics(view: StudyView, stats: dict[str, Any]) -> list[Block]:

@@ -30,6 +30,7 @@ from sweeplab.reporting.files import write_files
 from sweeplab.reporting.next_steps import EXPORT_ERRORS, next_action, next_steps, study_script
 from sweeplab.reporting.pick import Pick
 from sweeplab.reporting.plots import Plot, importances, write_plots
+from sweeplab.reporting.pruner_review import pruner_cost, review_pruning, summary_lines
 from sweeplab.reporting.sections import (
     best_trial,
     completion,
@@ -208,6 +209,7 @@ def _blocks(
     script = study_script(view)
     study_command = view.attr(STUDY_COMMAND)
     suspects = pruned_too_early(view, pruned_top_k)
+    pruning = review_pruning(view)
     second = fallback(view) if view.single else None
     plot = next(
         (f"plots/{p.name}.html" for p in report.plots if p.name == "intermediate_values" and p.html), None
@@ -221,11 +223,13 @@ def _blocks(
             evidence(view),
             suspects,
             next_action(view, report.retrain, script),
+            summary_lines(view, pruning),
         ),
         *setup(view, command_line(script, *study_command) if study_command is not None else None),
         *search_space(view, _best_job(view, flattener)),
         *completion(view, stats),
-        *pruned_early(view, flattener, suspects, pruned_top_k),
+        *pruned_early(view, flattener, suspects, pruned_top_k, len(pruning.ahead)),
+        *pruner_cost(view, pruning),
         *guard_and_rescue(view),
         *failed_trials(view),
         *pareto_front(view),

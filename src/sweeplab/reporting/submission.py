@@ -4,6 +4,7 @@ training app: `runners/predict.py` beside its script and `data.folds` in its con
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from optuna.trial import FrozenTrial
 
 from sweeplab.reporting.document import Block, Code, Para
 from sweeplab.reporting.export import command_line
+from sweeplab.search.naming import path_safe
 from sweeplab.search.records import ATTR_EPOCHS, ATTR_OUTPUT_DIR, ATTR_QUICK
 from sweeplab.search.storage import default_storage, has_password
 from sweeplab.search.view import StudyView
@@ -37,8 +39,10 @@ def submission_steps(
     run_parent = _run_parent(files)
     if retrain and run_parent is not None:
         where = _input(files)
-        folds = f"{retrain} data.folds={FOLDS}"
-        runs = f"runs=[{run_parent}/latest]"
+        # the k-fold run gets a dir of its own name, so the predict step finds it whatever ran in between
+        folds_dir = f"{run_parent}/{path_safe(view.name)}_{FOLDS}folds"
+        folds = f"{retrain} {shlex.join([f'data.folds={FOLDS}', f'hydra.run.dir={folds_dir}'])}"
+        runs = f"runs=[{folds_dir}]"
         blocks += [
             Para(
                 f"Ensemble for a submission: retrain the best trial on {FOLDS} folds ({FOLDS} models, each "

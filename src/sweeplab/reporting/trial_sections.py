@@ -19,6 +19,7 @@ from sweeplab.reporting.document import Block, Code, Heading, Para, Table, cell
 from sweeplab.reporting.export import Export, Flattener
 from sweeplab.reporting.next_steps import EXPORT_ERRORS
 from sweeplab.reporting.pick import Pick
+from sweeplab.reporting.pruner_review import HEADING as PRUNER_COST
 from sweeplab.search.records import (
     ATTR_EPOCHS,
     ATTR_FAIL_REASON,
@@ -137,19 +138,21 @@ def exported_pick(view: StudyView, pick: Pick | None, picked: Export | None) -> 
 
 
 def pruned_early(
-    view: StudyView, flattener: Flattener | None, suspects: list[EarlyPruned], top_k: int
+    view: StudyView, flattener: Flattener | None, suspects: list[EarlyPruned], top_k: int, ahead: int = 0
 ) -> list[Block]:
     """The pruned trials that ranked near the top when they were stopped, each with the command that trains
-    it in full: where the pruner may have killed the best configuration."""
+    it in full: where the pruner may have killed the best configuration. `ahead`: how many pruned trials
+    beat the winner's own value at their epoch (told in the next section; a top-k rank misses them)."""
     if not view.pruned:
         return []
     if not suspects:
-        return [
-            Heading("Possibly pruned too early"),
-            Para(
-                f"None: no pruned trial ranked in the top {top_k} of the trials at the epoch it was pruned."
-            ),
-        ]
+        text = f"No pruned trial ranked in the top {top_k} of the trials at the epoch it was pruned."
+        if ahead:
+            text += (
+                f" That is no all-clear: {ahead} pruned trial{'s were' if ahead != 1 else ' was'} ahead of the "
+                f"winner at that epoch (see '{PRUNER_COST}')."
+            )
+        return [Heading("Possibly pruned too early"), Para(text)]
     return [
         Heading("Possibly pruned too early"),
         Para(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -21,6 +22,11 @@ GENERATED_CONF = "conf"
 # How a Hydra app finds the generated configs: sweeplab's own root configs list it in hydra.searchpath;
 # a command printed for another app carries it as an override. Relative: commands run from that directory.
 GENERATED_SEARCHPATH = f"file://{STUDIES_DIR}/{GENERATED_CONF}"
+# ... which does not exist before a study has written there: Hydra's warning about that says nothing wrong
+warnings.filterwarnings(
+    "ignore",
+    message=f"provider=hydra.searchpath in main, path={STUDIES_DIR}/{GENERATED_CONF} is not available",
+)
 
 
 def study_name(configured: str | None, job_name: str | None, suffix: str) -> str:

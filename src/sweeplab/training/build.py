@@ -17,7 +17,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sweeplab.config import instantiate_node
+from sweeplab.config import instantiate_node, unexpected_argument
 from sweeplab.data import ImageDataModule
 from sweeplab.data.datamodule import check_folds
 from sweeplab.errors import SweeplabError, config_error, one_line
@@ -173,6 +173,9 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback], resuming: 
         trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
+        wrong = unexpected_argument(cause, "trainer", trainer_cfg.get("_target_"))
+        if wrong is not None:
+            raise SweeplabError(wrong) from None
         if isinstance(cause, MisconfigurationException | ValueError | TypeError):
             raise SweeplabError(f"trainer: {one_line(cause, with_type=False)}") from None
         raise
