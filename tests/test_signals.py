@@ -182,7 +182,7 @@ def test_a_stopped_worker_is_killed_after_stall_timeout_and_its_trial_runs_again
     assert code == 0, log[-3000:]
     trials = _trials(tmp_path)
     (stalled,) = [t for t in trials if t.user_attrs.get(ATTR_WORKER_PID) == victim]
-    assert stalled.state == TrialState.FAIL and stalled.user_attrs[ATTR_FAIL_REASON] == INTERRUPTED
+    assert stalled.state == TrialState.FAIL and stalled.user_attrs[ATTR_FAIL_REASON] == STALLED
     assert stalled.user_attrs[ATTR_LOST].startswith(STALLED), stalled.user_attrs
     assert "stall_timeout=5" in stalled.user_attrs[ATTR_LOST]
     assert any(t.user_attrs.get(ATTR_RETRY_OF) == stalled.number for t in counted(trials))
