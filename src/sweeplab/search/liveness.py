@@ -33,7 +33,7 @@ from sweeplab.errors import SweeplabError, one_line
 from sweeplab.search.interrupts import block_stop_signals
 from sweeplab.search.optuna_access import rdb_backend, stale_trial_ids, storage_of, trial_id
 from sweeplab.search.outage import settled
-from sweeplab.search.records import ATTR_HOST, ATTR_PID, close_interrupted
+from sweeplab.search.records import ATTR_HOST, ATTR_PID, ATTR_UNTOLD, close_interrupted
 
 log = logging.getLogger("sweeplab.sweep")
 
@@ -151,7 +151,15 @@ def recover(study: optuna.Study, alive: Collection[int] = ()) -> list[int]:
     closed = []
     for dead_id, how in dead_trials(study, alive).items():
         if close_interrupted(study, dead_id, how=how):
-            closed.append((storage_of(study).get_trial(dead_id).number, how))
+            trial = storage_of(study).get_trial(dead_id)
+            closed.append((trial.number, how))
+            if ATTR_UNTOLD in trial.user_attrs:  # its worker finished after its sweep was gone
+                log.warning(
+                    "trial %d's worker finished after its sweep stopped (%s): that result is not used; its "
+                    "params run again",
+                    trial.number,
+                    trial.user_attrs[ATTR_UNTOLD],
+                )
     if closed:
         log.warning(
             "trials %s were left running by a sweep that stopped (%s): marked FAIL (interrupted), re-run first",
