@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.object_type import ObjectType
 from hydra.core.plugins import Plugins
 from hydra.types import HydraContext, RunMode, TaskFunction
-from omegaconf import DictConfig, read_write
+from omegaconf import DictConfig, open_dict, read_write
 
 import sweeplab.search.naming  # noqa: F401  (registers the ${sweeplab.study_dir:...} resolver)
 from sweeplab.errors import one_line
@@ -29,6 +29,7 @@ from sweeplab.search.executors import LauncherBatches, ProcessPool, assign_devic
 from sweeplab.search.interrupts import EXIT_INTERRUPTED, Interrupted, stop_handlers
 from sweeplab.search.liveness import claim_sweep_dir, link_latest, release_sweep_dir
 from sweeplab.search.loop import run_study
+from sweeplab.search.opening import choose_study
 from sweeplab.search.plan import QUIET_CONSOLE, SweepPlan, make_plan
 from sweeplab.search.records import counted, state_counts
 from sweeplab.search.schema import SweeplabSweeperConf
@@ -60,12 +61,13 @@ class StudySweeper:
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
-    def sweep(self, arguments: list[str]) -> Any:
+    def sweep(self, arguments: list[str]) -> None:
         """Run the sweep with SIGINT and SIGTERM as clean stops: the loop stops the workers and closes the
-        open trials (`search.interrupts`), then the sweep exits 128 + signum with one line, no traceback."""
+        open trials (`search.interrupts`), then the sweep exits 128 + signum with one line, no traceback.
+        Returns None, as the stock plugin's sweep does: what the study found is in its storage and files."""
         with stop_handlers():
             try:
-                return self._sweep(arguments)
+                self._sweep(arguments)
             except Interrupted as stop:
                 if not stop.said:
                     log.error("sweep stopped by %s; run the same command to resume", stop.name)
@@ -73,7 +75,7 @@ class StudySweeper:
             except KeyboardInterrupt:  # the loop has said what it stopped; no traceback, the shell's status
                 raise SystemExit(EXIT_INTERRUPTED) from None
 
-    def _sweep(self, arguments: list[str]) -> Any:
+    def _sweep(self, arguments: list[str]) -> None:
         root_dir = str(self.config.hydra.runtime.cwd)
         plan = make_plan(
             self.keys, self.config, arguments, self.group_options, root_dir=root_dir, compose=self.compose
@@ -82,6 +84,10 @@ class StudySweeper:
         open_storage(
             plan.storage_url, heartbeat_interval=plan.conf.heartbeat_interval, retry_s=plan.conf.storage_retry
         )
+        plan = choose_study(plan, root_dir)
+        if plan.study_name != plan.conf.study_name:  # the sweep dir's ${sweeplab.study_dir:...} names it too
+            with read_write(self.config.hydra), open_dict(self.config.hydra.sweeper):
+                self.config.hydra.sweeper.study_name = plan.study_name
         sweep_dir = self._claim_sweep_dir()
         if QUIET_CONSOLE in plan.hydra_overrides:  # the basic launcher's "Launching"/"#n : ..." lines too
             logging.getLogger("hydra._internal.core_plugins.basic_launcher").setLevel(logging.WARNING)
@@ -91,7 +97,7 @@ class StudySweeper:
             study, stopped = run_study(
                 plan, executor, on_early_stop=lambda st, why: self._files_of(st, plan, why)
             )
-            return self._results(study, plan, stopped, root_dir)
+            self._results(study, plan, stopped, root_dir)
         finally:
             release_sweep_dir(sweep_dir)
 
@@ -113,7 +119,7 @@ class StudySweeper:
         link_latest(claimed)
         return claimed
 
-    def _results(self, study: Any, plan: SweepPlan, stopped: str, root_dir: str) -> StudyView:
+    def _results(self, study: Any, plan: SweepPlan, stopped: str, root_dir: str) -> None:
         """The sweep has ended: result files, and with `report`, plots, report.md/html and the preset."""
         view = StudyView(study, masked(plan.storage_url))
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -124,7 +130,6 @@ class StudySweeper:
         else:
             write_files(view, sweep_dir, retrain=None)
         _log_summary(view, stopped, sweep_dir, retrain, plan.n_trials)
-        return view
 
     def _files_of(self, study: Any, plan: SweepPlan, why: str) -> None:
         """The sweep stopped on an error or a signal: the result files of the trials the study has (no plots
@@ -159,8 +164,13 @@ class StudySweeper:
     def _executor(self, conf: SweeplabSweeperConf) -> Any:
         """Worker processes for n_jobs > 1 under the basic launcher; batches through the launcher otherwise
         (in this process for the basic launcher, elsewhere for SLURM and the like)."""
-        if conf.n_jobs == 1 or not isinstance(self.launcher, BasicLauncher):
-            return LauncherBatches(self.launcher.launch, conf.n_jobs)
+        in_process = isinstance(self.launcher, BasicLauncher)
+        if conf.n_jobs == 1 or not in_process:
+            # a job in this process writes to the sweep's console: its output goes to its worker.log, as a
+            # forked worker's does (`hydra.verbose=true` keeps it on the console)
+            quiet = in_process and not self.config.hydra.get("verbose")
+            sweep_dir = Path(str(self.config.hydra.sweep.dir))
+            return LauncherBatches(self.launcher.launch, conf.n_jobs, sweep_dir if quiet else None)
         slots = assign_devices(conf.n_jobs, visible_devices(), conf.share_gpus)
         log.info(
             "%d workers: %s",

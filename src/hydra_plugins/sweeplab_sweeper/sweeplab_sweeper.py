@@ -30,8 +30,9 @@ class SweeplabSweeper(Sweeper):
 
         self.study = StudySweeper(self.keys, hydra_context, task_function, config)
 
-    def sweep(self, arguments: list[str]) -> Any:
-        return self.study.sweep(arguments)
+    def sweep(self, arguments: list[str]) -> None:
+        """Runs the study; returns None, as the stock plugin does (the results are files and the storage)."""
+        self.study.sweep(arguments)
 
 
 ConfigStore.instance().store(

@@ -195,8 +195,11 @@ def _num(x: float) -> str:
 
 
 def epochs_used(view: StudyView) -> dict[str, Any]:
-    """Epochs the finished trials ran, against the epochs they would have run unpruned."""
+    """Epochs the finished trials ran, against the epochs they would have run unpruned; `run` is None where
+    no trial reported per epoch (an app without `sweeplab.report` or the pruning callback)."""
     finished = view.state(TrialState.COMPLETE, TrialState.PRUNED)
+    if not any(ATTR_EPOCHS in t.user_attrs or t.intermediate_values for t in finished):
+        return {"run": None, "unpruned": None, "saved_fraction": None}
     run = sum(int(t.user_attrs.get(ATTR_EPOCHS, len(t.intermediate_values))) for t in finished)
     full = [int(t.user_attrs[ATTR_MAX_EPOCHS]) for t in finished if ATTR_MAX_EPOCHS in t.user_attrs]
     if len(full) != len(finished) or not finished:

@@ -60,10 +60,14 @@ def command_line(script: str, *args: str) -> str:
 class FlatConfig:
     """A composed training config as group choices plus the leaves that differ from those groups' files."""
 
-    choices: dict[str, str | None]
+    choices: dict[
+        str, str
+    ]  # the groups the config takes, each with its option (a null or deleted group: absent)
     values: dict[str, Any]
     added: set[str] = field(default_factory=set)  # keys no group file has (set with a leading +)
-    new_groups: set[str] = field(default_factory=set)  # groups the root config's defaults do not list
+    # the group overrides that make the app's config take `choices`: `g=c`, `+g=c` (a group its defaults
+    # list lacks), `~g` (a group the trial dropped); none for a group left as the app's defaults have it
+    choice_overrides: list[str] = field(default_factory=list)
     job: dict[str, Any] = field(default_factory=dict)  # the whole job config, unresolved
 
 
@@ -96,8 +100,31 @@ class Flattener:
         return self._compose([*self.searchpath, *overrides])
 
     @cached_property
-    def default_choices(self) -> dict[str, str | None]:
+    def default_choices(self) -> dict[str, str]:
         return _training_choices(self._root)
+
+    def reaching(self, choices: dict[str, str]) -> list[str]:
+        """The group overrides that make the app's config take `choices`: each group that differs from the
+        app's defaults (`~g` for one the trial dropped, never `g=null`, which Hydra refuses on the command
+        line), then any group another choice moved (an experiment's `override /model: ...`), until composing
+        gives `choices`. A group left at its default is not named: an optional group without a file
+        (lightning-hydra-template's `optional local: default`) cannot be."""
+        wanted: dict[str, str] = {}
+        got = self.default_choices
+        for _ in range(len(choices) + 2):
+            for group in [*choices, *(g for g in got if g not in choices)]:
+                if group not in wanted and got.get(group) != choices.get(group):
+                    wanted[group] = self._choice_override(group, choices.get(group))
+            got = _training_choices(self.compose(list(wanted.values())))
+            if got == choices:
+                break
+        return list(wanted.values())
+
+    def _choice_override(self, group: str, choice: str | None) -> str:
+        if choice is None:
+            return f"~{group}"
+        listed = group in self._root.hydra.runtime.choices  # with an option or null
+        return f"{'' if listed else '+'}{group}={choice}"
 
     def option(self, group: str, name: str) -> str:
         """`group=name`, or `+group=name` for an app whose defaults list lacks the group (any Hydra app can
@@ -123,8 +150,8 @@ class Flattener:
     def _flatten(self, overrides: list[str]) -> FlatConfig:
         full = self.compose(overrides)
         choices = _training_choices(full)
-        new_groups = {g for g in choices if g not in self.default_choices}
-        base = _job(self.compose([_choice_override(g, c, g in new_groups) for g, c in choices.items()]))
+        reaching = self.reaching(choices)
+        base = _job(self.compose(reaching))
         job = _job(full)
         mine, theirs = _leaves(job), _leaves(base)
         # a group file's node set to null (callbacks.progress=null) replaces its leaves; that is not a deletion
@@ -135,15 +162,11 @@ class Flattener:
             )
         values = {k: v for k, v in mine.items() if k not in theirs or theirs[k] != v}
         existing = {p for k in theirs for p in [*_prefixes(k), k]}
-        return FlatConfig(choices, values, set(mine.keys() - existing), new_groups, job)
+        return FlatConfig(choices, values, set(mine.keys() - existing), reaching, job)
 
     def command(self, flat: FlatConfig, multirun: bool = False) -> str:
         """The single-run command line for a flattened config: changed group choices, then changed values."""
-        args = [
-            _choice_override(g, c, g in flat.new_groups)
-            for g, c in flat.choices.items()
-            if g in flat.new_groups or self.default_choices.get(g) != c
-        ]
+        args = list(flat.choice_overrides)
         args += [f"{'+' if k in flat.added else ''}{k}={_value_text(v)}" for k, v in flat.values.items()]
         return command_line(self.script, *(["-m"] if multirun else []), *args)
 
@@ -175,9 +198,7 @@ def export_preset(
     stem = path_safe(study_name) + suffix
     name = f"{PRESET_GROUP}/{stem}"
     path = generated_conf_dir(root_dir) / "preset" / PRESET_GROUP / f"{stem}.yaml"
-    defaults: list[Any] = [
-        {f"{'' if g in flat.new_groups else 'override '}/{g}": c} for g, c in flat.choices.items()
-    ]
+    defaults: list[Any] = [_defaults_entry(o) for o in flat.choice_overrides]
     body = {"defaults": [*defaults, "_self_"], **_nest(flat.values)}
     _write_config(path, note, body)
     option = flattener.option("preset", name)
@@ -217,9 +238,9 @@ def export_focused(
     path = generated_conf_dir(root_dir) / "search" / FOCUSED_GROUP / f"{stem}.yaml"
     searched = {override_key(k) for k in space}
     defaults = [
-        {f"override /{g}": c}
-        for g, c in flat.choices.items()
-        if g not in searched and g not in flat.new_groups and flattener.default_choices.get(g) != c
+        _defaults_entry(o)
+        for o in flat.choice_overrides
+        if override_key(o) not in searched and not o.startswith("+")
     ]
     body: dict[str, Any] = {"defaults": defaults} if defaults else {}
     body["hydra"] = {"sweeper": {"params": dict(space)}}
@@ -245,16 +266,24 @@ def _write_config(path: Path, note: str, body: dict[str, Any]) -> None:
     path.write_text(f"# @package _global_\n{comments}" + OmegaConf.to_yaml(OmegaConf.create(body)))
 
 
-def _training_choices(cfg: DictConfig) -> dict[str, str | None]:
+def _training_choices(cfg: DictConfig) -> dict[str, str]:
+    """The groups a config takes and their options; a group left null (`debug: null`) takes none."""
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     assert isinstance(choices, dict)
     return {
-        str(g): c for g, c in choices.items() if not str(g).startswith("hydra") and str(g) not in SWEEP_GROUPS
+        str(g): str(c)
+        for g, c in choices.items()
+        if c is not None and not str(g).startswith("hydra") and str(g) not in SWEEP_GROUPS
     }
 
 
-def _choice_override(group: str, choice: str | None, new: bool) -> str:
-    return f"{'+' if new else ''}{group}={'null' if choice is None else choice}"
+def _defaults_entry(choice_override: str) -> dict[str, str | None]:
+    """A group override as a generated config's defaults entry: `g=c` → `override /g: c`, `+g=c` → `/g: c`
+    (a group the app's defaults lack), `~g` → `override /g: null`."""
+    group, _, choice = choice_override.lstrip("+~").partition("=")
+    if choice_override.startswith("~"):
+        return {f"override /{group}": None}
+    return {f"{'' if choice_override.startswith('+') else 'override '}/{group}": choice}
 
 
 def _job(cfg: DictConfig) -> dict[str, Any]:

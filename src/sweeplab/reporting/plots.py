@@ -59,12 +59,16 @@ def write_plots(view: StudyView, out_dir: Path, ranked_params: list[str]) -> lis
             fig.update_layout(title=f"{view.name}: {title}")
             if name == "intermediate_values":
                 _mark_pauses_plotly(fig, pauses)
-            plot.html = out_dir / f"{name}.html"
+            html = out_dir / f"{name}.html"
             # every plot loads the one plotly.min.js written beside it: offline, and one copy per sweep dir
-            fig.write_html(plot.html, include_plotlyjs="directory", full_html=True)
-            plot.png = out_dir / f"{name}.png"
-            _save_png(draw, plot.png, name, view.param_names, pauses)
-        except Exception as exc:  # Optuna refuses some studies (e.g. one distinct value); the report says why
+            fig.write_html(html, include_plotlyjs="directory", full_html=True)
+            plot.html = html
+            png = out_dir / f"{name}.png"
+            _save_png(draw, png, name, view.param_names, pauses)
+            plot.png = png  # only once written: the report inlines it
+        except (
+            Exception
+        ) as exc:  # Optuna refuses some studies (one trial, one distinct value): a note says why
             plot.skipped = one_line(exc)
             log.warning("plot %s not drawn: %s", name, plot.skipped)
     return plots

@@ -308,7 +308,9 @@ def completion(view: StudyView, stats: dict[str, Any]) -> list[Block]:
     states = [(s, counts[s]) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING") if counts.get(s)]
     items = []
     epochs = stats["epochs"]
-    if epochs["unpruned"]:
+    if epochs["run"] is None:  # an app that reports no per-epoch value: nothing to count
+        items.append("epochs run: not reported (the trials reported no per-epoch values)")
+    elif epochs["unpruned"]:
         items.append(
             f"epochs run: {epochs['run']} of the {epochs['unpruned']} an unpruned study would have run "
             f"({100 * epochs['saved_fraction']:.0f}% saved by pruning)"
@@ -469,7 +471,7 @@ def plot_gallery(plots: list[Plot]) -> list[Block]:
         blocks += [Heading(plot.title, 3), Image(plot.png, plot.title)]
     blocks += [
         Para("Interactive versions (plotly, offline: they load plots/plotly.min.js):"),
-        Links([(p.title, f"plots/{p.name}.html") for p in drawn if p.html]),
+        Links([(p.title, f"plots/{p.name}.html") for p in plots if p.html]),
     ]
     skipped = [f"{p.title}: not drawn ({p.skipped})" for p in plots if p.skipped]
     return blocks + ([Bullets(skipped)] if skipped else [])

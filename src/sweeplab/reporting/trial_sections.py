@@ -44,6 +44,7 @@ def all_trials(view: StudyView, fallback: int | None) -> list[Block]:
     )
     pruned += [t for t in view.pruned if t not in pruned]
     rest = [t for t in view.trials if t.state not in (TrialState.COMPLETE, TrialState.PRUNED)]
+    epochs = _epochs_reported(view)
     rows = []
     for rank, t in enumerate([*complete, *pruned, *rest], start=1):
         values, state = _ranked_values(view, t)
@@ -53,7 +54,7 @@ def all_trials(view: StudyView, fallback: int | None) -> list[Block]:
                 t.number,
                 *values,
                 state,
-                t.user_attrs.get(ATTR_EPOCHS),
+                *([t.user_attrs.get(ATTR_EPOCHS)] if epochs else []),
                 _trial_note(view, t, fallback),
                 *(t.params.get(p) for p in params),
             ]
@@ -65,9 +66,18 @@ def all_trials(view: StudyView, fallback: int | None) -> list[Block]:
         Para(
             f"Complete trials by {view.metric}, then pruned ones by their value at the epoch they were pruned "
             "(a value from fewer epochs, so ranked below), then failed and unfinished ones."
+            + ("" if epochs else " The trials reported no epochs, so none are listed.")
         ),
-        Table(["rank", "trial", *view.metrics, "state", "epochs", "note", *params], rows),
+        Table(
+            ["rank", "trial", *view.metrics, "state", *(["epochs"] if epochs else []), "note", *params], rows
+        ),
     ]
+
+
+def _epochs_reported(view: StudyView) -> bool:
+    """Whether any trial recorded the epochs it ran (an app that reports per epoch through Lightning's
+    callback does; one that returns a value only does not, and its tables have no empty epochs column)."""
+    return any(ATTR_EPOCHS in t.user_attrs for t in view.trials)
 
 
 def _ranked_values(view: StudyView, trial: FrozenTrial) -> tuple[list[Any], str]:
@@ -101,8 +111,14 @@ def pareto_front(view: StudyView) -> list[Block]:
     if view.single or not view.front:
         return []
     params = view.param_names
+    epochs = _epochs_reported(view)
     rows = [
-        [t.number, *t.values, t.user_attrs.get(ATTR_EPOCHS), *(t.params.get(p) for p in params)]
+        [
+            t.number,
+            *t.values,
+            *([t.user_attrs.get(ATTR_EPOCHS)] if epochs else []),
+            *(t.params.get(p) for p in params),
+        ]
         for t in view.front
     ]
     return [
@@ -111,7 +127,7 @@ def pareto_front(view: StudyView) -> list[Block]:
             "The complete trials no other complete trial matches or beats in every objective: each is a "
             "different trade-off (no order among them). Next steps give the command that exports one as a preset."
         ),
-        Table(["trial", *view.metrics, "epochs", *params], rows),
+        Table(["trial", *view.metrics, *(["epochs"] if epochs else []), *params], rows),
     ]
 
 

@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.reduction import ForkingPickler
@@ -38,7 +38,7 @@ import optuna
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, run_job
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab.errors import SweeplabError, config_error, failure, one_line
 from sweeplab.search.outage import StorageUnreachable
@@ -73,11 +73,27 @@ class Outcome:
             return cls(error="RuntimeError: job failed")
         if isinstance(raised, StorageUnreachable):  # the job lost its storage: not the params' fault
             return cls(error=one_line(raised), lost=True)
+        mistake = _config_mistake(raised)
+        if mistake is not None:  # e.g. in a callback Hydra instantiated: its message, not Hydra's wrapper
+            return cls(error=one_line(mistake), config_error=True)
         return cls(
             error=failure(raised),
             pruned=isinstance(raised, optuna.TrialPruned),
             config_error=isinstance(raised, SweeplabError),
         )
+
+
+def _config_mistake(raised: BaseException) -> SweeplabError | None:
+    """The SweeplabError that `raised` is or wraps (Hydra's InstantiationException wraps what a `_target_`
+    raised, and keeps only its first line in view)."""
+    seen: set[int] = set()
+    exc: BaseException | None = raised
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, SweeplabError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 class Executor(Protocol):
@@ -110,8 +126,11 @@ class LauncherBatches:
     """Trials through a Hydra launcher, in batches of up to `n_jobs`: `start` queues a trial, `wait_any`
     launches the queue and returns when the launcher does, with every trial's outcome."""
 
-    def __init__(self, launch: Launch, n_jobs: int) -> None:
-        self.launch, self.n_jobs = launch, n_jobs
+    def __init__(self, launch: Launch, n_jobs: int, quiet_dir: Path | None = None) -> None:
+        """`quiet_dir`: the launcher runs jobs in this process (Hydra's basic launcher), one at a time, and
+        each job's output goes to `worker.log` in its job dir, as a forked worker's does; the sweep dir
+        holds it where a job made no dir. None: the launcher's and the jobs' output stay as they are."""
+        self.launch, self.n_jobs, self.quiet_dir = launch, n_jobs, quiet_dir
         self.queued: dict[int, list[str]] = {}
 
     @property
@@ -129,17 +148,63 @@ class LauncherBatches:
         numbers = list(self.queued)
         if not numbers:
             return []
-        if numbers == list(range(numbers[0], numbers[0] + len(numbers))):
+        if self.quiet_dir is not None:
+            returns = [self._launch_quietly(n, self.queued[n]) for n in numbers]
+        elif numbers == list(range(numbers[0], numbers[0] + len(numbers))):
             returns = list(self.launch([self.queued[n] for n in numbers], numbers[0]))
         else:
             returns = [r for n in numbers for r in self.launch([self.queued[n]], n)]
         self.queued.clear()
         return [(n, Outcome.of(r)) for n, r in zip(numbers, returns, strict=True)]
 
+    def _launch_quietly(self, number: int, overrides: list[str]) -> JobReturn:
+        """Job `number` in this process, its stdout and stderr (prints, progress bars, the app's logging,
+        whatever its job logging looks like) in its job dir's worker.log; the sweep's console stays the
+        sweep's. The job dir is known once the job has run, so the output goes to the sweep dir first."""
+        assert self.quiet_dir is not None
+        self.quiet_dir.mkdir(parents=True, exist_ok=True)
+        spill = self.quiet_dir / f"{number}.{WORKER_LOG}"
+        with output_to(spill):
+            (ret,) = self.launch([overrides], number)
+        job_dir = OmegaConf.select(ret.hydra_cfg or {}, "hydra.runtime.output_dir", default=None)
+        if job_dir is not None and Path(job_dir).is_dir():
+            with open(Path(job_dir) / WORKER_LOG, "ab") as out, open(spill, "rb") as spilled:
+                out.write(spilled.read())
+            spill.unlink()
+        return ret
+
     def stop_all(self) -> list[int]:
         """A launcher cannot be stopped from here: an interrupted launch has already returned."""
         self.queued.clear()
         return []
+
+
+@contextlib.contextmanager
+def output_to(path: Path) -> Iterator[None]:
+    """This process's stdout and stderr appended to `path` for the block: file descriptors 1 and 2, so that
+    prints, progress bars, logging handlers made before the block (Lightning's own) and C libraries all
+    go there, whatever Python objects they hold."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    try:
+        saved = (os.dup(1), os.dup(2))
+    except OSError:  # no stdout or stderr to redirect (a daemon's closed descriptors): nothing to hide
+        yield
+        return
+    out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, out):
+            os.close(fd)
 
 
 def visible_devices() -> list[str]:

@@ -44,6 +44,7 @@ from sweeplab.search.records import (
     ATTR_FAIL_REASON,
     ATTR_LOST,
     ATTR_OVERRIDES,
+    ATTR_PRUNE_REFUSED,
     ATTR_PRUNED_AT,
     ATTR_QUICK,
     INTERRUPTED,
@@ -122,6 +123,7 @@ class StudySweep:
         self.heartbeats = Heartbeats(study, plan.conf.heartbeat_interval)
         self.exhausted: str | None = None  # why no new configuration can be proposed
         self.others = OtherSweeps(study, plan.conf.heartbeat_interval)
+        self.refusal_said = False  # a trainer that refused to stop the pruner: said once (`say_refused`)
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self) -> str:
@@ -312,6 +314,7 @@ class StudySweep:
         state, problem = self.store_outcome(trial, outcome)
         self.session_finished += 1
         self.status_line(trial)
+        self.say_refused(trial)
         if outcome.config_error:  # a config problem fails every trial alike: stop now, with its one line
             raise SweeplabError(problem.removeprefix(f"{SweeplabError.__name__}: "))
         rate = self.plan.conf.max_failure_rate
@@ -329,7 +332,7 @@ class StudySweep:
         problem = outcome.error
         if problem is None:
             values, problem = _values(outcome.value, len(self.plan.directions))
-        if outcome.pruned or (problem is None and ATTR_PRUNED_AT in frozen.user_attrs):
+        if outcome.pruned or (problem is None and frozen.user_attrs.get(ATTR_PRUNED_AT) is not None):
             state = TrialState.PRUNED
             self.study.tell(trial, state=state)
             pauses.keep_best(self.study, self.plan.conf.paused_kept)
@@ -344,6 +347,26 @@ class StudySweep:
             self.study.tell(trial, state=state)
             self.session_failed += 1
         return state, problem
+
+    def say_refused(self, trial: optuna.Trial) -> None:
+        """Once per sweep: a trial whose trainer went on after the pruner said stop (`ATTR_PRUNE_REFUSED`),
+        so pruning saved less than it says, or nothing."""
+        refused = storage_of(self.study).get_trial(trial_id(trial)).user_attrs.get(ATTR_PRUNE_REFUSED)
+        if not refused or self.refusal_said:
+            return
+        self.refusal_said = True
+        stopped = refused.get("stopped_at")
+        log.warning(
+            "trial %d: the pruner said stop after epoch %s but its trainer went on (%s) %s, so it is stored "
+            "%s; pruning saves epochs only where the trainer can stop (said once per sweep)",
+            trial.number,
+            refused.get("asked_at"),
+            refused.get("why"),
+            f"to epoch {stopped}"
+            if stopped is not None
+            else f"to the end ({refused.get('epochs_run')} epochs)",
+            f"PRUNED at epoch {stopped}" if stopped is not None else "COMPLETE",
+        )
 
     def status_line(self, trial: optuna.Trial) -> None:
         """The console's line for the trial just told (`status.status_line`)."""

@@ -25,7 +25,7 @@ GENERATED_SEARCHPATH = f"file://{STUDIES_DIR}/{GENERATED_CONF}"
 # ... which does not exist before a study has written there: Hydra's warning about that says nothing wrong
 warnings.filterwarnings(
     "ignore",
-    message=f"provider=hydra.searchpath in main, path={STUDIES_DIR}/{GENERATED_CONF} is not available",
+    message=f"provider=hydra.searchpath in [a-z-]+, path={STUDIES_DIR}/{GENERATED_CONF} is not available",
 )
 
 

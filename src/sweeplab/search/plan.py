@@ -8,6 +8,8 @@ the search space against the config's keys and groups, the sampler against the s
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,11 +23,11 @@ from omegaconf import DictConfig, OmegaConf
 from sweeplab.config import typed
 from sweeplab.errors import SweeplabError, config_error, one_line
 from sweeplab.search.interrupts import stop_signals_blocked
-from sweeplab.search.naming import study_name
+from sweeplab.search.naming import path_safe, study_name
 from sweeplab.search.pruning import build_pruner, build_sampler
 from sweeplab.search.records import ranked, searched_space
 from sweeplab.search.schema import SweeplabSweeperConf
-from sweeplab.search.space import SearchSpace, focused_space, format_value, override_key
+from sweeplab.search.space import SearchSpace, focused_space, format_value, override_key, qualified
 from sweeplab.search.storage import load_study, masked_argument, resolve_storage
 
 Compose = Callable[[list[str]], DictConfig]  # overrides → the job config with its `hydra` node
@@ -60,6 +62,17 @@ class SweepPlan:
     focus: Focus | None  # staged search: the earlier study and its narrowed space
     # Hydra overrides every job gets (not stored with its trial): a quiet console, see `_quiet_console`
     hydra_overrides: list[str] = field(default_factory=list)
+    # what every trial runs with beside its params (see `fixed_settings`): a stored study with others is
+    # not continued by this sweep
+    fixed: dict[str, str] = field(default_factory=dict)
+    # this setup's own study, where the default one holds another: `<default name>-<setup_id>`
+    setup_id: str = ""
+    config_dir: str | None = None  # the app's primary config dir (`file://...`, `pkg://...`), for reports
+
+    @property
+    def derived_name(self) -> str:
+        """The study this setup runs when the default study holds another setup (no `study_name` given)."""
+        return f"{self.study_name}-{self.setup_id}"
 
     @property
     def directions(self) -> list[str]:
@@ -105,6 +118,7 @@ def make_plan(
 
     hydra_job = config.hydra.job
     name = study_name(conf.study_name, hydra_job.get("name"), conf.study_suffix)
+    fixed = fixed_settings(conf, space)
     return SweepPlan(
         conf=conf,
         study_name=name,
@@ -120,7 +134,58 @@ def make_plan(
         command=[masked_argument(a) for a in sys.argv[1:]],
         focus=focus,
         hydra_overrides=_quiet_console(config),
+        fixed=fixed,
+        setup_id=_setup_id(fixed, space, conf.directions, config),
+        config_dir=_config_dir(config),
     )
+
+
+# Command-line keys that choose how to search, not what a trial runs: `hparams_search` picks the sweeper's
+# settings (its budget part, quick validation, is compared on its own; the space is compared as a space).
+SEARCH_CHOICES = ("hparams_search",)
+
+
+def fixed_settings(conf: SweeplabSweeperConf, space: SearchSpace) -> dict[str, str]:
+    """What every trial runs with beside its searched params, by key: the fixed overrides of the command
+    line and of `hydra.sweeper.params` (experiment choices, `trainer.max_epochs=5`, `~debug`), the fixed
+    values of conditional branches, and quick validation. Two sweeps with other fixed settings measure
+    other things, so their trials never share a study silently. Not compared: `hparams_search` and the
+    run-control keys (n_trials, n_jobs, timeout, storage, sampler, pruner, ...), which a continued study
+    may change."""
+    out = {
+        key.lstrip("+"): value
+        for key, value in space.fixed.items()
+        if override_key(key) not in SEARCH_CHOICES and not override_key(key).startswith("hydra.")
+    }
+    for parent, branches in space.conditional.items():
+        for when, branch in branches.items():
+            out.update({qualified(k.lstrip("+"), parent, when): v for k, v in branch.fixed.items()})
+    quick = conf.quick_validation
+    if quick.enabled:
+        for name in QUICK_KEYS:
+            if getattr(quick, name) is not None:
+                out[f"hydra.sweeper.quick_validation.{name}"] = format_value(getattr(quick, name))
+    return dict(sorted(out.items()))
+
+
+def _setup_id(fixed: dict[str, str], space: SearchSpace, directions: list[str], config: DictConfig) -> str:
+    """A short name for a sweep's setup, the same for every run of the same command (whatever its
+    n_trials): the group options it picks on the command line (`experiment=wide` → `wide`), then a hash
+    of its fixed settings, space and directions."""
+    groups = config.hydra.runtime.get("choices") or {}
+    picked = [v for k, v in fixed.items() if k in groups and not k.startswith("~") and v != "null"]
+    digest = json.dumps({"fixed": fixed, "space": space.to_json(), "directions": directions}, sort_keys=True)
+    label = path_safe("_".join(picked))[:40] if picked else ""
+    return f"{label}-{hashlib.sha1(digest.encode()).hexdigest()[:6]}".lstrip("-")
+
+
+def _config_dir(config: DictConfig) -> str | None:
+    """The app's primary config dir as Hydra found it (`file:///...`, `pkg://...`): a report composes the
+    app's own config from it, whichever app it is."""
+    for source in OmegaConf.select(config, "hydra.runtime.config_sources", default=None) or []:
+        if source.get("provider") == "main" and source.get("path"):
+            return f"{source.schema}://{source.path}"
+    return None
 
 
 def _space(
@@ -153,9 +218,10 @@ QUIET_CONSOLE = "++hydra.job_logging.handlers.console.level=WARNING"
 
 
 def _quiet_console(config: DictConfig) -> list[str]:
-    """A study's console shows one status line per trial: each job's INFO lines go to its own log file
-    only, its warnings and errors to both. `hydra.verbose=true` keeps the jobs' consoles as they are, and
-    so does an app whose job logging has no handler named `console` (Hydra's default has one)."""
+    """A study's console shows one status line per trial: whatever a job writes to its console goes to its
+    worker.log (`executors.output_to`, any app). Where its job logging has Hydra's `console` handler, that
+    handler is set to warnings, so that sweeplab's own train app also leaves out its progress bar
+    (`training.build.quiet_console`). `hydra.verbose=true` keeps the jobs' consoles as they are."""
     if config.hydra.get("verbose") or OmegaConf.select(config, "hydra.job_logging.handlers.console") is None:
         return []
     return [QUIET_CONSOLE]

@@ -29,7 +29,10 @@ ATTR_QUICK = "quick_overrides"  # the quick-validation part of `overrides`: drop
 ATTR_OUTPUT_DIR = "output_dir"
 ATTR_EPOCHS = "epochs_run"
 ATTR_MAX_EPOCHS = "max_epochs"  # the epochs the trial would have run unpruned
-ATTR_PRUNED_AT = "pruned_at_epoch"
+ATTR_PRUNED_AT = "pruned_at_epoch"  # None once set: the trainer refused to stop (see ATTR_PRUNE_REFUSED)
+# the pruner said stop and the trainer went on (min_epochs, a callback): {asked_at, stopped_at (None: never
+# stopped, so the trial completes), epochs_run, why}; the sweep warns once
+ATTR_PRUNE_REFUSED = "prune_refused"
 ATTR_FOLD_VALUES = "fold_values"  # a k-fold trial's value of each fold it finished (its value is their mean)
 ATTR_FAIL_REASON = "fail_reason"
 ATTR_TEST = "test_metrics"  # what the job measured on its held-out test split, where it has one
@@ -66,6 +69,10 @@ STUDY_FOCUSED_FROM = "sweeplab:focused_from"  # the earlier study a focused one 
 STUDY_STOPPED = "sweeplab:stopped"
 STUDY_PAUSED_REMOVED = "sweeplab:paused_removed"  # {trial number: why its paused checkpoint was removed}
 STUDY_SETTINGS = "sweeplab:settings"  # the sweep's sampler, pruner and budget as configured (for the report)
+STUDY_FIXED = (
+    "sweeplab:fixed"  # {key: value}: what every trial runs with beside its params (plan.fixed_settings)
+)
+STUDY_CONFIG_DIR = "sweeplab:config_dir"  # the app's primary config dir: a report composes the app's config
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -124,6 +131,23 @@ def stored_space(study: optuna.Study) -> dict[str, str] | None:
     """The search space the study was run with, as distribution JSON by param name."""
     raw = study.user_attrs.get(STUDY_SPACE)
     return json.loads(raw) if raw else None
+
+
+def fixed_differences(stored: dict[str, str], mine: dict[str, str]) -> list[str]:
+    """Human-readable differences between a stored study's fixed settings and a sweep's:
+    `key: stored -> this sweep's`, `(not set)` where one has no such setting."""
+
+    def shown(key: str, values: dict[str, str]) -> str:
+        if key not in values:
+            return "(not set)"
+        return "deleted" if key.startswith("~") else values[key]
+
+    keys = sorted(stored.keys() | mine.keys(), key=lambda k: k.lstrip("~"))
+    return [
+        f"{k.lstrip('~')}: {shown(k, stored)} -> {shown(k, mine)}"
+        for k in keys
+        if stored.get(k) != mine.get(k) or (k in stored) != (k in mine)
+    ]
 
 
 def searched_space(study: optuna.Study, trials: Iterable[FrozenTrial]) -> dict[str, BaseDistribution]:

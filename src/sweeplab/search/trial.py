@@ -89,6 +89,17 @@ class StudyTrial:
         self.set(ATTR_PRUNED_AT, step)
         return True
 
+    def record(self, value: float, step: int) -> None:
+        """Report `value` at `step` without asking the pruner: a fit told to stop that went on anyway."""
+        if not math.isnan(value) and len(self.study.directions) == 1:
+            self.trial.report(value, step)
+            self.set(ATTR_PRUNED_AT, step)
+
+    def unprune(self) -> None:
+        """The pruner said stop and the fit ran its whole budget anyway: store the trial as it ended
+        (COMPLETE with its value), not PRUNED."""
+        self.set(ATTR_PRUNED_AT, None)
+
     def record_pause(self, checkpoint: Path, step: int, epoch: int, fold: int | None) -> None:
         """The checkpoint of the epoch this trial was pruned at: a rescue resumes it there."""
         self.set(ATTR_PAUSED, {"checkpoint": str(checkpoint), "step": step, "epoch": epoch, "fold": fold})

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
 
-from sweeplab.errors import SweeplabError
-from sweeplab.search.records import ATTR_EPOCHS
+from sweeplab.errors import SweeplabError, did_you_mean
+from sweeplab.search.records import ATTR_EPOCHS, ATTR_MAX_EPOCHS, ATTR_PRUNE_REFUSED
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -117,9 +117,13 @@ class FoldPlace:
 
 
 class PruningCallback(L.Callback):
-    """Reports the optimized metric after every validation epoch (`StudyTrial.report`, the API any
-    training loop uses); stops the fit when the pruner says so, and then, where the study keeps paused
-    trials (`pause.keep`), saves a checkpoint of that epoch for a rescue to resume from.
+    """Reports a logged metric after every validation epoch (`StudyTrial.report`, the API any training loop
+    uses); stops the fit when the pruner says so, and then, where the study keeps paused trials
+    (`pause.keep`), saves a checkpoint of that epoch for a rescue to resume from.
+
+    Any Lightning app adds it by config alone (`callbacks.prune: {_target_: sweeplab.PruningCallback,
+    monitor: val/acc}`): it finds its trial itself, and the study's direction says which way is better.
+    Outside a sweeplab study it does nothing. sweeplab's own runs pass their trial and place in the trial.
 
     Step = epochs completed (1, 2, ...), so a pruner's warm-up and Hyperband's resources count epochs.
     A k-fold run fits its folds one after another: fold f (from 0) reports its own value at epoch e as
@@ -127,38 +131,129 @@ class PruningCallback(L.Callback):
     the same folds with the same budget, so a step means the same fold and epoch in every trial: values at
     one step are comparable, and a hopeless trial is pruned during its first fold. The last epoch of the
     last fold is the trial's last step: it is reported, never pruned.
+
+    A trainer may refuse to stop (`trainer.min_epochs`, another callback resetting `should_stop`): the trial
+    is then stored PRUNED at the epoch the fit did stop, or COMPLETE when it ran its whole budget, with the
+    epochs it really ran, and `ATTR_PRUNE_REFUSED` says so (the sweep warns once).
     """
 
-    def __init__(self, study_trial: StudyTrial, metric: str, place: FoldPlace | None = None) -> None:
-        self.study_trial = study_trial
-        self.metric = metric
+    def __init__(
+        self,
+        monitor: str | None = None,
+        *,
+        study_trial: StudyTrial | None = None,
+        place: FoldPlace | None = None,
+        metric: str | None = None,
+        **unknown: Any,
+    ) -> None:
+        if unknown:
+            wrong = sorted(unknown)[0]
+            raise SweeplabError(
+                f"sweeplab.PruningCallback: unknown argument {wrong!r}"
+                f"{did_you_mean(wrong, ['monitor'])}; it takes monitor=<a metric the LightningModule logs>"
+            )
+        if not (monitor or metric):
+            raise SweeplabError(
+                "sweeplab.PruningCallback: monitor is missing; set it to the metric to prune on, as the "
+                "LightningModule logs it (monitor: val/acc)"
+            )
+        self.monitor = str(monitor or metric)
         self.place = place or FoldPlace()
-        self.pruned_at: int | None = None
+        self.pruned_at: int | None = None  # the step the fit stopped at, once the pruner said stop
+        self._asked_at: int | None = None  # the step the pruner said stop at
+        self._trial = study_trial
+        self._own = study_trial is None  # built from an app's config: it finds its trial, checks `monitor`
+
+    @property
+    def metric(self) -> str:
+        """`monitor`, under the name sweeplab's own runs gave it."""
+        return self.monitor
+
+    @property
+    def study_trial(self) -> StudyTrial | None:
+        return self._trial
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._own and stage == "fit":
+            from sweeplab.search.trial import job_trial  # the job's trial; None outside a study
+
+            self._trial = job_trial()
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        budget = trainer.max_epochs
+        if self._own and self._trial is not None and budget is not None and budget > 0:
+            self._trial.set(ATTR_MAX_EPOCHS, int(budget))  # what an unpruned trial runs: the report's savings
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or self.metric not in trainer.callback_metrics:
-            return  # MetricHistory reports a metric that is never logged
-        value = float(trainer.callback_metrics[self.metric])
+        trial = self._trial
+        if trainer.sanity_checking or trial is None:
+            return
+        if self.monitor not in trainer.callback_metrics:
+            if not self._own:
+                return  # sweeplab's runs: MetricHistory says that their optimized metric is never logged
+            logged = ", ".join(sorted(trainer.callback_metrics)) or "none"
+            raise SweeplabError(
+                f"sweeplab.PruningCallback: monitor={self.monitor!r} was never logged; metrics logged: {logged}"
+            )
+        value = float(trainer.callback_metrics[self.monitor])
         epoch = trainer.current_epoch + 1
         step = self.place.step_offset + epoch
-        self.study_trial.set(ATTR_EPOCHS, self.place.epochs_before + epoch - self.place.resumed_epochs)
-        last = self.place.last_fold and trainer.max_epochs is not None and epoch >= trainer.max_epochs
-        if self.study_trial.report(value, step, last=last):
+        trial.set(ATTR_EPOCHS, self.place.epochs_before + epoch - self.place.resumed_epochs)
+        if self._asked_at is not None:  # told to stop, the fit went on: report what it really does
+            trial.record(value, step)
             self.pruned_at = step
+            trainer.should_stop = True  # again, should another callback have reset it
+            return
+        last = self.place.last_fold and trainer.max_epochs is not None and epoch >= trainer.max_epochs
+        if trial.report(value, step, last=last):
+            self.pruned_at = self._asked_at = step
             where = f"step {step} (epoch {epoch} of a fold)" if self.place.step_offset else f"epoch {step}"
-            log.info("trial %d pruned after %s (%s=%.4f)", self.study_trial.number, where, self.metric, value)
+            log.info("trial %d pruned after %s (%s=%.4f)", trial.number, where, self.monitor, value)
             trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """The pause: after the epoch's validation and checkpointing, so the saved state is the one the next
         epoch would have started from (model, optimizer, scheduler, loops, callbacks, random state)."""
         pause_dir = self.place.pause_dir
-        if self.pruned_at is None or pause_dir is None or not self.study_trial.pause_keep:
+        trial = self._trial
+        if self.pruned_at is None or pause_dir is None or trial is None or not trial.pause_keep:
             return
         path = pause_dir / PAUSED_CHECKPOINT
         trainer.save_checkpoint(path)
-        self.study_trial.record_pause(path, self.pruned_at, trainer.current_epoch + 1, self.place.fold)
-        log.info("trial %d paused: %s", self.study_trial.number, path)
+        trial.record_pause(path, self.pruned_at, trainer.current_epoch + 1, self.place.fold)
+        log.info("trial %d paused: %s", trial.number, path)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Where the pruner said stop and the fit went on, record what happened: a fit that ran its whole
+        budget saved nothing and completes; one that stopped later than asked is pruned where it stopped."""
+        trial, asked = self._trial, self._asked_at
+        if trial is None or asked is None or self.pruned_at == asked:
+            return
+        budget = trainer.max_epochs
+        ran_all = budget is not None and budget > 0 and trainer.current_epoch >= budget
+        if ran_all:
+            self.pruned_at = None
+            trial.unprune()
+        trial.set(
+            ATTR_PRUNE_REFUSED,
+            {
+                "asked_at": asked,
+                "stopped_at": self.pruned_at,
+                "epochs_run": self.place.epochs_before + trainer.current_epoch - self.place.resumed_epochs,
+                "why": _why_not_stopped(trainer, asked - self.place.step_offset),
+            },
+        )
+
+
+def _why_not_stopped(trainer: L.Trainer, epoch: int) -> str:
+    """What kept a fit going after `trainer.should_stop` was set at `epoch` (epochs counted from 1)."""
+    min_epochs = trainer.fit_loop.min_epochs
+    if min_epochs and epoch < min_epochs:
+        return f"trainer.min_epochs={min_epochs}"
+    min_steps = trainer.fit_loop.epoch_loop.min_steps
+    if min_steps:
+        return f"trainer.min_steps={min_steps}"
+    return "another callback reset trainer.should_stop"
 
 
 class RandomState(L.Callback):

@@ -224,7 +224,7 @@ def _pruning_callback(
         resumed_epochs=resumed,
         pause_dir=Path(cfg.paths.output_dir) / "checkpoints",
     )
-    return PruningCallback(study_trial, str(cfg.optimized_metric), place)
+    return PruningCallback(str(cfg.optimized_metric), study_trial=study_trial, place=place)
 
 
 def _log_data(cfg: DictConfig, study_trial: StudyTrial | None, fold: int | None, dm: ImageDataModule) -> None:
