@@ -65,6 +65,15 @@ def fast(*extra: str) -> list[str]:
     return [*FAST, *quiet, *extra]
 
 
+@pytest.fixture(autouse=True)
+def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The decode cache of every test (and of the commands it runs) in a fresh folder: tests never write
+    into the real ~/.cache, and none reads what another left."""
+    folder = tmp_path_factory.mktemp("xdg-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
+    return folder
+
+
 @pytest.fixture
 def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
     """compose(overrides) → the root config as runners/train.py would see it, writing under tmp_path."""

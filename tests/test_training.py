@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from sweeplab.data import clear_cache
 from sweeplab.training import train
 from tests.conftest import CONF, SEED_004_COMMAND, fast
 
@@ -16,7 +17,8 @@ MODEL_IMG = {"swin_base": 32, "test_vit": 32}
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 
 
-def test_default_run_writes_metrics_and_returns_best_value(compose_cfg, tmp_path):
+def test_a_run_writes_its_metrics_and_a_second_run_reads_the_decode_cache(compose_cfg, tmp_path):
+    clear_cache()  # decoded in this test, into its own decode cache
     cfg = compose_cfg(fast("trainer.max_epochs=2"))
     value = train(cfg)
     metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
@@ -28,6 +30,13 @@ def test_default_run_writes_metrics_and_returns_best_value(compose_cfg, tmp_path
     assert Path(metrics["best_checkpoint"]).is_file()
     assert (Path(cfg.paths.output_dir) / "config_resolved.yaml").is_file()
     assert 0.0 <= value <= 1.0
+    # a second run on the same data reads the decode cache the first one wrote
+    assert metrics["data"]["images_decoded"] > 0 and metrics["data"]["read_s"] >= 0
+    clear_cache()  # what a new process starts with
+    again = compose_cfg(fast("trainer.max_epochs=1"))
+    train(again)
+    second = json.loads((Path(again.paths.output_dir) / "metrics.json").read_text())
+    assert second["data"]["images_decoded"] == 0, second["data"]
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -14,7 +15,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from sweeplab.data.augment import BatchAugment
-from sweeplab.data.cache import cached
+from sweeplab.data.cache import CacheSettings, cache_stats, cached
 from sweeplab.data.sources import ImageSet
 from sweeplab.errors import config_error
 
@@ -45,6 +46,14 @@ def check_folds(folds: Any, fold: Any = 0, key: str = "data.folds") -> tuple[int
     if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
         raise config_error("data.fold", fold, f"must be an integer in [0, {folds - 1}] (data.folds={folds})")
     return folds, fold
+
+
+def _how(how: str, decoded: int) -> str:
+    if how == "memory":
+        return "in memory (data.cache=false, or a source that is not cached on disk)"
+    if decoded == 0:
+        return "read from the decode cache"
+    return {"built": "cached at", "rebuilt": "cache rebuilt at"}.get(how, how)
 
 
 class _Rows(Dataset):
@@ -83,6 +92,9 @@ class ImageDataModule(L.LightningDataModule):
         device: str | None = None,
         folds: int | None = None,
         fold: int = 0,
+        cache: bool = True,
+        cache_dir: str | None = None,
+        host_cache_max_gb: float | None = None,
     ) -> None:
         super().__init__()
         if int(img_size) < 1:
@@ -110,6 +122,20 @@ class ImageDataModule(L.LightningDataModule):
                 f"needs one value per channel (data.in_chans={in_chans}), as does data.std",
             )
         self.folds, self.fold = check_folds(folds, fold)
+        if not isinstance(cache, bool):
+            raise config_error("data.cache", cache, "allowed: true (decode once, keep on disk), false")
+        if host_cache_max_gb is not None and float(host_cache_max_gb) < 0:
+            raise config_error(
+                "data.host_cache_max_gb", host_cache_max_gb, "must be 0 or more (GiB), or null"
+            )
+        self.cache = CacheSettings(
+            enabled=cache,
+            cache_dir=None if cache_dir in (None, "") else str(cache_dir),
+            host_max_bytes=None if host_cache_max_gb is None else int(float(host_cache_max_gb) * 2**30),
+        )
+        # what load() did, for the run log and metrics.json: images decoded by this datamodule, seconds
+        # spent reading/decoding, the cache entry and how it was got (hit, built, rebuilt, memory)
+        self.data_stats: dict[str, Any] = {}
         self.source = source
         self.img_size, self.in_chans = int(img_size), int(in_chans)
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
@@ -135,9 +161,28 @@ class ImageDataModule(L.LightningDataModule):
 
     # -- loading ---------------------------------------------------------------------------------
     def load(self) -> ImageSet:
-        """Decode (or fetch from the process cache) and split; idempotent."""
+        """Read the decoded images (process memory, else the disk cache, else decode) and split;
+        idempotent. Logs how long the read took and how many images this process decoded for it."""
         if self.data is None:
-            self.data = self.source.load(self.img_size, self.in_chans)
+            before, started = cache_stats().get("images_decoded", 0), time.perf_counter()
+            self.data = self.source.load(self.img_size, self.in_chans, self.cache)
+            self.data_stats = {
+                "images_decoded": cache_stats().get("images_decoded", 0) - before,
+                "read_s": round(time.perf_counter() - started, 3),
+                "cache": self.data.how,
+                "cache_path": self.data.stored,
+                "mapped": self.data.mapped,
+            }
+            log.info(
+                "data: %d images (%d px, %d ch) in %.2f s: %d decoded, %s%s",
+                len(self.data),
+                self.img_size,
+                self.in_chans,
+                self.data_stats["read_s"],
+                self.data_stats["images_decoded"],
+                _how(self.data.how, self.data_stats["images_decoded"]),
+                f" {self.data.stored}" if self.data.stored else "",
+            )
             self.splits = self._split(self.data.labels.numpy())
             self.resident_device = self._resident_device(self.data)
         return self.data

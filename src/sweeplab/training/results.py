@@ -33,6 +33,7 @@ class FoldRun:
     classes: tuple[str, ...]
     compile_s: float | None = None
     ran: int = -1  # epochs trained by this job (less than len(epochs) when resumed); -1: len(epochs)
+    data: dict[str, Any] | None = None  # how the datamodule got its images (decoded, or read from the cache)
 
     def __post_init__(self) -> None:
         if self.ran < 0:
@@ -82,6 +83,14 @@ def run_metrics(
     }
     if folds is not None:
         result["folds"] = [_fold_record(i, r) for i, r in enumerate(runs)]
+    stats = [r.data for r in runs if r.data]
+    if stats:  # summed over folds: a later fold reads what the first decoded
+        result["data"] = {
+            "images_decoded": sum(int(s["images_decoded"]) for s in stats),
+            "read_s": round(sum(float(s["read_s"]) for s in stats), 3),
+            "cache": stats[0].get("cache"),
+            "mapped": stats[0].get("mapped"),
+        }
     if runs[0].compile_s is not None:
         result["compile_s"] = runs[0].compile_s
     if resumed is not None:

@@ -191,6 +191,7 @@ def _fit(
         pruned_at=pruned_at,
         classes=dm.classes,
         compile_s=compile_timer.compile_s if compile_timer else None,
+        data=dict(dm.data_stats),
         ran=len(epochs) - resumed,
     )
 
