@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -20,3 +23,16 @@ def test_every_venv_tool_the_readme_names_is_installed_by_its_set_up_and_runs():
         )
     result = subprocess.run([str(bin_dir / "optuna-dashboard"), "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "storage" in result.stdout.lower()
+
+
+@pytest.mark.slow
+def test_the_readmes_tab_completion_installs_for_python_and_completes_train_groups():
+    readme = (ROOT / "README.md").read_text()
+    assert 'eval "$(python runners/train.py -sc install=bash)"' in readme
+    train = [sys.executable, "runners/train.py"]
+    installed = subprocess.run([*train, "-sc", "install=bash"], cwd=ROOT, capture_output=True, text=True)
+    assert installed.returncode == 0 and "-F hydra_bash_completion python" in installed.stdout
+    line = "python runners/train.py hparams_search="
+    env = {**os.environ, "COMP_LINE": line, "COMP_POINT": str(len(line))}
+    query = subprocess.run([*train, "-sc", "query=bash"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert query.returncode == 0 and "hparams_search=optuna_fast" in query.stdout.split(), query.stdout

@@ -26,7 +26,7 @@ from sweeplab.search.records import (
 from sweeplab.search.space import SearchSpace
 from sweeplab.search.view import StudyView, dumps
 from tests.browser import dump_dom, measure, needs_browser, screenshot
-from tests.conftest import PLOTS
+from tests.conftest import PLOTS, QUICK, run_cli
 
 EVIL = "<script>document.title='pwned'</script>&\"'"
 SPACE = {
@@ -390,3 +390,10 @@ def test_the_png_plots_axis_labels_do_not_overlap_with_long_dotted_param_names(t
         labels = plotted[0].get_xticklabels()
         assert "models.optimizer.\nweight_decay" in [t.get_text() for t in labels]  # Optuna cut it at 17
     assert len(labels) >= 4 and _overlapping(labels) == []
+
+
+@pytest.mark.slow
+def test_a_two_trial_study_draws_its_plots_without_matplotlib_warnings(tmp_path):
+    result = run_cli(["-m", "hparams_search=optuna_fast", "hydra.sweeper.n_trials=2", *QUICK], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "identical low and high" not in result.stdout + result.stderr

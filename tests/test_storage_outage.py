@@ -358,6 +358,35 @@ def test_a_postgresql_server_restarted_or_stopped_mid_study_is_waited_out(tmp_pa
 
 
 @pytest.mark.slow
+@needs_postgres
+def test_a_server_down_past_storage_retry_stops_the_sweep_in_one_line_and_the_same_command_resumes(tmp_path):
+    if shutil.which("pg_ctlcluster") is None:
+        pytest.skip("the test stops the server with pg_ctlcluster (Debian's PostgreSQL, as .ci/postgres)")
+    assert POSTGRES, "SWEEPLAB_REQUIRE_POSTGRES is set: set SWEEPLAB_TEST_POSTGRES too"
+    name = f"outage_{uuid.uuid4().hex[:8]}"
+    n_trials = 4
+    args = [*_sweep_args(POSTGRES, name, n_trials), "hydra.sweeper.storage_retry=8"]
+    sweep, log = _start(args, tmp_path)
+    try:
+        _wait_for_running(POSTGRES, name, sweep)
+        assert _pg("stop", "-m", "fast").returncode == 0
+        rc = sweep.wait(timeout=180)
+    finally:
+        _pg_up()
+        if sweep.poll() is None:
+            sweep.kill()
+    output = log.read_text()
+    assert rc == 1, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    gave_up = [line for line in output.splitlines() if "gave up (hydra.sweeper.storage_retry=8)" in line]
+    assert gave_up and all("sweeplab:***@" in line and "sweeplab-ci-pw" not in line for line in gave_up)
+    assert "run the same command to resume" in gave_up[-1]
+    (tmp_path / "again").mkdir()
+    resumed, again = _start(args, tmp_path / "again")
+    _ended_cleanly(resumed, again, POSTGRES, name, n_trials)
+
+
+@pytest.mark.slow
 def test_a_sqlite_study_on_a_disk_that_fills_up_for_a_while_finishes(tmp_path):
     small = tmp_path / "small"
     small.mkdir()

@@ -168,19 +168,20 @@ def _save_png(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        # trials that all reached one value (digits: val/f1 1.0) draw a flat axis; matplotlib widens it itself
-        warnings.filterwarnings("ignore", message="Attempting to set identical low and high ylims")
+        # trials that all reached one value (digits: val/f1 1.0), or a study of two trials with one param
+        # value, draw a flat axis; matplotlib widens it itself
+        warnings.filterwarnings("ignore", message="Attempting to set identical low and high [xy]lims")
         axes = draw(mpl_backend)
-    figure = np.asarray(axes).ravel()[0].figure
-    _legible(figure, name, params)
-    if name == "intermediate_values" and pauses:
-        ax = figure.axes[0]
-        ax.scatter(*zip(*pauses, strict=True), marker="x", s=80, c="black", zorder=5, label=PAUSE_LABEL)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-    try:
-        figure.savefig(path, dpi=100, bbox_inches="tight")
-    finally:
-        plt.close(figure)
+        figure = np.asarray(axes).ravel()[0].figure
+        _legible(figure, name, params)
+        if name == "intermediate_values" and pauses:
+            ax = figure.axes[0]
+            ax.scatter(*zip(*pauses, strict=True), marker="x", s=80, c="black", zorder=5, label=PAUSE_LABEL)
+            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+        try:
+            figure.savefig(path, dpi=100, bbox_inches="tight")
+        finally:
+            plt.close(figure)
 
 
 # Inches per param axis: Optuna's matplotlib figures keep one width whatever the number of params, so past
