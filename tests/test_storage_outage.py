@@ -403,8 +403,9 @@ def test_a_sqlite_study_on_a_disk_that_fills_up_for_a_while_finishes(tmp_path):
         sweep, log = _start(_sweep_args(url, name, n_trials), tmp_path)
         _wait_for_running(url, name, sweep)
         ballast = small / "ballast"
-        with ballast.open("wb") as f, contextlib.suppress(OSError):
-            while True:  # until the disk is full
+        # until the disk is full; closing the file may fail too (its buffer cannot be written either)
+        with contextlib.suppress(OSError), ballast.open("wb") as f:
+            while True:
                 f.write(b"\0" * 65536)
                 f.flush()
         time.sleep(8)
