@@ -90,7 +90,13 @@ def check_config(cfg: DictConfig) -> None:
         cfg.trainer.accelerator = "cpu"  # the sweeper never touches CUDA: its forked workers may
     optimized_mode(cfg)
     check_folds(cfg.data.get("folds"))
-    build_net(cfg, build_datamodule(cfg))
+    data_log = logging.getLogger("sweeplab.data")
+    level = data_log.level
+    data_log.setLevel(logging.WARNING)  # the check's "data: ..." line is no trial's: kept off the console
+    try:
+        build_net(cfg, build_datamodule(cfg))
+    finally:
+        data_log.setLevel(level)
 
 
 def optimized_mode(cfg: DictConfig) -> str:
