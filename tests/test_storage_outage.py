@@ -164,6 +164,7 @@ def test_an_error_that_is_not_an_outage_is_raised_at_once(error):
         sa.DBAPIError("SELECT", {}, Exception("server closed the connection"), connection_invalidated=True),
         sa.DisconnectionError("gone"),
         sa.InvalidatePoolError("gone"),
+        sa.PendingRollbackError("Can't reconnect until invalid transaction is rolled back."),
     ],
     ids=lambda e: type(e).__name__ + ":" + str(getattr(e, "orig", e))[:20],
 )
@@ -324,6 +325,56 @@ needs_postgres = pytest.mark.skipif(
     not POSTGRES and not os.environ.get("SWEEPLAB_REQUIRE_POSTGRES"),
     reason="no PostgreSQL server: .ci/postgres starts one; then set SWEEPLAB_TEST_POSTGRES to its URL",
 )
+
+
+@pytest.mark.slow
+@needs_postgres
+def test_storage_calls_from_several_threads_ride_out_three_server_stops(tmp_path):
+    """A job's threads (reports, attrs, heartbeats, the pruner reading all trials) share one storage; the
+    connections a stop kills surface as several errors (refused, shut down, PendingRollbackError in Optuna's
+    `_get_trials` fallback), each of which must be waited out, not raised."""
+    if shutil.which("pg_ctlcluster") is None:
+        pytest.skip("the test stops the server with pg_ctlcluster (Debian's PostgreSQL, as .ci/postgres)")
+    assert POSTGRES, "SWEEPLAB_REQUIRE_POSTGRES is set: set SWEEPLAB_TEST_POSTGRES too"
+    storage = open_storage(POSTGRES, heartbeat_interval=5)
+    study = optuna.create_study(study_name=f"threads_{uuid.uuid4().hex[:8]}", storage=storage)
+    trial_id = study.ask()._trial_id
+    raised: list[BaseException] = []
+    done = threading.Event()
+    calls = {
+        "report": lambda i: storage.set_trial_intermediate_value(trial_id, i, 0.5),
+        "attr": lambda i: storage.set_trial_user_attr(trial_id, "step", i),
+        "heartbeat": lambda i: storage.record_heartbeat(trial_id),
+        "all trials": lambda i: storage.get_all_trials(study._study_id),
+    }
+
+    def hammer(call) -> None:
+        i = 0
+        while not done.is_set():
+            i += 1
+            try:
+                call(i)
+            except BaseException as exc:  # noqa: BLE001 - any escape is the failure
+                raised.append(exc)
+                return
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=hammer, args=(call,), daemon=True) for call in calls.values()]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(3):
+            time.sleep(2)
+            _pg("stop", "-m", "fast")
+            time.sleep(3)
+            _pg_up()
+        time.sleep(2)
+    finally:
+        done.set()
+        _pg_up()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not raised, [f"{type(e).__name__}: {e} <- {e.__cause__!r}" for e in raised]
 
 
 @pytest.mark.slow

@@ -94,7 +94,8 @@ def outage_cause(exc: BaseException) -> BaseException | None:
     Optuna wraps SQLAlchemy's errors in `StorageInternalError` ("... e.g. exceeding max length") and a
     failed opening is a `SweeplabError`: both are looked through to what they were raised from. The first
     other error of the chain decides: SQLAlchemy's OperationalError, InterfaceError, DisconnectionError,
-    InvalidatePoolError, pool TimeoutError and any DBAPIError whose connection was invalidated are an outage
+    InvalidatePoolError, pool TimeoutError, PendingRollbackError (Optuna's `_get_trials` retries in the
+    session whose connection just died) and any DBAPIError whose connection was invalidated are an outage
     (for SQLite only "locked", "disk is full", "disk I/O error", "unable to open"); integrity and programming
     errors, a corrupt file and Optuna's own errors are not."""
     from sqlalchemy import exc as sa
@@ -108,6 +109,8 @@ def outage_cause(exc: BaseException) -> BaseException | None:
             return e.orig if isinstance(e.orig, BaseException) else e
         if isinstance(e, sa.DisconnectionError | sa.InvalidatePoolError | sa.TimeoutError):
             return e
+        if isinstance(e, sa.PendingRollbackError):
+            return e  # a connection lost mid-transaction, met again before its session was rolled back
         if isinstance(e, sa.OperationalError | sa.InterfaceError):
             cause = e.orig if isinstance(e.orig, BaseException) else e
             return cause if _transient_message(cause) else None
