@@ -23,7 +23,13 @@ from optuna.trial import TrialState
 import sweeplab
 from sweeplab.errors import SweeplabError
 from sweeplab.search.executors import Outcome
-from sweeplab.search.records import ATTR_EPOCHS, ATTR_MAX_EPOCHS, ATTR_PRUNE_REFUSED, ATTR_PRUNED_AT
+from sweeplab.search.records import (
+    ATTR_CHECKPOINTS,
+    ATTR_EPOCHS,
+    ATTR_MAX_EPOCHS,
+    ATTR_PRUNE_REFUSED,
+    ATTR_PRUNED_AT,
+)
 from tests.apps.template.blobs import BlobsDataModule, BlobsLitModule
 from tests.conftest import ROOT, Swept, sweep
 
@@ -192,6 +198,11 @@ def test_a_template_app_is_pruned_by_config_and_its_console_has_one_line_per_tri
     assert all("Test metric" in (sweep_dir / str(t.number) / "worker.log").read_text() for t in trials)
     stats = json.loads((sweep_dir / "study_stats.json").read_text())
     assert 0 < stats["epochs"]["saved_fraction"] < 1
+    # the callback told the study what the app's ModelCheckpoint saved: only the 3 best keep it
+    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
+    assert all(t.user_attrs.get(ATTR_CHECKPOINTS) for t in trials)
+    on_disk = {t.number for t in trials if any(Path(p).is_file() for p in t.user_attrs[ATTR_CHECKPOINTS])}
+    assert on_disk == {t.number for t in complete[:3]}
 
 
 @pytest.mark.slow

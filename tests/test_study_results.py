@@ -62,6 +62,22 @@ def _study(root: Path) -> optuna.Study:
     return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{root / 'studies' / STUDY}.db")
 
 
+def test_only_the_three_best_trials_keep_a_weights_only_checkpoint_and_best_params_lists_them(root):
+    import torch
+
+    study, out = _study(root), _sweep_dir(root)
+    on_disk = {int(p.parent.parent.name) for p in out.glob("*/checkpoints/*.ckpt")}
+    ranked = sorted((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
+    best3 = {t.number for t in ranked[:3]}
+    assert on_disk == best3  # pruned trials and the other complete ones keep none
+    listed = json.loads((out / "best_params.json").read_text())["checkpoints"]
+    assert [int(n) for n in listed] == [t.number for t in ranked[:3]]
+    for paths in listed.values():
+        state = torch.load(paths[0], map_location="cpu", weights_only=True)
+        assert "state_dict" in state and "optimizer_states" not in state
+    assert "Checkpoints kept: 3 trial(s)" in (out / "report.md").read_text()
+
+
 def test_study_files_say_what_the_storage_holds(root):
     study, out = _study(root), _sweep_dir(root)
     best = study.best_trial

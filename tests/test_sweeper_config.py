@@ -63,6 +63,10 @@ def test_the_plan_carries_the_schemas_defaults_and_the_configs_values(compose_cf
             r"^hydra\.sweeper\.heartbeat_interval=1: must be a whole number of seconds >= 5 \(the minimum",
         ),
         ("hydra.sweeper.rescue.top_k=-1", r"^hydra\.sweeper\.rescue\.top_k=-1: must be an integer >= 0$"),
+        (
+            "hydra.sweeper.checkpoints.keep=-2",
+            r"^hydra\.sweeper\.checkpoints\.keep=-2: must be an integer >= 0, or null$",
+        ),
         ("+hydra.sweeper.focus.into=x", r"^hydra\.sweeper\.focus\.into='x': allowed keys: from$"),
         (
             "hydra.sweeper.n_trials=???",

@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sweeplab.errors import SweeplabError, config_error
+from sweeplab.search.checkpoints import removed_reasons, with_checkpoints
 from sweeplab.search.records import ATTR_OUTPUT_DIR
 from sweeplab.search.view import StudyView
 
@@ -71,6 +72,17 @@ def from_study(view: StudyView, top_k: int) -> list[Member]:
     if not ranked:
         states = ", ".join(f"{n} {s.lower()}" for s, n in view.counts.items() if n) or "no trials"
         raise SweeplabError(f"study_name={view.name!r}: no complete trial to predict with ({states})")
+    removed = removed_reasons(view.study)
+    gone = [t.number for t in ranked[:top_k] if str(t.number) in removed]
+    if gone:
+        have = with_checkpoints(view.study, ranked)
+        raise config_error(
+            "top_k",
+            top_k,
+            f"study {view.name!r}: trial(s) {', '.join(map(str, gone))} have no checkpoint "
+            f"({removed[str(gone[0])]}); ask top_k={have} or fewer, or keep more checkpoints with "
+            f"hydra.sweeper.checkpoints.keep={top_k} (or null) when running the study",
+        )
     members: list[Member] = []
     for trial in ranked[:top_k]:
         where = trial.user_attrs.get(ATTR_OUTPUT_DIR)

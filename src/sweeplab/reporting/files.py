@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial
 
 from sweeplab.reporting.analysis import study_stats
+from sweeplab.search.checkpoints import kept
 from sweeplab.search.records import (
     ATTR_EPOCHS,
     ATTR_FAIL_REASON,
@@ -50,12 +51,15 @@ def write_files(
 
 
 def best_params(view: StudyView, retrain: str | None) -> dict[str, Any]:
+    # the checkpoint files the study keeps (hydra.sweeper.checkpoints.keep), by trial, best first
+    checkpoints = {str(n): paths for n, paths in kept(view.study, view.trials).items()}
     if not view.single:
         return {
             "study_name": view.name,
             "metrics": view.metrics,
             "directions": view.directions,
             "pareto_front": view.front_rows(),
+            "checkpoints": checkpoints,
         }
     best = view.best
     return {
@@ -66,6 +70,7 @@ def best_params(view: StudyView, retrain: str | None) -> dict[str, Any]:
         "value": best.values[0] if best else None,
         "params": dict(best.params) if best else {},
         "retrain": retrain,
+        "checkpoints": checkpoints,
     }
 
 

@@ -31,6 +31,7 @@ from sweeplab.reporting.analysis import (
 )
 from sweeplab.reporting.document import Block, Bullets, Code, Heading, Image, Links, Para, Table, cell
 from sweeplab.reporting.plots import Plot
+from sweeplab.search.checkpoints import kept, removed_reasons
 from sweeplab.search.records import (
     ATTR_EPOCHS,
     ATTR_FAIL_REASON,
@@ -338,7 +339,25 @@ def completion(view: StudyView, stats: dict[str, Any]) -> list[Block]:
             Para("The epoch pruned trials stopped at, and how many stopped there:"),
             Table(["epoch", "trials pruned"], sorted(at.items())),
         ]
-    return blocks
+    return blocks + checkpoints_kept(view)
+
+
+def checkpoints_kept(view: StudyView) -> list[Block]:
+    """The checkpoint files the study keeps (hydra.sweeper.checkpoints.keep), best trial first."""
+    holding = kept(view.study, view.trials)
+    removed = len(removed_reasons(view.study))
+    if not holding and not removed:
+        return []
+    by_number = {t.number: t for t in view.trials}
+    rows = [
+        [n, by_number[n].state.name.lower(), by_number[n].values[0] if by_number[n].values else None, path]
+        for n, paths in holding.items()
+        for path in paths
+    ]
+    said = f"Checkpoints kept: {len(holding)} trial(s)" + (
+        f"; {removed} trial(s) had theirs removed (hydra.sweeper.checkpoints.keep)" if removed else ""
+    )
+    return [Para(said + ("." if not rows else ":")), *([Table(["trial", "state", view.metrics[0], "file"], rows)] if rows else [])]
 
 
 def best_trial(view: StudyView, stats: dict[str, Any], plot: str | None) -> list[Block]:

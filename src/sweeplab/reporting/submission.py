@@ -13,6 +13,7 @@ from optuna.trial import FrozenTrial
 
 from sweeplab.reporting.document import Block, Code, Para
 from sweeplab.reporting.export import command_line
+from sweeplab.search.checkpoints import with_checkpoints
 from sweeplab.search.naming import path_safe
 from sweeplab.search.records import ATTR_EPOCHS, ATTR_OUTPUT_DIR, ATTR_QUICK
 from sweeplab.search.storage import default_storage, has_password
@@ -118,7 +119,10 @@ def _input(files: tuple[dict[str, Any], DictConfig] | None) -> list[str]:
 def _top_k_command(view: StudyView, predict: str, root_dir: Path) -> str | None:
     if not view.single or not view.ranked():
         return None
-    args = [f"study_name={view.name}", f"top_k={TOP_K}"]
+    top_k = min(TOP_K, with_checkpoints(view.study, view.ranked()))
+    if top_k == 0:
+        return None
+    args = [f"study_name={view.name}", f"top_k={top_k}"]
     if view.storage_url != default_storage(view.name, root_dir):
         if has_password(view.storage_url) or "***" in view.storage_url:
             return None  # a printed command would carry the password; the README says how to pass it

@@ -21,7 +21,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.errors import SweeplabError, one_line
-from sweeplab.search import pauses
+from sweeplab.search import checkpoints, pauses
 from sweeplab.search.coordination import (
     OtherSweeps,
     close_surplus_waiting,
@@ -181,6 +181,7 @@ class StudySweep:
             return None
         close_surplus_waiting(self.study)
         pauses.remove_all(self.study, "the study ended")
+        checkpoints.keep_best(self.study, self.plan.conf.checkpoints.keep)
         return self.exhausted or done_reason(self.plan.n_trials, self.study.get_trials(deepcopy=False))
 
     def close_open_trials(self, exc: BaseException) -> None:
@@ -346,6 +347,7 @@ class StudySweep:
                 trial.set_user_attr(ATTR_CONFIG_ERROR, True)
             self.study.tell(trial, state=state)
             self.session_failed += 1
+        checkpoints.keep_best(self.study, self.plan.conf.checkpoints.keep)
         return state, problem
 
     def say_refused(self, trial: optuna.Trial) -> None:

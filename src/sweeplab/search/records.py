@@ -42,6 +42,8 @@ ATTR_GUARD_SAVED = "guard_saved"  # [[step, rule], ...]: the pruner said stop, t
 ATTR_RESCUE_OF = "rescue_of"  # on a rescue trial: the number of the pruned trial it re-runs
 # on a pruned trial: {checkpoint, step, epoch, fold} of the epoch it was pruned at (a rescue resumes there)
 ATTR_PAUSED = "paused"
+# the checkpoint files the trial's fits saved (recorded by PruningCallback): hydra.sweeper.checkpoints.keep
+ATTR_CHECKPOINTS = "checkpoints"
 # on a rescue: {trial, step, checkpoint} it resumed from, or {trial, reason} why it trained from scratch
 ATTR_RESUMED = "resumed"
 ATTR_FOCUS_BEST = "best_of"  # on the first trial of a focused study: the study whose best params it re-runs
@@ -68,6 +70,7 @@ STUDY_PRUNER = "sweeplab:pruner"
 STUDY_FOCUSED_FROM = "sweeplab:focused_from"  # the earlier study a focused one narrows
 STUDY_STOPPED = "sweeplab:stopped"
 STUDY_PAUSED_REMOVED = "sweeplab:paused_removed"  # {trial number: why its paused checkpoint was removed}
+STUDY_CHECKPOINTS_REMOVED = "sweeplab:checkpoints_removed"  # {trial number: why its checkpoints were removed}
 STUDY_SETTINGS = "sweeplab:settings"  # the sweep's sampler, pruner and budget as configured (for the report)
 STUDY_FIXED = (
     "sweeplab:fixed"  # {key: value}: what every trial runs with beside its params (plan.fixed_settings)

@@ -100,6 +100,21 @@ class PauseConf:
 
 
 @dataclass
+class CheckpointsConf:
+    """What a study keeps on disk of the checkpoints its trials' fits saved."""
+
+    # only the `keep` best complete trials keep theirs (removed as a trial falls out); pruned and failed
+    # trials keep none; null: every trial keeps its own
+    keep: int | None = 3
+
+    def __post_init__(self) -> None:
+        if self.keep is not None and self.keep < 0:
+            raise config_error(
+                "hydra.sweeper.checkpoints.keep", self.keep, "must be an integer >= 0, or null"
+            )
+
+
+@dataclass
 class SweeplabSweeperConf:
     _target_: str = TARGET
     _recursive_: bool = False  # sampler and pruner are built by the sweeper, after its checks
@@ -131,6 +146,7 @@ class SweeplabSweeperConf:
     focus: dict[str, Any] = field(default_factory=dict)  # {} or {from: <study>}
     rescue: RescueConf = field(default_factory=RescueConf)
     pause: PauseConf = field(default_factory=PauseConf)
+    checkpoints: CheckpointsConf = field(default_factory=CheckpointsConf)
     study_suffix: str = ""
     # seconds for this invocation of the study: after it no new trial starts, the running ones end (a hung
     # worker at most stall_timeout later)

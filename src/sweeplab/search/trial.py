@@ -25,6 +25,7 @@ from sweeplab.search.optuna_access import storage_of, study_id
 from sweeplab.search.outage import DEFAULT_RETRY_S, Outage, RetryingStorage
 from sweeplab.search.pruning import build_pruner
 from sweeplab.search.records import (
+    ATTR_CHECKPOINTS,
     ATTR_OUTPUT_DIR,
     ATTR_PAUSED,
     ATTR_PRUNED_AT,
@@ -99,6 +100,14 @@ class StudyTrial:
         """The pruner said stop and the fit ran its whole budget anyway: store the trial as it ended
         (COMPLETE with its value), not PRUNED."""
         self.set(ATTR_PRUNED_AT, None)
+
+    def record_checkpoints(self, paths: list[str]) -> None:
+        """Checkpoint files a fit of this trial saved (a k-fold trial's fits add theirs): the sweep keeps
+        only the best trials' (`hydra.sweeper.checkpoints.keep`)."""
+        known = [str(p) for p in self.trial.user_attrs.get(ATTR_CHECKPOINTS) or []]
+        new = [p for p in paths if p not in known]
+        if new:
+            self.set(ATTR_CHECKPOINTS, known + new)
 
     def record_pause(self, checkpoint: Path, step: int, epoch: int, fold: int | None) -> None:
         """The checkpoint of the epoch this trial was pruned at: a rescue resumes it there."""

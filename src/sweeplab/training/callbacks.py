@@ -9,19 +9,18 @@ import random
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
 from sweeplab.errors import SweeplabError, did_you_mean
 from sweeplab.search.records import ATTR_EPOCHS, ATTR_MAX_EPOCHS, ATTR_PRUNE_REFUSED
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from sweeplab.search.trial import StudyTrial
 
 log = logging.getLogger(__name__)
@@ -223,9 +222,29 @@ class PruningCallback(L.Callback):
         trial.record_pause(path, self.pruned_at, trainer.current_epoch + 1, self.place.fold)
         log.info("trial %d paused: %s", trial.number, path)
 
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._record_checkpoints(trainer)  # a failed trial keeps none: the sweep must know what to remove
+
+    def _record_checkpoints(self, trainer: L.Trainer) -> None:
+        """Tell the trial which files the fit's ModelCheckpoint callbacks saved, so that the sweep keeps only
+        the best trials' (`hydra.sweeper.checkpoints.keep`)."""
+        if self._trial is None:
+            return
+        paths: list[str] = []
+        for saver in trainer.checkpoint_callbacks:
+            if isinstance(saver, ModelCheckpoint):
+                paths += [*saver.best_k_models, saver.best_model_path, saver.last_model_path]
+        files = [str(Path(p).resolve()) for p in dict.fromkeys(paths) if p and Path(p).is_file()]
+        if files:
+            self._trial.record_checkpoints(files)
+
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Where the pruner said stop and the fit went on, record what happened: a fit that ran its whole
-        budget saved nothing and completes; one that stopped later than asked is pruned where it stopped."""
+        """Record the fit's checkpoints; where the pruner said stop and the fit went on, record what
+        happened: a fit that ran its whole budget saved nothing and completes; one that stopped later than
+        asked is pruned where it stopped."""
+        self._record_checkpoints(trainer)
         trial, asked = self._trial, self._asked_at
         if trial is None or asked is None or self.pruned_at == asked:
             return
