@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from sweeplab.search.records import (
     ATTR_PRUNED_AT,
 )
 from tests.apps.template.blobs import BlobsDataModule, BlobsLitModule
-from tests.conftest import ROOT, Swept, sweep
+from tests.conftest import ROOT, Swept, load_trials, run_cli, sweep
 
 TEMPLATE = "tests/apps/template/train.py"
 PRUNE = "+callbacks.prune={_target_: sweeplab.PruningCallback, monitor: val/acc}"
@@ -169,8 +171,9 @@ def test_the_plugins_sweep_returns_none_as_the_stock_plugins_does(monkeypatch):
 
 
 def _template(args: list[str], cwd: Path, ok: bool = True) -> Swept:
-    env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return sweep(["hparams_search=optuna", *args], cwd, "train", ok=ok, script=TEMPLATE, env=env, timeout=400)
+    return sweep(
+        ["hparams_search=optuna", *args], cwd, "train", ok=ok, script=TEMPLATE, env=_app_env(), timeout=400
+    )
 
 
 def _sweep_dir(root: Path) -> Path:
@@ -251,3 +254,48 @@ def test_a_grid_of_one_point_ends_with_its_report_and_the_plots_it_could_not_dra
     assert [t.state for t in trials] == [TrialState.COMPLETE]
     (report,) = [p for p in tmp_path.glob("multirun/*/*/report.md") if not p.parent.is_symlink()]
     assert "not drawn" in report.read_text()
+
+
+def _said(result: Any, prefix: str) -> str:
+    return next(x for x in _console(result).splitlines() if prefix in x).split(prefix, 1)[1]
+
+
+def _app_env() -> dict[str, str]:
+    return {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.mark.slow
+def test_a_template_app_is_exported_retrained_as_printed_reported_and_two_experiments_get_two_studies(
+    tmp_path,
+):
+    """The whole path of a lightning-hydra-template user: a study pruned by config, its best trial exported
+    and retrained from the printed command to the same config, `runners/report.py` exporting it again with
+    the app's config, and another experiment (`min_epochs` set) without a study name in a study of its own
+    while the first command resumes the first study."""
+    result, trials = _template([PRUNE, "hydra.sweeper.n_trials=4"], tmp_path)
+    assert "export failed" not in _console(result)
+    best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    trial_config = (_sweep_dir(tmp_path) / str(best.number) / ".hydra" / "config.yaml").read_text()
+
+    command = shlex.split(_said(result, "retrain it: "))
+    rerun = subprocess.run(
+        command, cwd=tmp_path, env={**os.environ, **_app_env()}, capture_output=True, text=True, timeout=300
+    )
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    (run_config,) = (tmp_path / "logs" / "train" / "runs").glob("*/.hydra/config.yaml")
+    assert run_config.read_text() == trial_config  # the same config, key for key
+
+    (tmp_path / "studies" / "conf" / "preset" / "optimized" / "train.yaml").unlink()
+    report = run_cli(["study_name=train", "out_dir=again"], cwd=tmp_path, script="runners/report.py")
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert shlex.split(_said(report, "best trial exported: ")) == command
+    assert (tmp_path / "again" / "report.html").is_file()
+
+    quiet = "hydra.sweeper.report=false"
+    other, _ = _template([PRUNE, "experiment=example", "hydra.sweeper.n_trials=2", quiet], tmp_path)
+    said = _said(other, "study train holds another setup (")
+    name = said.split("this sweep runs study ", 1)[1].split(" ", 1)[0]
+    assert name.startswith("train-example-")
+    assert len(load_trials(tmp_path, name)) == 2
+    _template([PRUNE, "hydra.sweeper.n_trials=5", quiet], tmp_path)  # the first command, more trials
+    assert len(load_trials(tmp_path, "train")) == 5 and len(load_trials(tmp_path, name)) == 2
