@@ -29,6 +29,7 @@ LAYERS = {
     "sweeplab.reporting": 4,
     "sweeplab.predict": 4,
     "sweeplab.sweeper": 5,
+    "sweeplab.startup": 5,  # what the entry points load as a run starts
 }
 # Beyond the order: these never import each other's way.
 FORBIDDEN = {

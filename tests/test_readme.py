@@ -36,3 +36,22 @@ def test_the_readmes_tab_completion_installs_for_python_and_completes_train_grou
     env = {**os.environ, "COMP_LINE": line, "COMP_POINT": str(len(line))}
     query = subprocess.run([*train, "-sc", "query=bash"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert query.returncode == 0 and "hparams_search=optuna_fast" in query.stdout.split(), query.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runner", ["train", "predict", "report"])
+def test_help_answers_without_loading_torch_and_without_warnings(runner):
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", f"runners/{runner}.py", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and "== Configuration groups ==" in result.stdout
+    imported = {
+        line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
+    }
+    assert not {"torch", "lightning", "timm"} & imported
+    assert "Warning" not in "".join(
+        line for line in result.stderr.splitlines() if not line.startswith("import time:")
+    )
