@@ -15,6 +15,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState, create_trial
 
 from sweeplab.reporting import analysis, write_study_report
+from sweeplab.reporting.plots import write_plots
 from sweeplab.search.records import (
     ATTR_EPOCHS,
     ATTR_FAIL_REASON,
@@ -397,3 +398,17 @@ def test_a_two_trial_study_draws_its_plots_without_matplotlib_warnings(tmp_path)
     result = run_cli(["-m", "hparams_search=optuna_fast", "hydra.sweeper.n_trials=2", *QUICK], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "identical low and high" not in result.stdout + result.stderr
+
+
+def test_two_sweeps_of_a_study_share_one_plotly_js_in_the_studys_dir(tmp_path):
+    study = _study(tmp_path)
+    for i in range(4):
+        _add(
+            study, TrialState.COMPLETE, {"lr": 10 ** (-3 + i / 3), "depth": i + 1}, 0.5 + 0.1 * i, curve=[0.4]
+        )
+    study_dir = tmp_path / "multirun" / "exp" / "synthetic"
+    for sweep in ("10-00-00", "11-00-00"):
+        plots = write_plots(_view(study), study_dir / sweep / "plots", ["lr", "depth"], js_dir=study_dir)
+        drawn = [p for p in plots if p.html]
+        assert drawn and all('src="../../plotly.min.js"' in p.html.read_text() for p in drawn)
+    assert [p.relative_to(study_dir) for p in study_dir.rglob("*.js")] == [Path("plotly.min.js")]

@@ -112,9 +112,10 @@ def test_study_files_say_what_the_storage_holds(root):
     results = yaml.safe_load((out / "optimization_results.yaml").read_text())
     assert results == {"name": "optuna", "best_params": best.params, "best_value": pytest.approx(best.value)}
 
-    for name in PLOTS:
-        assert 'src="plotly.min.js"' in (out / "plots" / f"{name}.html").read_text()  # one shared copy
+    for name in PLOTS:  # one plotly.min.js for the study's sweeps, in its dir (multirun/<exp>/<study>/)
+        assert 'src="../../plotly.min.js"' in (out / "plots" / f"{name}.html").read_text()
         assert (out / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out.parent / "plotly.min.js").stat().st_size > 1_000_000 and not list(out.rglob("*.js"))
     # everything but the trials' checkpoints (kept for predict and rescue) fits in 8 MB
     assert sum(f.stat().st_size for f in out.rglob("*") if f.is_file() and f.suffix != ".ckpt") < 8_000_000
     report = (out / "report.md").read_text()

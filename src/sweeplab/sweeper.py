@@ -19,7 +19,6 @@ from hydra.core.plugins import Plugins
 from hydra.types import HydraContext, RunMode, TaskFunction
 from omegaconf import DictConfig, open_dict, read_write
 
-import sweeplab.search.naming  # noqa: F401  (registers the ${sweeplab.study_dir:...} resolver)
 from sweeplab.errors import one_line
 from sweeplab.hydra_errors import composing
 from sweeplab.reporting import write_study_report
@@ -29,6 +28,7 @@ from sweeplab.search.executors import LauncherBatches, ProcessPool, assign_devic
 from sweeplab.search.interrupts import EXIT_INTERRUPTED, Interrupted, stop_handlers
 from sweeplab.search.liveness import claim_sweep_dir, link_latest, release_sweep_dir
 from sweeplab.search.loop import run_study
+from sweeplab.search.naming import path_safe  # importing it registers ${sweeplab.study_dir:...}
 from sweeplab.search.opening import choose_study
 from sweeplab.search.plan import QUIET_CONSOLE, SweepPlan, make_plan
 from sweeplab.search.records import counted, state_counts
@@ -125,7 +125,10 @@ class StudySweeper:
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         retrain = None
         if plan.conf.report:
-            report = write_study_report(view, sweep_dir, Flattener(self.compose, plan.script), root_dir)
+            # a study's sweeps in a folder of their own (`${sweeplab.study_dir:...}`) share its plotly.min.js
+            study_dir = sweep_dir.parent if sweep_dir.parent.name == path_safe(view.name) else None
+            flattener = Flattener(self.compose, plan.script)
+            report = write_study_report(view, sweep_dir, flattener, root_dir, js_dir=study_dir)
             retrain = report.retrain
         else:
             write_files(view, sweep_dir, retrain=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,13 +42,17 @@ def importances(view: StudyView) -> dict[str, float]:
         return {}
 
 
-def write_plots(view: StudyView, out_dir: Path, ranked_params: list[str]) -> list[Plot]:
-    """Draw every plot that applies to the study into `out_dir`; a plot that cannot be drawn says why."""
+def write_plots(
+    view: StudyView, out_dir: Path, ranked_params: list[str], js_dir: Path | None = None
+) -> list[Plot]:
+    """Draw every plot that applies to the study into `out_dir`; a plot that cannot be drawn says why.
+    The HTML plots load one `plotly.min.js` (offline) from `js_dir`, written there once (default: `out_dir`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     import optuna.visualization as plotly_backend
 
     plots = []
     pauses = _pauses(view)
+    script = _plotly_js(js_dir or out_dir, out_dir)
     for name, title, why_not, draw in _specs(view, ranked_params):
         plot = Plot(name, title)
         plots.append(plot)
@@ -60,8 +65,7 @@ def write_plots(view: StudyView, out_dir: Path, ranked_params: list[str]) -> lis
             if name == "intermediate_values":
                 _mark_pauses_plotly(fig, pauses)
             html = out_dir / f"{name}.html"
-            # every plot loads the one plotly.min.js written beside it: offline, and one copy per sweep dir
-            fig.write_html(html, include_plotlyjs="directory", full_html=True)
+            fig.write_html(html, include_plotlyjs=script, full_html=True)
             plot.html = html
             png = out_dir / f"{name}.png"
             _save_png(draw, png, name, view.param_names, pauses)
@@ -75,6 +79,21 @@ def write_plots(view: StudyView, out_dir: Path, ranked_params: list[str]) -> lis
 
 
 Draw = Callable[[Any], Any]
+PLOTLY_JS = "plotly.min.js"
+
+
+def _plotly_js(js_dir: Path, out_dir: Path) -> str:
+    """`js_dir/plotly.min.js`, written unless there (to a temporary name, then renamed: sweeps of one study
+    may write it at once), as a path relative to `out_dir` for the plots' script tag."""
+    from plotly.offline import get_plotlyjs
+
+    js_dir.mkdir(parents=True, exist_ok=True)
+    target = js_dir / PLOTLY_JS
+    if not target.is_file():
+        part = js_dir / f".{PLOTLY_JS}.{os.getpid()}"
+        part.write_text(get_plotlyjs(), encoding="utf-8")
+        part.replace(target)
+    return Path(os.path.relpath(target, out_dir)).as_posix()
 
 
 def _specs(view: StudyView, ranked: list[str]) -> list[tuple[str, str, str | None, Draw]]:

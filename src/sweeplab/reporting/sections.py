@@ -357,7 +357,10 @@ def checkpoints_kept(view: StudyView) -> list[Block]:
     said = f"Checkpoints kept: {len(holding)} trial(s)" + (
         f"; {removed} trial(s) had theirs removed (hydra.sweeper.checkpoints.keep)" if removed else ""
     )
-    return [Para(said + ("." if not rows else ":")), *([Table(["trial", "state", view.metrics[0], "file"], rows)] if rows else [])]
+    return [
+        Para(said + ("." if not rows else ":")),
+        *([Table(["trial", "state", view.metrics[0], "file"], rows)] if rows else []),
+    ]
 
 
 def best_trial(view: StudyView, stats: dict[str, Any], plot: str | None) -> list[Block]:
@@ -489,7 +492,7 @@ def plot_gallery(plots: list[Plot]) -> list[Block]:
     for plot in drawn:
         blocks += [Heading(plot.title, 3), Image(plot.png, plot.title)]
     blocks += [
-        Para("Interactive versions (plotly, offline: they load plots/plotly.min.js):"),
+        Para("Interactive versions (plotly, offline: they load one plotly.min.js from disk):"),
         Links([(p.title, f"plots/{p.name}.html") for p in plots if p.html]),
     ]
     skipped = [f"{p.title}: not drawn ({p.skipped})" for p in plots if p.skipped]

@@ -80,8 +80,12 @@ def write_study_report(
     pruned_top_k: int = 3,
     export: bool = True,
     pick: Pick | None = None,
+    js_dir: Path | None = None,
 ) -> StudyReport:
     """Write files, plots, report.md/html into `out_dir`; with `export`, the best trial as a preset and a focused space.
+
+    `js_dir`: where the plots' one `plotly.min.js` lives (a study's sweeps share the one in the study's dir);
+    None: beside the plots.
 
     `flattener` recomposes trials (for the export and for the commands in the report). `pick` is one more
     trial to export, as `optimized/<study>_trial<N>` (the only way to export a trial of a multi-objective
@@ -101,7 +105,7 @@ def write_study_report(
     stats = study_stats(view)
     files = write_files(view, out_dir, retrain, stats, _picked_record(view, pick, picked))
     weights = importances(view)
-    plots = write_plots(view, out_dir / "plots", list(weights) or view.param_names)
+    plots = write_plots(view, out_dir / "plots", list(weights) or view.param_names, js_dir)
     report = StudyReport(out_dir, files, plots, preset, focused, notes, pick, picked, retrain)
     blocks = _blocks(view, stats, report, flattener, space, weights, pruned_top_k, Path(root_dir))
     (out_dir / "report.md").write_text(to_markdown(blocks, out_dir))
