@@ -291,6 +291,13 @@ def test_a_grid_smaller_than_n_trials_runs_each_point_once_and_stops(tmp_path):
         ([], ["models.optimizer.lr=0"], r"^models\.optimizer\.lr=0: must be a number > 0 \(found before"),
         (["data.img_size=2"], [], r"^data\.img_size=2: too small for test_resnet"),
         (["data=image_folder", "data.root=/nonexistent"], [], r"^data\.root='/nonexistent': no such folder"),
+        (
+            ["trainer.devices=2", "+trainer.strategy=ddp"],
+            [],
+            r"^trainer\.devices=2: a study's trial trains on one",
+        ),
+        (["trainer.devices=[0,1]"], [], r"^trainer\.devices=\[0, 1\]: a study's trial trains on one device"),
+        (["+trainer.num_nodes=2"], [], r"^trainer\.num_nodes=2: a study's trial trains on one device"),
         # a choice the space can take, though the config's own value is fine
         (
             [],

@@ -85,6 +85,7 @@ def check_config(cfg: DictConfig) -> None:
     batch size, model name, learning rate), checked on the CPU without training: the sweeper's
     `hydra.sweeper.check`, so that a study refuses a bad config before it writes anything. The decoded
     data stays in the process cache, where the study's trials find it."""
+    check_one_device(cfg)
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
         cfg.trainer.accelerator = "cpu"  # the sweeper never touches CUDA: its forked workers may
@@ -97,6 +98,37 @@ def check_config(cfg: DictConfig) -> None:
         build_net(cfg, build_datamodule(cfg))
     finally:
         data_log.setLevel(level)
+
+
+def check_one_device(cfg: DictConfig) -> None:
+    """A study's trial trains on one device. Under Hydra, Lightning's DDP launcher starts each extra rank by
+    running the command again, so with `-m` every rank would start a sweep of its own and train params of
+    its own sampling: refused in one line until trials on several devices are supported."""
+    trainer = cfg.trainer
+    devices = trainer.get("devices", 1)
+    several = False
+    if isinstance(devices, int):
+        several = devices > 1 or devices == -1
+    elif OmegaConf.is_list(devices) or isinstance(devices, list | tuple):
+        several = len(devices) > 1
+    elif isinstance(devices, str):
+        text = devices.strip()
+        several = (
+            "," in text.strip(",")
+            or text == "-1"
+            or (text.isdigit() and int(text) > 1)
+            or (text == "auto" and str(trainer.get("accelerator")) != "cpu" and torch.cuda.device_count() > 1)
+        )
+    if several or int(trainer.get("num_nodes") or 1) > 1:
+        key, value = ("trainer.devices", devices) if several else ("trainer.num_nodes", trainer.num_nodes)
+        raise config_error(
+            key,
+            OmegaConf.to_container(value) if OmegaConf.is_config(value) else value,
+            "a study's trial trains on one device (trials on several devices, DDP, are not supported yet: "
+            "each extra rank would start a sweep of its own); keep trainer.devices=1 and run trials side by "
+            "side with hydra.sweeper.n_jobs, then train the chosen config on several devices with "
+            "runners/train.py",
+        )
 
 
 def optimized_mode(cfg: DictConfig) -> str:
