@@ -73,7 +73,9 @@ def main() -> None:
             )
 
     print(f"machine: {machine()}")
-    print(f"{args.trials}-trial optuna_fast study on the bundled digits (the default test_resnet model, AdamW)")
+    print(
+        f"{args.trials}-trial optuna_fast study on the bundled digits (the default test_resnet model, AdamW)"
+    )
     print(f"{'':34} {'sweep dir':>10} {'checkpoints':>12} {'files':>6} {'bytes/param':>12}")
     for way, (total, ckpt, n, per_param) in found.items():
         print(f"{way:34} {total / 2**20:8.1f}MiB {ckpt / 2**20:10.1f}MiB {n:6d} {per_param:12.2f}")

@@ -9,6 +9,11 @@ off (`--repeats` times); the figure is each way's mean wall time and the images 
 
     python benchmarks/decode_cache.py                       # 6 trials, n_jobs=2, CPU
     python benchmarks/decode_cache.py --trials 12 --repeats 1
+    python benchmarks/decode_cache.py --runs 4              # 4 single runs in a row (fresh processes)
+
+`--runs K`: instead of a study, K single `runners/train.py` runs one after another, each its own process
+(as a retrain, a seed check, k-fold fold processes and predict runs are), sharing one cache that starts
+empty; the same K runs with `data.cache=false`.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="the PNGs' side in pixels")
     parser.add_argument("--img-size", type=int, default=64, help="data.img_size the trials train at")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=0, help="K single runs in a row instead of a study")
     parser.add_argument("overrides", nargs="*", help="more train.py overrides")
     args = parser.parse_args()
 
@@ -66,19 +72,23 @@ def main() -> None:
         folder = tmp / "digits128"
         make_folder(folder, args.size)
 
+        sweep = [
+            "-m",
+            "hparams_search=optuna_fast",
+            "~search",
+            "hydra/sweeper/sampler=random",
+            "hydra/sweeper/pruner=none",
+            "hydra.sweeper.sampler.seed=7",
+            "models.optimizer.lr=tag(log, interval(1e-4, 1e-2))",
+            f"hydra.sweeper.n_trials={args.trials}",
+            f"hydra.sweeper.n_jobs={args.n_jobs}",
+            "hydra.sweeper.quick_validation.enabled=false",
+            "hydra.sweeper.report=false",
+        ]
+
         def study(cache: bool) -> list[str]:
             return sweeplab(
-                "-m",
-                "hparams_search=optuna_fast",
-                "~search",
-                "hydra/sweeper/sampler=random",
-                "hydra/sweeper/pruner=none",
-                "hydra.sweeper.sampler.seed=7",
-                "models.optimizer.lr=tag(log, interval(1e-4, 1e-2))",
-                f"hydra.sweeper.n_trials={args.trials}",
-                f"hydra.sweeper.n_jobs={args.n_jobs}",
-                "hydra.sweeper.quick_validation.enabled=false",
-                "hydra.sweeper.report=false",
+                *([] if args.runs else sweep),
                 "data=image_folder",
                 f"data.root={folder}",
                 f"data.img_size={args.img_size}",
@@ -101,19 +111,24 @@ def main() -> None:
         times: dict[str, list[float]] = {w: [] for w in ways}
         counts: dict[str, list[int]] = {w: [] for w in ways}
         for i, way in enumerate([w for _ in range(args.repeats) for w in ways]):
-            run_dir, log = tmp / str(i), tmp / f"{i}.log"
-            env = {"XDG_CACHE_HOME": str(tmp / f"xdg{i}")}  # an empty cache for every run
-            times[way].append(timed(ways[way], run_dir, log, env=env))
-            counts[way].append(decoded(run_dir, log))
+            env = {"XDG_CACHE_HOME": str(tmp / f"xdg{i}")}  # an empty cache for every study (or K runs)
+            took, found = 0.0, 0
+            for k in range(max(1, args.runs)):
+                run_dir, log = tmp / f"{i}_{k}", tmp / f"{i}_{k}.log"
+                took += timed(ways[way], run_dir, log, env=env)
+                found += decoded(run_dir, log)
+            times[way].append(took)
+            counts[way].append(found)
             print(f"  {way}: {times[way][-1]:.1f}s, {counts[way][-1]} images decoded", flush=True)
 
     wall = {w: statistics.mean(t) for w, t in times.items()}
     n = {w: statistics.mean(c) for w, c in counts.items()}
     on, off = "cache on", "data.cache=false"
     print(f"machine: {machine()}")
+    what = f"{args.runs} single runs in a row" if args.runs else f"{args.trials} trials, n_jobs={args.n_jobs}"
     print(
-        f"{args.trials} trials, n_jobs={args.n_jobs}, 1,797 digits as {args.size} px PNGs, "
-        f"trained at {args.img_size} px; mean of {args.repeats} run(s) each"
+        f"{what}, 1,797 digits as {args.size} px PNGs, "
+        f"trained at {args.img_size} px; mean of {args.repeats} repeat(s) each"
     )
     for way in ways:
         print(f"{way:>18}: {wall[way]:7.1f} s wall, {n[way]:7.0f} images decoded")
