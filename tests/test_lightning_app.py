@@ -69,6 +69,9 @@ class Trial:
     def unprune(self) -> None:
         self.attrs[ATTR_PRUNED_AT] = None
 
+    def record_checkpoints(self, paths: list[str]) -> None:
+        self.attrs[ATTR_CHECKPOINTS] = [*self.attrs.get(ATTR_CHECKPOINTS, []), *paths]
+
 
 def _fit(callback: pl.Callback, min_epochs: int | None = None, max_epochs: int = 5) -> pl.Trainer:
     trainer = pl.Trainer(
@@ -126,6 +129,35 @@ def test_a_trainer_that_never_stops_leaves_its_trial_unpruned(in_study):
     assert trainer.current_epoch == 5
     assert trial.attrs[ATTR_PRUNED_AT] is None and trial.attrs[ATTR_EPOCHS] == 5  # stored COMPLETE
     assert trial.attrs[ATTR_PRUNE_REFUSED]["stopped_at"] is None
+
+
+class _FailsAtEpoch(BlobsLitModule):
+    def on_train_epoch_start(self) -> None:
+        if self.current_epoch == 2:
+            raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["fit ends", "fit raises"])
+def test_the_callback_tells_the_trial_which_checkpoints_the_apps_model_checkpoint_saved(
+    in_study, tmp_path, fails
+):
+    trial = in_study(prune_at=99)
+    saver = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, filename="best", monitor="val/acc", mode="max")
+    trainer = pl.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[sweeplab.PruningCallback(monitor="val/acc"), saver],
+    )
+    module = (_FailsAtEpoch if fails else BlobsLitModule)(lr=0.05)
+    if fails:
+        with pytest.raises(RuntimeError, match="boom"):
+            trainer.fit(module, datamodule=BlobsDataModule(n=128, batch_size=64))
+    else:
+        trainer.fit(module, datamodule=BlobsDataModule(n=128, batch_size=64))
+    assert trial.attrs[ATTR_CHECKPOINTS] == [str((tmp_path / "best.ckpt").resolve())]
 
 
 def test_outside_a_study_the_callback_does_nothing():

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
-from sweeplab.errors import SweeplabError, did_you_mean
+from sweeplab.errors import SweeplabError, did_you_mean, one_line
 from sweeplab.search.records import ATTR_EPOCHS, ATTR_MAX_EPOCHS, ATTR_PRUNE_REFUSED
 
 if TYPE_CHECKING:
@@ -225,7 +225,12 @@ class PruningCallback(L.Callback):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        self._record_checkpoints(trainer)  # a failed trial keeps none: the sweep must know what to remove
+        """A failed trial keeps no checkpoint: the sweep must know what to remove. The fit's own error is
+        what the trial fails with, so a second one here (the storage gone too) is only logged."""
+        try:
+            self._record_checkpoints(trainer)
+        except Exception as exc:
+            log.warning("the checkpoints of this fit were not recorded for removal: %s", one_line(exc))
 
     def _record_checkpoints(self, trainer: L.Trainer) -> None:
         """Tell the trial which files the fit's ModelCheckpoint callbacks saved, so that the sweep keeps only
