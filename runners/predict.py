@@ -1,15 +1,21 @@
 """Predict with trained runs or a study's top trials, ensemble them, and write submission.csv."""
 
+import gc
+
+gc.disable()  # the imports below make millions of objects that live as long as the process
+
 import hydra
 from omegaconf import DictConfig
 
 from sweeplab.hydra_errors import run_app
-from sweeplab.startup import load
+from sweeplab.predict import predict
+
+gc.freeze()  # ... so no collection walks them again
+gc.enable()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    predict = load("sweeplab.predict", "predict")  # torch & co. load here: --help answers without them
     predict(cfg)
 
 

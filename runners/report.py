@@ -3,16 +3,22 @@
 Works at any time, also while the study is still running.
 """
 
+import gc
+
+gc.disable()  # the imports below make millions of objects that live as long as the process
+
 import hydra
 from omegaconf import DictConfig
 
 from sweeplab.hydra_errors import run_app
-from sweeplab.startup import load
+from sweeplab.reporting.runner import report
+
+gc.freeze()  # ... so no collection walks them again
+gc.enable()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="report")
 def main(cfg: DictConfig) -> None:
-    report = load("sweeplab.reporting.runner", "report")  # torch & co. load here: --help answers without them
     report(cfg)
 
 

@@ -1,7 +1,9 @@
-"""What the entry points import when a run or a sweep starts, not when the script loads: `--help`, `--cfg`,
+"""What `runners/train.py` imports when a run or a sweep starts, not when the script loads: `--help`, `--cfg`,
 `--info` and tab completion then answer without loading torch, Lightning and timm. `Preload` (a Hydra
 callback of the root config) loads them as a run or a sweep starts, so a sweep's forked workers inherit
-them; `load` gives the entry point its function."""
+them; `load` gives the entry point its function. (predict.py and report.py import at load time: frozen
+after Hydra has started, a read-only report's SQLite connection was left open at exit, with its -wal and
+-shm files beside the study.)"""
 
 from __future__ import annotations
 
