@@ -41,6 +41,23 @@ def sweeplab(*overrides: str) -> list[str]:
     return [sys.executable, str(TRAIN), *overrides]
 
 
+def random_study(n_trials: int, n_jobs: int, *searched: str) -> list[str]:
+    """`train.py -m` arguments of an unpruned study, the seeded random sampler over the learning rate and
+    `searched` (more `key=choice(...)` overrides, sampled in this order), at full epochs."""
+    return [
+        "-m",
+        "hparams_search=optuna_fast",
+        "~search",
+        "hydra/sweeper/sampler=random",
+        "hydra/sweeper/pruner=none",
+        "hydra.sweeper.sampler.seed=7",
+        "models.optimizer.lr=tag(log, interval(1e-4, 1e-2))",
+        *searched,
+        f"hydra.sweeper.n_trials={n_trials}",
+        f"hydra.sweeper.n_jobs={n_jobs}",
+    ]
+
+
 def grid_study(lrs: list[str], report: bool = False) -> list[str]:
     """`train.py -m` arguments of a study that runs exactly these learning rates, unpruned, at full epochs."""
     return [

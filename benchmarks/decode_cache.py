@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from _common import PLAIN, machine, sweeplab, timed
+from _common import PLAIN, machine, random_study, sweeplab, timed
 
 DECODED = re.compile(r"data: \d+ images .*?: (\d+) decoded")
 
@@ -73,15 +73,7 @@ def main() -> None:
         make_folder(folder, args.size)
 
         sweep = [
-            "-m",
-            "hparams_search=optuna_fast",
-            "~search",
-            "hydra/sweeper/sampler=random",
-            "hydra/sweeper/pruner=none",
-            "hydra.sweeper.sampler.seed=7",
-            "models.optimizer.lr=tag(log, interval(1e-4, 1e-2))",
-            f"hydra.sweeper.n_trials={args.trials}",
-            f"hydra.sweeper.n_jobs={args.n_jobs}",
+            *random_study(args.trials, args.n_jobs),
             "hydra.sweeper.quick_validation.enabled=false",
             "hydra.sweeper.report=false",
         ]

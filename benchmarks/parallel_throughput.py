@@ -20,7 +20,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from _common import PLAIN, machine, sweeplab, timed
+from _common import PLAIN, machine, random_study, sweeplab, timed
 
 
 def main() -> None:
@@ -33,16 +33,7 @@ def main() -> None:
 
     def study(n_jobs: int, synchronous: bool) -> list[str]:
         return sweeplab(
-            "-m",
-            "hparams_search=optuna_fast",
-            "~search",
-            "hydra/sweeper/sampler=random",
-            "hydra/sweeper/pruner=none",
-            "hydra.sweeper.sampler.seed=7",
-            "models.optimizer.lr=tag(log, interval(1e-4, 1e-2))",
-            f"trainer.max_epochs=choice({args.epochs})",
-            f"hydra.sweeper.n_trials={args.trials}",
-            f"hydra.sweeper.n_jobs={n_jobs}",
+            *random_study(args.trials, n_jobs, f"trainer.max_epochs=choice({args.epochs})"),
             f"hydra.sweeper.synchronous={str(synchronous).lower()}",
             "hydra.sweeper.share_gpus=true",
             "hydra.sweeper.quick_validation.enabled=false",

@@ -1,9 +1,8 @@
 """What `runners/train.py` imports when a run or a sweep starts, not when the script loads: `--help`, `--cfg`,
 `--info` and tab completion then answer without loading torch, Lightning and timm. `Preload` (a Hydra
 callback of the root config) loads them as a run or a sweep starts, so a sweep's forked workers inherit
-them; `load` gives the entry point its function. (predict.py and report.py import at load time: frozen
-after Hydra has started, a read-only report's SQLite connection was left open at exit, with its -wal and
--shm files beside the study.)"""
+them; `load` gives the entry point its function. predict.py and report.py import at load time: loaded this
+late, a report's SQLite connection stays open at exit and leaves -wal and -shm files beside the study."""
 
 from __future__ import annotations
 
@@ -38,9 +37,9 @@ class Preload(Callback):
 
 
 def load(module: str, name: str | None = None) -> Any:
-    """`module.name` (or the module), imported with the garbage collector off and then frozen: these libraries make millions
-    of objects that live as long as the process, which every full collection would walk again (1.2 s of
-    collections in a 6-trial sweep, BENCHMARKS.md "start-up")."""
+    """`module.name` (or the module), imported with the garbage collector off and then frozen: these
+    libraries make millions of objects that live as long as the process, which every full collection would
+    walk again (1.2 s of collections in a 6-trial sweep, BENCHMARKS.md "start-up")."""
     if module not in sys.modules:  # else: preloaded, or a later job in the same process
         enabled = gc.isenabled()
         gc.disable()

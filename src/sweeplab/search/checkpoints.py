@@ -51,11 +51,8 @@ def kept(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> dict[i
         for t in trials
         if t.user_attrs.get(ATTR_CHECKPOINTS) and str(t.number) not in removed
     }
-    order = [t.number for t in best_first(study, trials)]
-    return {
-        n: holding[n]
-        for n in sorted(holding, key=lambda n: (order.index(n) if n in order else len(order), n))
-    }
+    rank = {t.number: i for i, t in enumerate(best_first(study, trials))}
+    return {n: holding[n] for n in sorted(holding, key=lambda n: (rank.get(n, len(rank)), n))}
 
 
 def best_first(study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
