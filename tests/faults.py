@@ -36,3 +36,42 @@ class RecordDevice(L.Callback):
 
         out = Path(HydraConfig.get().runtime.output_dir) / "device.txt"
         out.write_text(os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
+
+
+class RecordRank(L.Callback):
+    """Writes what each DDP rank of a trial trained: `rank_<r>.json` in the trial's dir with its rank, world
+    size, learning rate (a searched param), the synced optimized metric and the epochs it ran."""
+
+    def __init__(self, monitor: str = "val/f1") -> None:
+        self.monitor = monitor
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import json
+        from pathlib import Path
+
+        value = trainer.callback_metrics.get(self.monitor)
+        record = {
+            "rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+            "lr": trainer.optimizers[0].param_groups[0]["initial_lr"]
+            if "initial_lr" in trainer.optimizers[0].param_groups[0]
+            else trainer.optimizers[0].param_groups[0]["lr"],
+            "value": None if value is None else float(value),
+            "epochs": trainer.current_epoch,
+        }
+        out = Path(HydraConfig.get().runtime.output_dir) / f"rank_{trainer.global_rank}.json"
+        out.write_text(json.dumps(record))
+
+
+class KillRank(L.Callback):
+    """SIGKILLs DDP rank `rank` of trial `trial` as its first training epoch starts (a rank lost mid-fit)."""
+
+    def __init__(self, trial: int = 0, rank: int = 1) -> None:
+        self.trial, self.rank = trial, rank
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import os
+        import signal
+
+        if int(HydraConfig.get().job.num) == self.trial and trainer.global_rank == self.rank:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -168,6 +168,40 @@ def test_workers_get_gpus_round_robin_and_share_them_only_when_asked():
         assign_devices(3, ["0", "1"], share=False)
 
 
+def test_worker_i_of_a_study_with_k_devices_per_trial_gets_gpus_i_k_to_i_k_plus_k():
+    assert assign_devices(2, ["0", "1", "2", "3"], share=False, per_trial=2) == ["0,1", "2,3"]
+    assert assign_devices(1, ["4", "6"], share=False, per_trial=2) == ["4,6"]
+    assert assign_devices(3, ["0", "1", "2", "3"], share=True, per_trial=2) == ["0,1", "2,3", "0,1"]
+    assert assign_devices(2, [], share=False, per_trial=4) == [None, None]  # the CPU: processes, no GPUs
+    with pytest.raises(
+        SweeplabError, match=r"^hydra\.sweeper\.n_jobs=2: 2 worker\(s\) x 2 GPU\(s\) per trial is "
+    ):
+        assign_devices(2, ["0", "1", "2"], share=False, per_trial=2)
+    with pytest.raises(
+        SweeplabError, match=r"^hydra\.sweeper\.devices_per_trial=4: is more than the 2 visible"
+    ):
+        assign_devices(1, ["0", "1"], share=True, per_trial=4)
+
+
+@pytest.mark.slow
+def test_a_study_whose_workers_need_more_gpus_than_visible_is_refused_before_anything_is_written(tmp_path):
+    result = sweep(
+        [*PARALLEL, "exp_name=toomany", "hydra.sweeper.devices_per_trial=2", "trainer.devices=2"],
+        tmp_path,
+        ok=False,
+        env={"CUDA_VISIBLE_DEVICES": "0,1,2"},
+    ).result
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[0]
+        .startswith(
+            "hydra.sweeper.n_jobs=2: 2 worker(s) x 2 GPU(s) per trial is more than the 3 visible GPU(s) (0,1,2)"
+        )
+    )
+    assert not (tmp_path / "studies").exists() and not (tmp_path / "multirun").exists()
+
+
 POSTGRES = os.environ.get("SWEEPLAB_TEST_POSTGRES")  # e.g. postgresql://sweeplab:pw@127.0.0.1:5432/sweeplab
 
 

@@ -311,6 +311,21 @@ def test_sweeps_started_in_the_same_second_get_their_own_sweep_dirs(tmp_path):
 # -- SLURM's path, through submitit's local executor ------------------------------------------------------
 
 
+def test_trials_on_several_devices_under_another_launcher_are_refused_before_anything_is_written(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[slurm]'")
+    result = _run([*CURVE, "hydra/launcher=submitit_local", "hydra.sweeper.devices_per_trial=2"], tmp_path)
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[0]
+        .startswith(
+            "hydra.sweeper.devices_per_trial=2: trials on several devices run in worker processes of Hydra's basic "
+            "launcher, not under LocalLauncher"
+        )
+    )
+    assert not (tmp_path / "studies").exists() and not (tmp_path / "multirun").exists()
+
+
 @pytest.mark.slow
 def test_a_study_through_the_submitit_launcher_prunes_resumes_after_a_kill_and_ends_at_n_trials(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[slurm]'")

@@ -292,12 +292,22 @@ def test_a_grid_smaller_than_n_trials_runs_each_point_once_and_stops(tmp_path):
         (["data.img_size=2"], [], r"^data\.img_size=2: too small for test_resnet"),
         (["data=image_folder", "data.root=/nonexistent"], [], r"^data\.root='/nonexistent': no such folder"),
         (
-            ["trainer.devices=2", "+trainer.strategy=ddp"],
+            ["trainer.devices=2", "trainer.strategy=ddp"],
             [],
-            r"^trainer\.devices=2: a study's trial trains on one",
+            r"^trainer\.devices=2: a trial of this study trains on hydra\.sweeper\.devices_per_trial=1 device"
+            r"\(s\); set hydra\.sweeper\.devices_per_trial=2 \(",
         ),
-        (["trainer.devices=[0,1]"], [], r"^trainer\.devices=\[0, 1\]: a study's trial trains on one device"),
-        (["+trainer.num_nodes=2"], [], r"^trainer\.num_nodes=2: a study's trial trains on one device"),
+        (
+            ["trainer.devices=[0,1]", "hydra.sweeper.devices_per_trial=3"],
+            [],
+            r"^trainer\.devices=\[0, 1\]: a trial of this study trains on hydra\.sweeper\.devices_per_trial=3",
+        ),
+        (
+            ["trainer.devices=2", "hydra.sweeper.devices_per_trial=2", "trainer.strategy=ddp_spawn"],
+            [],
+            r"^trainer\.strategy='ddp_spawn': a trial on several devices uses Lightning's default launcher",
+        ),
+        (["+trainer.num_nodes=2"], [], r"^trainer\.num_nodes=2: a study's trial trains on one machine"),
         # a choice the space can take, though the config's own value is fine
         (
             [],

@@ -19,18 +19,19 @@ from hydra.core.plugins import Plugins
 from hydra.types import HydraContext, RunMode, TaskFunction
 from omegaconf import DictConfig, open_dict, read_write
 
-from sweeplab.errors import one_line
+from sweeplab.errors import config_error, one_line
 from sweeplab.hydra_errors import composing
 from sweeplab.reporting import write_study_report
 from sweeplab.reporting.export import Flattener
 from sweeplab.reporting.files import write_files
-from sweeplab.search.executors import LauncherBatches, ProcessPool, assign_devices, visible_devices
+from sweeplab.search.executors import LauncherBatches, ProcessPool, assign_devices, gpus, visible_devices
 from sweeplab.search.interrupts import EXIT_INTERRUPTED, Interrupted, stop_handlers
 from sweeplab.search.liveness import claim_sweep_dir, link_latest, release_sweep_dir
 from sweeplab.search.loop import run_study
 from sweeplab.search.naming import path_safe  # importing it registers ${sweeplab.study_dir:...}
 from sweeplab.search.opening import choose_study
 from sweeplab.search.plan import QUIET_CONSOLE, SweepPlan, make_plan
+from sweeplab.search.ranks import run_as_rank
 from sweeplab.search.records import counted, state_counts
 from sweeplab.search.schema import SweeplabSweeperConf
 from sweeplab.search.space import format_value, override_key
@@ -76,10 +77,15 @@ class StudySweeper:
                 raise SystemExit(EXIT_INTERRUPTED) from None
 
     def _sweep(self, arguments: list[str]) -> None:
+        # started again by a DDP launcher as an extra rank of a trial: that trial's job, as the rank
+        if run_as_rank(self.hydra_context, self.task_function, self.config):
+            return
         root_dir = str(self.config.hydra.runtime.cwd)
         plan = make_plan(
             self.keys, self.config, arguments, self.group_options, root_dir=root_dir, compose=self.compose
         )
+        # workers x devices per trial that the visible GPUs cannot hold: one line, before anything is written
+        slots = self._worker_devices(plan.conf)
         # a storage that cannot be opened is one line before any sweep dir is made (the study reuses it)
         open_storage(
             plan.storage_url, heartbeat_interval=plan.conf.heartbeat_interval, retry_s=plan.conf.storage_retry
@@ -92,7 +98,7 @@ class StudySweeper:
         if QUIET_CONSOLE in plan.hydra_overrides:  # the basic launcher's "Launching"/"#n : ..." lines too
             logging.getLogger("hydra._internal.core_plugins.basic_launcher").setLevel(logging.WARNING)
         try:
-            executor = self._executor(plan.conf)
+            executor = self._executor(plan.conf, slots)
             self._hide_password(plan.storage_url)
             study, stopped = run_study(
                 plan, executor, on_early_stop=lambda st, why: self._files_of(st, plan, why)
@@ -164,21 +170,38 @@ class StudySweeper:
         with read_write(self.config.hydra.overrides):
             self.config.hydra.overrides.hydra = [*kept, f"hydra.sweeper.storage=${{oc.env:{STORAGE_ENV}}}"]
 
-    def _executor(self, conf: SweeplabSweeperConf) -> Any:
-        """Worker processes for n_jobs > 1 under the basic launcher; batches through the launcher otherwise
-        (in this process for the basic launcher, elsewhere for SLURM and the like)."""
-        in_process = isinstance(self.launcher, BasicLauncher)
-        if conf.n_jobs == 1 or not in_process:
+    def _worker_devices(self, conf: SweeplabSweeperConf) -> list[str | None] | None:
+        """Each worker process's GPUs ("0,1"; None: the CPU), or None where trials run as batches through the
+        launcher: in this process (n_jobs=1 and one device per trial) or elsewhere (SLURM and the like).
+        Worker processes run trials for n_jobs > 1, and for trials on several devices, whose DDP ranks join
+        their worker (a rank's failure must not end the sweep)."""
+        basic = isinstance(self.launcher, BasicLauncher)
+        if not basic and conf.devices_per_trial > 1:
+            raise config_error(
+                "hydra.sweeper.devices_per_trial",
+                conf.devices_per_trial,
+                f"trials on several devices run in worker processes of Hydra's basic launcher, not under "
+                f"{type(self.launcher).__name__}; use hydra/launcher=basic with n_jobs workers per machine",
+            )
+        if not basic or (conf.n_jobs == 1 and conf.devices_per_trial == 1):
+            return None
+        return assign_devices(conf.n_jobs, visible_devices(), conf.share_gpus, conf.devices_per_trial)
+
+    def _executor(self, conf: SweeplabSweeperConf, slots: list[str | None] | None) -> Any:
+        """The workers of `_worker_devices`, or batches through the launcher."""
+        if slots is None:
             # a job in this process writes to the sweep's console: its output goes to its worker.log, as a
             # forked worker's does (`hydra.verbose=true` keeps it on the console)
-            quiet = in_process and not self.config.hydra.get("verbose")
+            quiet = isinstance(self.launcher, BasicLauncher) and not self.config.hydra.get("verbose")
             sweep_dir = Path(str(self.config.hydra.sweep.dir))
             return LauncherBatches(self.launcher.launch, conf.n_jobs, sweep_dir if quiet else None)
-        slots = assign_devices(conf.n_jobs, visible_devices(), conf.share_gpus)
+        per_trial = conf.devices_per_trial
         log.info(
-            "%d workers: %s",
+            "%d worker%s%s: %s",
             conf.n_jobs,
-            ", ".join(f"worker {i} on {'GPU ' + d if d is not None else 'CPU'}" for i, d in enumerate(slots)),
+            "s" if conf.n_jobs > 1 else "",
+            f", {per_trial} devices per trial" if per_trial > 1 else "",
+            ", ".join(f"worker {i} on {gpus(d) if d is not None else 'CPU'}" for i, d in enumerate(slots)),
         )
         return ProcessPool(self.hydra_context, self.task_function, self.config, slots, conf.stall_timeout)
 

@@ -66,7 +66,10 @@ class ImageClassifier(L.LightningModule):
         elif self.mixup is not None:  # timm mixes pairs; an odd batch gets plain (smoothed) soft targets
             target = mixup_target(y, self.num_classes, lam=1.0, smoothing=self.mixup.label_smoothing)
         loss = self.train_loss(self(x), target)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        # sync_dist: under DDP each rank logs its own shard's loss; the epoch's value is their mean on every rank
+        self.log(
+            "train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True
+        )
         return loss
 
     def _eval_step(
@@ -80,6 +83,7 @@ class ImageClassifier(L.LightningModule):
             on_epoch=True,
             prog_bar=False,
             batch_size=len(y),
+            sync_dist=True,
         )
         metrics.update(logits, y)
         self.log_dict(metrics, on_epoch=True, prog_bar=True)

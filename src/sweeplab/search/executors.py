@@ -42,6 +42,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab.errors import SweeplabError, config_error, failure, one_line
 from sweeplab.search.outage import StorageUnreachable
+from sweeplab.search.ranks import TRIAL_DIR_ENV, lost_rank
 from sweeplab.search.records import ATTR_UNTOLD, STALLED
 from sweeplab.search.trial import job_trial
 
@@ -220,18 +221,28 @@ def visible_devices() -> list[str]:
         return []
 
 
-def assign_devices(n_jobs: int, devices: list[str], share: bool) -> list[str | None]:
-    """Worker i → GPU i mod g; more workers than GPUs only when sharing is asked for."""
+def assign_devices(n_jobs: int, devices: list[str], share: bool, per_trial: int = 1) -> list[str | None]:
+    """Worker i → GPUs [i*k, (i+1)*k) (k = `per_trial`, as "0,1"), wrapping around the visible GPUs only
+    when sharing is asked for; None (the CPU) for every worker where no GPU is visible."""
     if not devices:
         return [None] * n_jobs
-    if n_jobs > len(devices) and not share:
+    if n_jobs * per_trial > len(devices) and not share:
+        wanted = f"{n_jobs} worker(s) x {per_trial} GPU(s) per trial" if per_trial > 1 else f"{n_jobs}"
         raise config_error(
             "hydra.sweeper.n_jobs",
             n_jobs,
-            f"is more than the {len(devices)} visible GPU(s) ({','.join(devices)}); set "
+            f"{wanted} is more than the {len(devices)} visible GPU(s) ({','.join(devices)}); set "
             "hydra.sweeper.share_gpus=true to run several trials on one GPU",
         )
-    return [devices[i % len(devices)] for i in range(n_jobs)]
+    if per_trial > len(devices):
+        raise config_error(
+            "hydra.sweeper.devices_per_trial",
+            per_trial,
+            f"is more than the {len(devices)} visible GPU(s) ({','.join(devices)}), shared or not",
+        )
+    return [
+        ",".join(devices[(i * per_trial + j) % len(devices)] for j in range(per_trial)) for i in range(n_jobs)
+    ]
 
 
 @dataclass
@@ -310,7 +321,7 @@ class ProcessPool:
         process.start()
         send.close()
         self.jobs[number] = _Running(number, slot, process, receive, time.monotonic(), beat)
-        device = f" on GPU {self.slots[slot]}" if self.slots[slot] is not None else ""
+        device = f" on {gpus(self.slots[slot])}" if self.slots[slot] is not None else ""
         log.info("trial %d started in worker %d (pid %d)%s", number, slot, process.pid, device)
 
     def wait_any(self, timeout: float | None = None) -> list[tuple[int, Outcome]]:
@@ -432,6 +443,8 @@ def _child(
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the sweep's handler, inherited
         if device is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = device  # read when CUDA initialises, in this process
+        # the job's own DDP ranks, started by running the sweep's command again, find their trial here
+        os.environ[TRIAL_DIR_ENV] = str(job_dir)
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(threads)
         job_dir.mkdir(parents=True, exist_ok=True)
@@ -449,7 +462,12 @@ def _child(
             job_subdir_key="hydra.sweep.subdir",
         )
         watch.finish()
-        _tell(send, Outcome.of(ret), watch, sweep_config)
+        outcome = Outcome.of(ret)
+        if outcome.error is not None and not outcome.lost:
+            lost = lost_rank()
+            if lost is not None:  # the job's error is its rank 0 losing that peer: run the params again
+                outcome = Outcome(error=f"RankLost: {lost} ({outcome.error})", lost=True)
+        _tell(send, outcome, watch, sweep_config)
     except BaseException as exc:  # the child must always report and exit
         code = 1
         with contextlib.suppress(Exception):
@@ -509,6 +527,11 @@ def _say(text: str) -> None:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     with contextlib.suppress(OSError):
         os.write(2, f"[{stamp}][sweeplab worker {os.getpid()}] {text}\n".encode())
+
+
+def gpus(slot: str) -> str:
+    """A worker's devices as people say them: GPU 3, GPUs 0,1."""
+    return f"GPU{'s' if ',' in slot else ''} {slot}"
 
 
 def _death(exitcode: int | None) -> str:

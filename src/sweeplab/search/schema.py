@@ -168,7 +168,10 @@ class SweeplabSweeperConf:
     stall_timeout: float | None = 600
     # true: start the next n_jobs trials only when the whole batch has ended (the stock plugin's way)
     synchronous: bool = False
-    share_gpus: bool = False  # allow n_jobs > visible GPUs (workers i and i+g share GPU i)
+    share_gpus: bool = False  # allow n_jobs * devices_per_trial > visible GPUs (workers then share GPUs)
+    # devices one trial trains on (the job's own DDP ranks, e.g. trainer.devices=2 trainer.strategy=ddp):
+    # worker i gets GPUs [i*k, (i+1)*k); > 1 runs every trial in a worker process, n_jobs=1 included
+    devices_per_trial: int = 1
     # at the end: plots, report.md/html and the best trial as preset=optimized/<study> (result files always)
     report: bool = True
 
@@ -182,7 +185,7 @@ class SweeplabSweeperConf:
                 "was removed from the stock plugin (Hydra 1.2); write the space in hydra.sweeper.params "
                 "in the sweep grammar, e.g. x: interval(-5.5, 5.5), y: choice(-5, 0, 5)",
             )
-        for name in ("n_trials", "n_jobs"):
+        for name in ("n_trials", "n_jobs", "devices_per_trial"):
             if getattr(self, name) < 1:
                 raise config_error(f"{key}.{name}", getattr(self, name), "must be an integer >= 1")
         if not 0.0 <= self.max_failure_rate <= 1.0:

@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from sweeplab.search.optuna_access import storage_of, study_id
 from sweeplab.search.outage import DEFAULT_RETRY_S, Outage, RetryingStorage
 from sweeplab.search.pruning import build_pruner
+from sweeplab.search.ranks import follower
 from sweeplab.search.records import (
     ATTR_CHECKPOINTS,
     ATTR_OUTPUT_DIR,
@@ -163,11 +164,12 @@ class StudyTrial:
 
 
 def current_trial() -> StudyTrial | None:
-    """The trial of the running Hydra job, or None outside a sweeplab study."""
+    """The trial of the running Hydra job, or None outside a sweeplab study and on a trial's extra DDP
+    ranks (rank 0 alone reports)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    if not HydraConfig.initialized():
+    if not HydraConfig.initialized() or follower():
         return None
     hydra_cfg = HydraConfig.get()
     sweeper = hydra_cfg.sweeper

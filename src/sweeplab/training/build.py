@@ -23,6 +23,7 @@ from sweeplab.data.datamodule import check_folds
 from sweeplab.errors import SweeplabError, config_error, one_line
 from sweeplab.models import ImageClassifier
 from sweeplab.models.backbone import check_input_size
+from sweeplab.search.schema import TARGET as SWEEPER_TARGET
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def check_config(cfg: DictConfig) -> None:
     batch size, model name, learning rate), checked on the CPU without training: the sweeper's
     `hydra.sweeper.check`, so that a study refuses a bad config before it writes anything. The decoded
     data stays in the process cache, where the study's trials find it."""
-    check_one_device(cfg)
+    check_devices(cfg)
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
         cfg.trainer.accelerator = "cpu"  # the sweeper never touches CUDA: its forked workers may
@@ -100,35 +101,59 @@ def check_config(cfg: DictConfig) -> None:
         data_log.setLevel(level)
 
 
-def check_one_device(cfg: DictConfig) -> None:
-    """A study's trial trains on one device. Under Hydra, Lightning's DDP launcher starts each extra rank by
-    running the command again, so with `-m` every rank would start a sweep of its own and train params of
-    its own sampling: refused in one line until trials on several devices are supported."""
+def check_devices(cfg: DictConfig) -> None:
+    """A study's trial trains on `hydra.sweeper.devices_per_trial` devices of one machine: that many GPUs are
+    given to its worker, whose DDP ranks join the trial (`sweeplab.search.ranks`). A trainer asking for
+    another count would start ranks the sweep cannot place, so it is refused in one line. Lightning's
+    default launcher (strategy ddp) is the one supported; ddp_spawn and friends are refused."""
+    if not HydraConfig.initialized():
+        return
+    sweeper = HydraConfig.get().sweeper
+    if sweeper.get("_target_") != SWEEPER_TARGET:
+        return
+    per_trial = int(sweeper.get("devices_per_trial") or 1)
     trainer = cfg.trainer
     devices = trainer.get("devices", 1)
-    several = False
-    if isinstance(devices, int):
-        several = devices > 1 or devices == -1
-    elif OmegaConf.is_list(devices) or isinstance(devices, list | tuple):
-        several = len(devices) > 1
-    elif isinstance(devices, str):
-        text = devices.strip()
-        several = (
-            "," in text.strip(",")
-            or text == "-1"
-            or (text.isdigit() and int(text) > 1)
-            or (text == "auto" and str(trainer.get("accelerator")) != "cpu" and torch.cuda.device_count() > 1)
-        )
-    if several or int(trainer.get("num_nodes") or 1) > 1:
-        key, value = ("trainer.devices", devices) if several else ("trainer.num_nodes", trainer.num_nodes)
+    shown = OmegaConf.to_container(devices) if OmegaConf.is_config(devices) else devices
+    if int(trainer.get("num_nodes") or 1) > 1:
         raise config_error(
-            key,
-            OmegaConf.to_container(value) if OmegaConf.is_config(value) else value,
-            "a study's trial trains on one device (trials on several devices, DDP, are not supported yet: "
-            "each extra rank would start a sweep of its own); keep trainer.devices=1 and run trials side by "
-            "side with hydra.sweeper.n_jobs, then train the chosen config on several devices with "
-            "runners/train.py",
+            "trainer.num_nodes",
+            trainer.num_nodes,
+            "a study's trial trains on one machine; run trials side by side on several machines instead "
+            "(the same command and storage on each)",
         )
+    asked = _device_count(devices)  # None: auto or -1, which in a worker means the devices it was given
+    if asked is not None and asked != per_trial:
+        raise config_error(
+            "trainer.devices",
+            shown,
+            f"a trial of this study trains on hydra.sweeper.devices_per_trial={per_trial} device(s); set "
+            f"hydra.sweeper.devices_per_trial={asked} (each trial then runs in a worker process given "
+            f"{asked} devices, the DDP ranks Lightning starts join it)",
+        )
+    strategy = str(trainer.get("strategy") or "auto")
+    if per_trial > 1 and "spawn" in strategy:
+        raise config_error(
+            "trainer.strategy",
+            strategy,
+            "a trial on several devices uses Lightning's default launcher: trainer.strategy=ddp "
+            f"({strategy} is not supported in a study)",
+        )
+
+
+def _device_count(devices: Any) -> int | None:
+    """How many devices `trainer.devices` asks for; None for auto and -1 (all the process may use)."""
+    if OmegaConf.is_list(devices) or isinstance(devices, list | tuple):
+        return len(devices)
+    text = str(devices).strip()
+    if text in ("auto", "-1"):
+        return None
+    if "," in text.strip(","):
+        return len([d for d in text.split(",") if d.strip()])
+    try:
+        return int(text.strip(","))
+    except ValueError:
+        return None  # not a count: Lightning's own error names it
 
 
 def optimized_mode(cfg: DictConfig) -> str:

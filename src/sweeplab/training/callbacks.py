@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
 from sweeplab.errors import SweeplabError, did_you_mean, one_line
+from sweeplab.search.ranks import follower
 from sweeplab.search.records import ATTR_EPOCHS, ATTR_MAX_EPOCHS, ATTR_PRUNE_REFUSED
 
 if TYPE_CHECKING:
@@ -134,6 +135,10 @@ class PruningCallback(L.Callback):
     A trainer may refuse to stop (`trainer.min_epochs`, another callback resetting `should_stop`): the trial
     is then stored PRUNED at the epoch the fit did stop, or COMPLETE when it ran its whole budget, with the
     epochs it really ran, and `ATTR_PRUNE_REFUSED` says so (the sweep warns once).
+
+    A trial trained with DDP (`hydra.sweeper.devices_per_trial` > 1): rank 0 reports and asks the pruner
+    once per epoch; its decision is broadcast, so every rank stops after the same epoch and saves the paused
+    checkpoint together (the ranks started again by Lightning have no trial: `sweeplab.search.ranks`).
     """
 
     def __init__(
@@ -162,6 +167,8 @@ class PruningCallback(L.Callback):
         self._asked_at: int | None = None  # the step the pruner said stop at
         self._trial = study_trial
         self._own = study_trial is None  # built from an app's config: it finds its trial, checks `monitor`
+        self._ranks = False  # a trial's DDP training: rank 0's decisions are sent to every rank
+        self._pause = study_trial is not None and bool(study_trial.pause_keep)
 
     @property
     def metric(self) -> str:
@@ -177,6 +184,9 @@ class PruningCallback(L.Callback):
             from sweeplab.search.trial import job_trial  # the job's trial; None outside a study
 
             self._trial = job_trial()
+        # a trial's extra DDP ranks have no trial of their own: they follow rank 0's decisions
+        self._ranks = trainer.world_size > 1 and (self._trial is not None or follower())
+        self._pause = self._trial is not None and bool(self._trial.pause_keep)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         budget = trainer.max_epochs
@@ -184,9 +194,21 @@ class PruningCallback(L.Callback):
             self._trial.set(ATTR_MAX_EPOCHS, int(budget))  # what an unpruned trial runs: the report's savings
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trial = self._trial
-        if trainer.sanity_checking or trial is None:
+        if trainer.sanity_checking:
             return
+        if self._trial is not None:
+            self._ask(trainer)
+        if self._ranks:  # rank 0 asked the pruner, once; every rank stops after the same epoch
+            self.pruned_at, self._asked_at, self._pause = trainer.strategy.broadcast(
+                (self.pruned_at, self._asked_at, self._pause), src=0
+            )
+            if self.pruned_at is not None:
+                trainer.should_stop = True
+
+    def _ask(self, trainer: L.Trainer) -> None:
+        """Report this epoch's value to the trial; stop the fit where the pruner says so."""
+        trial = self._trial
+        assert trial is not None
         if self.monitor not in trainer.callback_metrics:
             if not self._own:
                 return  # sweeplab's runs: MetricHistory says that their optimized metric is never logged
@@ -212,15 +234,16 @@ class PruningCallback(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """The pause: after the epoch's validation and checkpointing, so the saved state is the one the next
-        epoch would have started from (model, optimizer, scheduler, loops, callbacks, random state)."""
+        epoch would have started from (model, optimizer, scheduler, loops, callbacks, random state). Every
+        rank saves (a collective call under DDP); rank 0 writes the file and records it."""
         pause_dir = self.place.pause_dir
-        trial = self._trial
-        if self.pruned_at is None or pause_dir is None or trial is None or not trial.pause_keep:
+        if self.pruned_at is None or pause_dir is None or not self._pause:
             return
         path = pause_dir / PAUSED_CHECKPOINT
         trainer.save_checkpoint(path)
-        trial.record_pause(path, self.pruned_at, trainer.current_epoch + 1, self.place.fold)
-        log.info("trial %d paused: %s", trial.number, path)
+        if self._trial is not None:
+            self._trial.record_pause(path, self.pruned_at, trainer.current_epoch + 1, self.place.fold)
+            log.info("trial %d paused: %s", self._trial.number, path)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException

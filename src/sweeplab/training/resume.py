@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -70,6 +71,27 @@ def resume_point(study_trial: StudyTrial | None, folds: int | None) -> Resume | 
     return Resume(point, earlier)
 
 
+RANKS_RESUME = ".sweeplab_resume.pkl"  # in the run's dir: what rank 0 resumes, for the trial's other ranks
+
+
+def share_resume(resume: Resume | None, output_dir: Path) -> None:
+    """Rank 0's resume decision, where the trial's other DDP ranks read it (`ranks_resume`): they start
+    inside rank 0's first fit, after this is written, and must resume the same epoch from the same file."""
+    path = output_dir / RANKS_RESUME
+    if resume is None:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(pickle.dumps(resume))
+    tmp.replace(path)
+
+
+def ranks_resume(output_dir: Path) -> Resume | None:
+    """On a trial's extra DDP rank: what rank 0 resumes (None: it trains from the first epoch)."""
+    path = output_dir / RANKS_RESUME
+    return pickle.loads(path.read_bytes()) if path.is_file() else None  # noqa: S301 -- rank 0 wrote it
+
+
 def _finished_folds(point: ResumePoint) -> list[FoldRun]:
     """The folds the paused trial finished before the one it was paused in, from its metrics.json."""
     if point.run_dir is None or not (point.run_dir / "metrics.json").is_file():
@@ -93,12 +115,16 @@ def _finished_folds(point: ResumePoint) -> list[FoldRun]:
     return runs
 
 
-def relocated(checkpoint: Path, trainer: L.Trainer) -> str:
+def relocated(checkpoint: Path, trainer: L.Trainer, write: bool = True) -> str:
     """A copy of the paused checkpoint for this run's dirs: the checkpoint callback's saved state (its best
     model and score so far) points into this run's checkpoints/, where the paused run's best model is
-    copied, so the best checkpoint and its test metrics span the whole curve, as in an unpaused run."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    copied, so the best checkpoint and its test metrics span the whole curve, as in an unpaused run.
+    `write=False` (a trial's extra DDP ranks): only the path of the copy rank 0 writes."""
     saver = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    if not write:
+        there = Path(saver.dirpath) if saver is not None and saver.dirpath is not None else checkpoint.parent
+        return str(there / "resume_from.ckpt")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if saver is not None and saver.dirpath is not None:
         here = Path(saver.dirpath)
         here.mkdir(parents=True, exist_ok=True)

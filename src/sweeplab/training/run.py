@@ -19,18 +19,20 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab.data.datamodule import check_folds
+from sweeplab.search.ranks import follower
 from sweeplab.search.records import ATTR_FOLD_VALUES, ATTR_MAX_EPOCHS, ATTR_TEST
 from sweeplab.search.trial import current_trial
 from sweeplab.training.build import (
     build_datamodule,
     build_module,
     build_trainer,
+    check_devices,
     compile_options,
     optimized_mode,
 )
 from sweeplab.training.callbacks import CompileTimer, FoldPlace, MetricHistory, PruningCallback, RandomState
 from sweeplab.training.results import FoldRun, extra_values, run_metrics, run_value, write_json
-from sweeplab.training.resume import relocated, resume_point
+from sweeplab.training.resume import ranks_resume, relocated, resume_point, share_resume
 
 if TYPE_CHECKING:
     from sweeplab.data import ImageDataModule
@@ -69,18 +71,26 @@ def release_memory() -> None:
 
 def _train(cfg: DictConfig) -> float | list[float]:
     started = time.perf_counter()
+    check_devices(cfg)  # where the sweep ran no `check`: a trainer its sweep cannot place fails here
     mode = optimized_mode(cfg)
     folds, _ = check_folds(cfg.data.get("folds"))
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    # Hydra keeps the unresolved config in .hydra/; this is what the run actually used.
-    (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    writes = not follower()  # a trial's extra DDP ranks train with rank 0, which writes the run's files
+    if writes:  # Hydra keeps the unresolved config in .hydra/; this is what the run actually used.
+        (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     study_trial = current_trial()
     if study_trial:  # the budget pruning saves from: every fold's epochs
         study_trial.set(ATTR_MAX_EPOCHS, int(cfg.trainer.max_epochs) * (folds or 1))
-    resume = resume_point(study_trial, folds)
+    if writes:
+        resume = resume_point(study_trial, folds)
+        share_resume(resume, output_dir)
+    else:
+        resume = ranks_resume(output_dir)
     runs = _fit_folds(cfg, mode, study_trial, folds, resume)
+    if writes:
+        share_resume(None, output_dir)  # the ranks read it as they started
 
     value, extra = run_value(runs), extra_values(cfg, runs)
     result = run_metrics(
@@ -93,7 +103,8 @@ def _train(cfg: DictConfig) -> float | list[float]:
         resumed=resume.point if resume is not None else None,
         started=started,
     )
-    write_json(output_dir / "metrics.json", result)
+    if writes:
+        write_json(output_dir / "metrics.json", result)
     if study_trial and result["test"]:  # the report's deep dive on the best trial shows them
         study_trial.set(ATTR_TEST, result["test"])
     one = runs[0] if folds is None else None
@@ -168,10 +179,13 @@ def _fit(
     if compile_timer:
         callbacks.append(compile_timer)
     trainer = build_trainer(cfg, extra_callbacks=callbacks, resuming=resume is not None)
-    ckpt_path = relocated(resume.checkpoint, trainer) if resume is not None and resume.checkpoint else None
+    writes = not follower()  # a trial's extra DDP rank resumes from the copy rank 0 writes
+    ckpt_path = (
+        relocated(resume.checkpoint, trainer, writes) if resume is not None and resume.checkpoint else None
+    )
     _log_data(cfg, study_trial, fold, dm)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
-    if ckpt_path is not None:
+    if ckpt_path is not None and writes:
         Path(ckpt_path).unlink(missing_ok=True)  # a copy: the paused trial's own stays until the study ends
     pruned_at = pruning.pruned_at if pruning else None
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
@@ -214,8 +228,9 @@ def _pruning_callback(
     epochs_before: int,
     resumed: int,
 ) -> PruningCallback | None:
-    """Inside a study, the callback that reports this fit's epochs to its trial (None outside one)."""
-    if not study_trial:
+    """Inside a study, the callback that reports this fit's epochs to its trial, or on a trial's extra DDP
+    ranks follows rank 0's decisions (None outside a study)."""
+    if not study_trial and not follower():
         return None
     place = FoldPlace(
         fold=fold,

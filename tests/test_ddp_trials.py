@@ -1,0 +1,232 @@
+"""Trials that train on several devices: Lightning's DDP (gloo, 2 CPU processes per trial) inside a study.
+
+Each trial is one training over 2 ranks: rank 1 is started by Lightning running the sweep's command again,
+joins the trial (never sweeps), trains the trial's params, and follows rank 0's pruning decision."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sweeplab.search.records import ATTR_PAUSED, ATTR_RESCUE_OF, ATTR_RESUMED
+from tests.conftest import QUICK, ROOT, default_sigint, sweep, sweep_dirs
+
+pytestmark = pytest.mark.slow
+
+DDP = [
+    "-m",
+    "hparams_search=optuna_fast",
+    "hydra.sweeper.devices_per_trial=2",
+    "trainer.devices=2",
+    "trainer.strategy=ddp",
+    "hydra.sweeper.quick_validation.enabled=false",
+    "hydra.sweeper.report=false",
+    "+callbacks.ranks._target_=tests.faults.RecordRank",
+    *QUICK,
+]
+ENV = {"PYTHONPATH": str(ROOT)}
+
+
+def processes_in(cwd: Path) -> list[int]:
+    """Live processes started in `cwd` (the sweep, its workers, their ranks)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if Path(os.readlink(proc / "cwd")) == cwd and "Z" not in (proc / "stat").read_text().split()[2]:
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def no_process_left(cwd: Path) -> list[int]:
+    """The processes still alive in `cwd` a few seconds after the sweep ended (a rank watches its rank 0
+    each second)."""
+    deadline = time.monotonic() + 5
+    while processes_in(cwd) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return processes_in(cwd)
+
+
+def ranks(trial_dir: Path) -> list[dict]:
+    return [json.loads((trial_dir / f"rank_{r}.json").read_text()) for r in (0, 1)]
+
+
+def test_every_ddp_trial_pruned_at_its_first_report_is_stored_once_pruned_after_one_epoch(tmp_path):
+    result, trials = sweep(
+        [
+            *DDP,
+            "exp_name=ddp_pruned",
+            "hydra.sweeper.n_trials=2",
+            "trainer.max_epochs=3",
+            "hydra/sweeper/pruner=threshold",
+            "hydra.sweeper.pruner.lower=2.0",  # no f1 reaches 2: every trial is pruned at its first report
+        ],
+        tmp_path,
+        study="ddp_pruned_fast",
+        env=ENV,
+    )
+    assert len(trials) == 2
+    assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]
+    assert all(list(t.intermediate_values) == [1] for t in trials)
+    sweep_dir = sweep_dirs(tmp_path, "ddp_pruned")[-1]
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1"]
+    for trial in trials:
+        seen = ranks(sweep_dir / str(trial.number))
+        assert [r["world_size"] for r in seen] == [2, 2]
+        # both ranks trained the trial's own params and stopped after the same, first, epoch
+        assert [r["lr"] for r in seen] == [trial.params["models.optimizer.lr"]] * 2
+        assert [r["epochs"] for r in seen] == [1, 1]
+        assert (sweep_dir / str(trial.number) / "train_ddp_process_1.log").is_file()
+    assert len(list((tmp_path / "studies").glob("*.db"))) == 1
+    assert no_process_left(tmp_path) == []
+    assert "2 devices per trial" in result.stderr + result.stdout
+
+
+def test_a_completed_ddp_trial_stores_the_metric_synced_over_its_ranks(tmp_path):
+    _, trials = sweep(
+        [
+            *DDP,
+            "exp_name=ddp_done",
+            "hydra.sweeper.n_trials=1",
+            "trainer.max_epochs=1",
+            "hydra/sweeper/pruner=none",
+        ],
+        tmp_path,
+        study="ddp_done_fast",
+        env=ENV,
+    )
+    (trial,) = trials
+    assert trial.state.name == "COMPLETE"
+    trial_dir = sweep_dirs(tmp_path, "ddp_done")[-1] / "0"
+    seen = ranks(trial_dir)
+    assert seen[0]["value"] == seen[1]["value"] == pytest.approx(trial.value)
+    assert json.loads((trial_dir / "metrics.json").read_text())["value"] == pytest.approx(trial.value)
+    assert no_process_left(tmp_path) == []
+
+
+def test_a_killed_rank_fails_its_trial_which_is_run_again_and_the_sweep_goes_on(tmp_path):
+    result, trials = sweep(
+        [
+            *DDP,
+            "exp_name=ddp_killed",
+            "hydra.sweeper.n_trials=2",
+            "trainer.max_epochs=1",
+            "hydra/sweeper/pruner=none",
+            "+callbacks.kill._target_=tests.faults.KillRank",
+            "+callbacks.kill.trial=0",
+        ],
+        tmp_path,
+        study="ddp_killed_fast",
+        env=ENV,
+        timeout=240,
+    )
+    states = [t.state.name for t in trials]
+    assert states[0] == "FAIL"
+    assert states.count("COMPLETE") == 2  # the lost trial does not count: 2 complete trials all the same
+    assert trials[0].params == trials[1].params  # run again with the same params
+    assert no_process_left(tmp_path) == []
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_or_ctrl_c_stops_every_rank_of_a_running_ddp_trial(tmp_path, signum, code):
+    out = (tmp_path / "sweep.log").open("w")
+    args = [
+        *DDP,
+        "exp_name=ddp_stop",
+        "hydra.sweeper.n_trials=2",
+        "trainer.max_epochs=50",
+        "hydra/sweeper/pruner=none",
+    ]
+    sweep_proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "runners" / "train.py"), *args],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **ENV},
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        preexec_fn=default_sigint,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 90
+    while not list(tmp_path.glob("multirun/**/0/csv/**/metrics.csv")):  # an epoch done: both ranks train
+        assert sweep_proc.poll() is None and time.monotonic() < deadline, (tmp_path / "sweep.log").read_text()
+        time.sleep(0.2)
+    os.killpg(sweep_proc.pid, signum)  # as a terminal's Ctrl-C or a scheduler's SIGTERM reaches the group
+    assert sweep_proc.wait(timeout=60) == code, (tmp_path / "sweep.log").read_text()[-3000:]
+    assert no_process_left(tmp_path) == []
+
+
+def test_a_rescue_resumes_a_pruned_ddp_trial_from_its_one_paused_checkpoint_on_both_ranks(tmp_path):
+    _, trials = sweep(
+        [
+            *DDP,
+            "exp_name=ddp_rescue",
+            "hydra.sweeper.n_trials=2",
+            "trainer.max_epochs=2",
+            "hydra/sweeper/pruner=threshold",
+            "hydra.sweeper.pruner.lower=2.0",
+            "hydra.sweeper.rescue.top_k=1",
+        ],
+        tmp_path,
+        study="ddp_rescue_fast",
+        env=ENV,
+    )
+    assert [t.state.name for t in trials] == ["PRUNED", "PRUNED", "COMPLETE"]
+    rescue = trials[2]
+    paused = trials[rescue.user_attrs[ATTR_RESCUE_OF]]
+    assert rescue.user_attrs[ATTR_RESUMED]["step"] == 1
+    assert rescue.params == paused.params
+    sweep_dir = sweep_dirs(tmp_path, "ddp_rescue")[-1]
+    paused_dir = sweep_dir / str(paused.number)
+    assert Path(paused.user_attrs[ATTR_PAUSED]["checkpoint"]).parent == paused_dir / "checkpoints"
+    logs = {p.name: p.read_text() for p in paused_dir.glob("*.log")}
+    said = {name: text.count(f"trial {paused.number} paused:") for name, text in logs.items()}
+    assert said == {"ddp_rescue.log": 1, "train_ddp_process_1.log": 0, "worker.log": 0}  # once, rank 0
+    seen = ranks(sweep_dir / str(rescue.number))
+    assert [r["epochs"] for r in seen] == [2, 2]  # both ranks resumed after epoch 1 and ran epoch 2
+    assert [r["lr"] for r in seen] == [paused.params["models.optimizer.lr"]] * 2
+    assert seen[0]["value"] == seen[1]["value"]
+    assert no_process_left(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("bounds", "state", "steps"),
+    [
+        (["hydra.sweeper.pruner.lower=0.0"], "COMPLETE", [1, 2]),  # f1 is never below 0: never pruned
+        (["hydra.sweeper.pruner.lower=2.0"], "PRUNED", [1]),  # always below 2: pruned in its first fold
+    ],
+)
+def test_a_k_fold_ddp_trial_trains_its_folds_on_both_ranks_which_stop_together(
+    tmp_path, bounds, state, steps
+):
+    _, trials = sweep(
+        [
+            *DDP,
+            "exp_name=ddp_folds",
+            "data.folds=2",
+            "hydra.sweeper.n_trials=2",
+            "trainer.max_epochs=1",
+            "hydra/sweeper/pruner=threshold",
+            *bounds,
+        ],
+        tmp_path,
+        study="ddp_folds_fast",
+        env=ENV,
+    )
+    assert [t.state.name for t in trials] == [state, state]
+    assert all(sorted(t.intermediate_values) == steps for t in trials)  # step = fold * max_epochs + epoch
+    sweep_dir = sweep_dirs(tmp_path, "ddp_folds")[-1]
+    for trial in trials:
+        assert [r["world_size"] for r in ranks(sweep_dir / str(trial.number))] == [2, 2]
+        folds = sorted(p.name for p in (sweep_dir / str(trial.number)).glob("fold_*"))
+        assert folds == [f"fold_{i}" for i in range(len(steps))]  # a pruned trial's ranks start no 2nd fold
+    assert no_process_left(tmp_path) == []
