@@ -463,10 +463,10 @@ def _child(
         )
         watch.finish()
         outcome = Outcome.of(ret)
-        if outcome.error is not None and not outcome.lost:
-            lost = lost_rank()
-            if lost is not None:  # the job's error is its rank 0 losing that peer: run the params again
-                outcome = Outcome(error=f"RankLost: {lost} ({outcome.error})", lost=True)
+        lost = lost_rank(job_dir)
+        if outcome.error is not None and not outcome.lost and lost is not None:
+            # the job's error is its rank 0 losing that peer: run the params again
+            outcome = Outcome(error=f"RankLost: {lost} ({outcome.error})", lost=True)
         _tell(send, outcome, watch, sweep_config)
     except BaseException as exc:  # the child must always report and exit
         code = 1

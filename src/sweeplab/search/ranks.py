@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 TRIAL_DIR_ENV = "SWEEPLAB_TRIAL_DIR"  # set by the worker that runs a trial: its job dir
 EXIT_ORPHANED_RANK = 75  # a rank whose rank 0 is gone: the trial ended without it
+RANK_PID_GLOB = ".rank_*.pid"  # in the trial's dir: each extra rank's pid, for its worker (`lost_rank`)
 
 
 def local_rank() -> int:
@@ -64,6 +65,7 @@ def run_as_rank(hydra_context: HydraContext, task_function: TaskFunction, config
         job.hydra.sweep.subdir = job_dir.name
         job.hydra.job.id = saved.job.id
         job.hydra.job.num = saved.job.num
+    (job_dir / f".rank_{rank}.pid").write_text(str(os.getpid()))
     _leave_with_rank_zero()
     ret = run_job(
         hydra_context=hydra_context,
@@ -92,26 +94,21 @@ def _leave_with_rank_zero() -> None:
     threading.Thread(target=watch, name="sweeplab-rank-watch", daemon=True).start()
 
 
-def lost_rank() -> str | None:
-    """A rank this process started that a signal killed (SIGKILL, the OOM killer), said as a reason; None
-    when none was. The trial's own error is then only its rank 0 losing a peer (gloo's "connection reset",
-    NCCL's timeout), so the trial is lost, not failed by its params. The ranks are left for their launcher
-    to reap."""
-    for pid in _children():
+def lost_rank(job_dir: Path) -> str | None:
+    """A rank of the trial in `job_dir` that a signal killed (SIGKILL, the OOM killer), said as a reason;
+    None when none was. The trial's own error is then only its rank 0 losing a peer (gloo's "connection
+    reset", NCCL's timeout), so the trial is lost, not failed by its params. Only the ranks are looked at
+    (each named its pid in the trial's dir as it started), not other children such as data-loading
+    workers; they are left for their launcher to reap."""
+    found = None
+    for record in sorted(job_dir.glob(RANK_PID_GLOB)):
         try:
+            pid = int(record.read_text())
+            record.unlink()
             ended = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
+        except (OSError, ValueError):  # not this process's child, or already reaped
             continue
-        if ended is not None and ended.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
-            return f"a DDP rank of the trial (pid {pid}) was killed by signal {ended.si_status}"
-    return None
-
-
-def _children() -> list[int]:
-    pids: list[int] = []
-    for task in Path("/proc/self/task").glob("*"):
-        try:
-            pids += [int(p) for p in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return pids
+        if found is None and ended is not None and ended.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
+            rank = record.stem.rsplit("_", 1)[-1]
+            found = f"DDP rank {rank} of the trial (pid {pid}) was killed by signal {ended.si_status}"
+    return found
