@@ -14,7 +14,7 @@ gc.freeze()  # ... so no collection walks them again
 gc.enable()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path="pkg://sweeplab.predict.conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     predict(cfg)
 

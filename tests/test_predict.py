@@ -20,17 +20,17 @@ from sweeplab.predict.ensemble import MeanProbs, Vote, WeightedProbs
 from sweeplab.predict.members import Member
 from sweeplab.predict.runner import predict
 from sweeplab.predict.tta import TTA, View
-from tests.conftest import CONF, QUICK, run_cli
+from tests.conftest import QUICK, run_cli
 
 DIGITS = [str(i) for i in range(10)]
 
 
 def _predict_cfg(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_module(config_module="sweeplab.predict.conf", version_base="1.3"):
         cfg = compose(config_name="predict", overrides=overrides)
     GlobalHydra.instance().clear()
     return cfg

@@ -54,3 +54,19 @@ def test_trains_help_answers_without_loading_torch_and_without_warnings():
     assert "Warning" not in "".join(
         line for line in result.stderr.splitlines() if not line.startswith("import time:")
     )
+
+
+def _help_groups(script: str) -> set[str]:
+    """The config groups an entry point's --help lists."""
+    result = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    listed = result.stdout.split("== Configuration groups ==", 1)[1].split("== Config ==", 1)[0]
+    return {line.split(":", 1)[0] for line in listed.splitlines()[2:] if ":" in line}
+
+
+@pytest.mark.slow
+def test_each_entry_points_help_lists_its_own_config_groups_only():
+    train, predict = _help_groups("runners/train.py"), _help_groups("runners/predict.py")
+    assert {"model", "data", "trainer", "hparams_search", "search", "preset"} <= train
+    assert predict == {"input", "ensemble", "tta"}
+    assert not train & predict
