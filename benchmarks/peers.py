@@ -1,0 +1,507 @@
+"""sweeplab against what a team would pick instead: Ray Tune (OptunaSearch TPE + ASHA) and Optuna by hand.
+
+Method: one tuning problem, three tuners, the same everything else.
+- The training code is sweeplab's own (`sweeplab.training.train` on the composed `conf/train.yaml`: timm
+  `test_resnet`, AdamW, cosine schedule, the same data split and decode cache, torchmetrics' val/f1 per
+  epoch, the trial's value = its best val/f1). Ray and hand-written Optuna call it with one Lightning
+  callback that reports each epoch to them (`EpochReport`), so what differs is only the tuner.
+- The space: learning rate (log, 1e-4..1e-2), weight decay (0..0.1), dropout (0..0.3).
+- The budget: `--trials` trials of at most `--epochs` epochs, 2 at a time, each on one core (the machine's
+  2 cores), CPU only. Seeds: seed s drives the sampler and training (data split fixed).
+- (a) sweeplab: `runners/train.py -m hparams_search=optuna` (TPE, median pruner, the guard) with
+  `n_jobs=2`, `rescue.top_k=2` (the best pruned trials resumed from their pause), warm-up `--warmup` epochs.
+  (b) Ray Tune: `tune.Tuner` with `OptunaSearch` (TPE, seed s) and `ASHAScheduler` (max_t=epochs,
+  grace_period=warm-up, reduction factor 2), `max_concurrent_trials=2`, 1 CPU per trial, a checkpoint
+  saved and handed to Ray every epoch. Ray's ASHA stops a trial or lets it go on; it never pauses one, so
+  there is nothing to resume on promotion.
+  (c) Optuna by hand: 2 worker processes on one JournalStorage study (TPE seeded s+worker, MedianPruner
+  with the same warm-up and 5 start-up trials), `MaxTrialsCallback` at `--trials`.
+- Measured per system, problem and seed: the best value among trials that ran their whole budget, the
+  epochs trained in all, wall time from launch to exit, and the best value found by 25%, 50% and 100% of
+  that wall time (a trial counts from the moment it ends). Order interleaved: for each seed, the systems in
+  a rotating order.
+
+    python benchmarks/peers.py                                   # both problems, 5 seeds
+    python benchmarks/peers.py --problems digits --seeds 1 --trials 2 --epochs 1 --quick   # the smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+
+from _common import PLAIN, ROOT, machine, sweeplab, timed
+
+HERE = Path(__file__).resolve().parent
+SYSTEMS = ("sweeplab", "ray", "optuna")
+SPACE = {  # override key: (low, high, log)
+    "models.optimizer.lr": (1e-4, 1e-2, True),
+    "models.optimizer.weight_decay": (0.0, 0.1, False),
+    "models.net.drop_rate": (0.0, 0.3, False),
+}
+QUICK = ["+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=1"]
+
+
+def problem_overrides(problem: str, folder: Path) -> list[str]:
+    """The train config overrides of a problem: the bundled digits at 32 px, or hard_curves' noisy 64 px
+    folder at `folder` (written once by the driver, before anything is timed)."""
+    if problem == "digits":
+        return ["data=digits"]
+    return [
+        "data=image_folder",
+        f"data.root={folder}",
+        "data.img_size=64",
+        "data.in_chans=1",
+        "data.mean=[0.5]",
+        "data.std=[0.5]",
+        "data.augment.hflip=0",
+    ]
+
+
+def fixed(args: argparse.Namespace, problem: str, seed: int) -> list[str]:
+    """What every system's every trial trains with, whatever the tuner."""
+    return [
+        *problem_overrides(problem, args.data),
+        *PLAIN,
+        "scheduler=cosine",
+        "data.split_seed=42",
+        f"seed={seed}",
+        f"trainer.max_epochs={args.epochs}",
+        "trainer.accelerator=cpu",
+        *(QUICK if args.quick else []),
+    ]
+
+
+# -- the training code the peers call: sweeplab's, with one callback that reports each epoch ------------
+
+REPORT: Callable[[float, int, L.Trainer], bool] | None = None  # set by the tuner before it trains
+
+
+class EpochReport(L.Callback):
+    """Hands val/f1 after every epoch to the tuner (REPORT); stops the fit when the tuner says so."""
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or REPORT is None:
+            return
+        if REPORT(float(trainer.callback_metrics["val/f1"]), trainer.current_epoch + 1, trainer):
+            trainer.should_stop = True
+
+
+def train_once(overrides: list[str], run_dir: Path) -> float:
+    """sweeplab's training run on the composed train config, outside any study; returns its best val/f1."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from sweeplab.training import train
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train", [*overrides, "+callbacks.peer._target_=peers.EpochReport"], return_hydra_config=True
+        )
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+        cfg.paths.output_dir = str(run_dir)
+        cfg.paths.root_dir = str(run_dir)
+    return float(train(cfg))
+
+
+def params_overrides(params: dict[str, float]) -> list[str]:
+    return [f"{k}={v!r}" for k, v in params.items()]
+
+
+# -- (a) sweeplab --------------------------------------------------------------------------------------
+
+
+def run_sweeplab(args: argparse.Namespace, problem: str, out: Path, seed: int) -> dict[str, Any]:
+    import optuna
+
+    space = [
+        f"{k}=" + (f"tag(log, interval({lo}, {hi}))" if log else f"interval({lo}, {hi})")
+        for k, (lo, hi, log) in SPACE.items()
+    ]
+    study = f"peers_{problem}_{seed}"
+    cmd = sweeplab(
+        "-m",
+        "hparams_search=optuna",
+        "~search",
+        *space,
+        f"hydra.sweeper.n_trials={args.trials}",
+        "hydra.sweeper.n_jobs=2",
+        f"hydra.sweeper.study_name={study}",
+        f"hydra.sweeper.pruner.n_warmup_steps={args.warmup}",
+        "hydra.sweeper.rescue.top_k=2",
+        "hydra.sweeper.quick_validation.enabled=false",
+        "hydra.sweeper.report=false",
+        "hydra.sweeper.timeout=null",
+        "hydra.sweeper.max_failure_rate=0",
+        f"exp_name={study}",
+        *fixed(args, problem, seed),
+    )
+    started = time.time()
+    wall = timed(cmd, out, out / f"{study}.log", env=_env(out))
+    trials = optuna.load_study(
+        study_name=study, storage=f"sqlite:///{out / 'studies' / study}.db"
+    ).get_trials()
+    done = [
+        (t.datetime_complete.timestamp() - started, t.value)
+        for t in trials
+        if t.state.name == "COMPLETE" and t.value is not None
+    ]
+    epochs = sum(int(t.user_attrs.get("epochs_run", len(t.intermediate_values))) for t in trials)
+    return _result(wall, done, epochs)
+
+
+# -- (b) Ray Tune --------------------------------------------------------------------------------------
+
+
+def run_ray(args: argparse.Namespace, problem: str, out: Path, seed: int) -> dict[str, Any]:
+    """Ray in a process of its own (its runtime starts and stops with it), timed from launch to exit."""
+    return _worker_run("ray", args, problem, out, seed)
+
+
+def ray_study(args: argparse.Namespace, problem: str, out: Path, seed: int) -> dict[str, Any]:
+    import optuna
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    overrides = fixed(args, problem, seed)
+    env = {**_env(out), "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+    started = time.time()
+
+    def trainable(config: dict[str, float]) -> None:
+        import tempfile
+
+        import peers  # the module Hydra instantiates EpochReport from
+        import torch
+
+        torch.set_num_threads(1)
+
+        def report(value: float, epoch: int, trainer: L.Trainer) -> bool:
+            with tempfile.TemporaryDirectory() as tmp:
+                trainer.save_checkpoint(Path(tmp) / "epoch.ckpt")
+                tune.report({"val_f1": value, "epoch": epoch}, checkpoint=tune.Checkpoint.from_directory(tmp))
+            return False  # ASHA stops the trial itself
+
+        peers.REPORT = report
+        run_dir = Path(tune.get_context().get_trial_dir()) / "run"
+        peers.train_once([*overrides, *params_overrides(config)], run_dir)
+
+    space = {
+        k: (tune.loguniform(lo, hi) if log else tune.uniform(lo, hi)) for k, (lo, hi, log) in SPACE.items()
+    }
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            metric="val_f1",
+            mode="max",
+            search_alg=OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed)),
+            scheduler=ASHAScheduler(max_t=args.epochs, grace_period=args.warmup, reduction_factor=2),
+            num_samples=args.trials,
+            max_concurrent_trials=2,
+        ),
+        run_config=tune.RunConfig(name=f"ray_{problem}_{seed}", storage_path=str(out / "ray"), verbose=0),
+    )
+    results = tuner.fit()
+    done, epochs = [], 0
+    for result in results:
+        frame = result.metrics_dataframe
+        if frame is None or frame.empty:
+            continue
+        epochs += int(frame["training_iteration"].max())
+        if int(frame["training_iteration"].max()) >= args.epochs:
+            done.append((float(frame["timestamp"].max()) - started, float(frame["val_f1"].max())))
+    ray.shutdown()
+    return {"done": done, "epochs": epochs}
+
+
+# -- (c) Optuna by hand --------------------------------------------------------------------------------
+
+
+def run_optuna(args: argparse.Namespace, problem: str, out: Path, seed: int) -> dict[str, Any]:
+    return _worker_run("optuna", args, problem, out, seed)
+
+
+def optuna_study(args: argparse.Namespace, problem: str, out: Path, seed: int) -> dict[str, Any]:
+    """Two worker processes on one JournalStorage study, as Optuna's docs run parallel workers."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    name = f"optuna_{problem}_{seed}"
+    journal = out / f"{name}.journal"
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    started = time.time()
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--role",
+                "optuna-worker",
+                "--worker",
+                str(i),
+                *_cli(args, problem, out, seed),
+            ],
+            env={**os.environ, **_env(out)},
+            stdout=(out / f"{name}_{i}.log").open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(2)
+    ]
+    if any(w.wait() != 0 for w in workers):
+        sys.exit(f"an Optuna worker failed; its log: {out / name}_*.log")
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+    done = [
+        (t.datetime_complete.timestamp() - started, t.value)
+        for t in trials
+        if t.state.name == "COMPLETE" and t.value is not None
+    ]
+    return {"done": done, "epochs": sum(len(t.intermediate_values) for t in trials)}
+
+
+def optuna_worker(args: argparse.Namespace, problem: str, out: Path, seed: int) -> None:
+    import optuna
+    import peers  # the module Hydra instantiates EpochReport from
+    import torch
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.study import MaxTrialsCallback
+
+    torch.set_num_threads(1)
+    name = f"optuna_{problem}_{seed}"
+    study = optuna.load_study(
+        study_name=name,
+        storage=JournalStorage(JournalFileBackend(str(out / f"{name}.journal"))),
+        sampler=optuna.samplers.TPESampler(seed=seed + args.worker),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=args.warmup),
+    )
+    overrides = fixed(args, problem, seed)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {k: trial.suggest_float(k, lo, hi, log=log) for k, (lo, hi, log) in SPACE.items()}
+        pruned = []
+
+        def report(value: float, epoch: int, trainer: L.Trainer) -> bool:
+            trial.report(value, epoch)
+            if trial.should_prune():
+                pruned.append(epoch)
+                return True
+            return False
+
+        peers.REPORT = report
+        value = peers.train_once([*overrides, *params_overrides(params)], out / name / str(trial.number))
+        if pruned:
+            raise optuna.TrialPruned()
+        return value
+
+    study.optimize(objective, callbacks=[MaxTrialsCallback(args.trials, states=None)])
+
+
+# -- the run ------------------------------------------------------------------------------------------
+
+
+def _env(out: Path) -> dict[str, str]:
+    return {"XDG_CACHE_HOME": str(out / "cache")}  # one decode cache for all three: the same data work
+
+
+def _cli(args: argparse.Namespace, problem: str, out: Path, seed: int) -> list[str]:
+    return [
+        "--problems",
+        problem,
+        "--seed-value",
+        str(seed),
+        "--out",
+        str(out),
+        "--trials",
+        str(args.trials),
+        "--epochs",
+        str(args.epochs),
+        "--warmup",
+        str(args.warmup),
+        "--data",
+        str(args.data),
+        *(["--quick"] if args.quick else []),
+    ]
+
+
+def _worker_run(system: str, args: argparse.Namespace, problem: str, out: Path, seed: int) -> dict[str, Any]:
+    """Run `system` in a fresh process (so its start-up counts, as sweeplab's does), timed from launch to exit."""
+    record = out / f"{system}_{problem}_{seed}.json"
+    cmd = [sys.executable, __file__, "--role", system, *_cli(args, problem, out, seed)]
+    wall = timed(cmd, out, out / f"{system}_{problem}_{seed}.log")
+    found = json.loads(record.read_text())
+    return _result(wall, [tuple(d) for d in found["done"]], found["epochs"])
+
+
+def _result(wall: float, done: list[tuple[float, float]], epochs: int) -> dict[str, Any]:
+    done = sorted(done)
+    best_by = {}
+    for share in (0.25, 0.5, 1.0):
+        values = [v for t, v in done if t <= share * wall]
+        best_by[share] = max(values) if values else None
+    return {
+        "wall": wall,
+        "epochs": epochs,
+        "best": max((v for _, v in done), default=None),
+        "anytime": {str(k): v for k, v in best_by.items()},
+        "done": done,
+    }
+
+
+def plot(results: dict[str, Any], problem: str, path: Path) -> None:
+    """The anytime curves of one problem: best value so far against seconds, one line per system and seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"sweeplab": "tab:blue", "ray": "tab:orange", "optuna": "tab:green"}
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for system in SYSTEMS:
+        for i, run in enumerate(
+            r for r in results["runs"] if r["system"] == system and r["problem"] == problem
+        ):
+            xs, ys, best = [0.0], [None], None
+            for t, v in run["done"]:
+                best = v if best is None else max(best, v)
+                xs.append(t)
+                ys.append(best)
+            xs.append(run["wall"])
+            ys.append(best)
+            pts = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
+            if pts:
+                ax.step(
+                    *zip(*pts, strict=True),
+                    where="post",
+                    color=colors[system],
+                    alpha=0.7,
+                    label=system if i == 0 else None,
+                )
+    ax.set_xlabel("wall time (s)")
+    ax.set_ylabel("best val/f1 so far (complete trials)")
+    ax.set_title(f"{problem}: anytime best, one line per seed")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def table(results: dict[str, Any], problem: str) -> str:
+    runs = [r for r in results["runs"] if r["problem"] == problem]
+    top = max((r["best"] for r in runs if r["best"] is not None), default=None)
+    lines = [
+        f"| {problem} | median best | median gap to the best found | epochs | wall (s) | best at 25% / 50% / 100% of wall |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def med(values: list[float | None]) -> str:
+        got = [v for v in values if v is not None]
+        return f"{statistics.median(got):.4f}" if got else "-"
+
+    for system in SYSTEMS:
+        mine = [r for r in runs if r["system"] == system]
+        if not mine:
+            continue
+        gaps = [top - r["best"] for r in mine if r["best"] is not None and top is not None]
+        anytime = " / ".join(med([r["anytime"][k] for r in mine]) for k in ("0.25", "0.5", "1.0"))
+        lines.append(
+            f"| {system} | {med([r['best'] for r in mine])} | {med(gaps)} | "
+            f"{statistics.median(r['epochs'] for r in mine):.0f} | {statistics.median(r['wall'] for r in mine):.1f} | {anytime} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problems", nargs="+", default=["digits", "noisy64"], choices=["digits", "noisy64"])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--warmup", type=int, default=2, help="epochs before any trial may be stopped")
+    parser.add_argument("--quick", action="store_true", help="a few batches per epoch (the smoke test)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "runs" / "peers")
+    parser.add_argument("--figures", type=Path, default=None, help="where the PNGs go (default: --out)")
+    parser.add_argument("--role", default="driver", choices=["driver", "ray", "optuna", "optuna-worker"])
+    parser.add_argument("--worker", type=int, default=0)
+    parser.add_argument("--seed-value", type=int, default=0)
+    parser.add_argument(
+        "--data", type=Path, default=None, help="the noisy 64 px folder (default: --out/noisy_digits)"
+    )
+    args = parser.parse_args()
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    args.data = (args.data or out / "noisy_digits").resolve()
+
+    if args.role != "driver":
+        problem, seed = args.problems[0], args.seed_value
+        if args.role == "optuna-worker":
+            optuna_worker(args, problem, out, seed)
+            return
+        found = (ray_study if args.role == "ray" else optuna_study)(args, problem, out, seed)
+        (out / f"{args.role}_{problem}_{seed}.json").write_text(json.dumps(found))
+        return
+
+    if "noisy64" in args.problems:
+        from hard_curves import make_folder
+
+        make_folder(args.data, 64, 0.15, seed=0)  # once, untimed: every system reads the same files
+    runners = {"sweeplab": run_sweeplab, "ray": run_ray, "optuna": run_optuna}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "versions": versions(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "runs": [],
+    }
+    for seed in range(args.seeds):
+        for problem in args.problems:
+            order = SYSTEMS[seed % 3 :] + SYSTEMS[: seed % 3]  # interleaved: each system goes first in turn
+            for system in order:
+                run = runners[system](args, problem, out / f"{system}_{problem}_{seed}", seed)
+                results["runs"].append({"system": system, "problem": problem, "seed": seed, **run})
+                print(
+                    f"  {problem} seed {seed} {system}: best {run['best']}, {run['epochs']} epochs, {run['wall']:.1f}s",
+                    flush=True,
+                )
+                (out / "results.json").write_text(json.dumps(results, indent=1))
+    print(f"machine: {results['machine']}; {results['versions']}")
+    print(f"{args.trials} trials of at most {args.epochs} epochs, 2 at a time, {args.seeds} seed(s)")
+    for problem in args.problems:
+        print(table(results, problem))
+        plot(results, problem, (args.figures or out) / f"peers_{problem}.png")
+
+
+def versions() -> str:
+    import importlib.metadata as md
+
+    names = ("ray", "optuna", "lightning", "torch", "hydra-core")
+    found = []
+    for n in names:
+        try:
+            found.append(f"{n} {md.version(n)}")
+        except md.PackageNotFoundError:
+            found.append(f"{n} absent")
+    return ", ".join(found)
+
+
+if __name__ == "__main__":
+    main()

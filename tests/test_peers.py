@@ -1,0 +1,39 @@
+"""The head-to-head benchmark against Ray Tune and Optuna by hand, small enough to run in the tests, so the
+script cannot rot (its figures are taken with `python benchmarks/peers.py`, BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_peers_benchmark_runs_each_system_on_the_same_problem_and_writes_its_table_and_plot(tmp_path):
+    pytest.importorskip("ray.tune", reason="pip install -e '.[peers]'")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "peers.py",
+            *("--problems", "digits", "--seeds", "1", "--trials", "2", "--epochs", "1", "--warmup", "1"),
+            "--quick",
+            *("--out", str(tmp_path)),
+        ],
+        cwd=ROOT / "benchmarks",
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    runs = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert sorted(r["system"] for r in runs) == ["optuna", "ray", "sweeplab"]
+    for run in runs:
+        assert run["epochs"] == 2 and len(run["done"]) == 2  # 2 trials of 1 epoch each, both complete
+        assert 0.0 <= run["best"] <= 1.0 and run["anytime"]["1.0"] == run["best"]
+    assert "| sweeplab |" in result.stdout and "| ray |" in result.stdout and "| optuna |" in result.stdout
+    assert (tmp_path / "peers_digits.png").stat().st_size > 0
