@@ -58,6 +58,19 @@ def make_folder(root: Path, size: int, label_noise: float, seed: int) -> None:
             writer.writerow([f"d{i}.png", int(labels[i])])
 
 
+def folder_data(folder: Path, size: int = 64) -> list[str]:
+    """The train config overrides that read the noisy folder: one grey channel at `size` px, no flips."""
+    return [
+        "data=image_folder",
+        f"data.root={folder}",
+        f"data.img_size={size}",
+        "data.in_chans=1",
+        "data.mean=[0.5]",
+        "data.std=[0.5]",
+        "data.augment.hflip=0",
+    ]
+
+
 def study_command(args: argparse.Namespace, folder: Path) -> list[str]:
     return sweeplab(
         "-m",
@@ -77,13 +90,7 @@ def study_command(args: argparse.Namespace, folder: Path) -> list[str]:
         "models.net.drop_rate=interval(0.0, 0.3)",
         "models.scheduler.warmup_epochs=choice(0, 2, 4)",
         "scheduler=cosine_warmup",
-        "data=image_folder",
-        f"data.root={folder}",
-        "data.img_size=64",
-        "data.in_chans=1",
-        "data.mean=[0.5]",
-        "data.std=[0.5]",
-        "data.augment.hflip=0",
+        *folder_data(folder),
         "data.split_seed=42",
         f"trainer.max_epochs={args.epochs}",
         "trainer.accelerator=cpu",

@@ -55,17 +55,9 @@ QUICK = ["+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2", "+tra
 def problem_overrides(problem: str, folder: Path) -> list[str]:
     """The train config overrides of a problem: the bundled digits at 32 px, or hard_curves' noisy 64 px
     folder at `folder` (written once by the driver, before anything is timed)."""
-    if problem == "digits":
-        return ["data=digits"]
-    return [
-        "data=image_folder",
-        f"data.root={folder}",
-        "data.img_size=64",
-        "data.in_chans=1",
-        "data.mean=[0.5]",
-        "data.std=[0.5]",
-        "data.augment.hflip=0",
-    ]
+    from hard_curves import folder_data
+
+    return ["data=digits"] if problem == "digits" else folder_data(folder)
 
 
 def fixed(args: argparse.Namespace, problem: str, seed: int) -> list[str]:
