@@ -36,6 +36,7 @@ from sweeplab.search.records import counted, state_counts
 from sweeplab.search.schema import SweeplabSweeperConf
 from sweeplab.search.space import format_value, override_key
 from sweeplab.search.storage import STORAGE_ENV, has_password, masked, open_storage
+from sweeplab.search.threads import single_threaded_sweep
 from sweeplab.search.view import StudyView
 
 log = logging.getLogger("sweeplab.sweep")
@@ -80,6 +81,8 @@ class StudySweeper:
         # started again by a DDP launcher as an extra rank of a trial: that trial's job, as the rank
         if run_as_rank(self.hydra_context, self.task_function, self.config):
             return
+        if self._forks_workers():  # before the check's torch ops: a forked worker could not use threads
+            single_threaded_sweep()
         root_dir = str(self.config.hydra.runtime.cwd)
         plan = make_plan(
             self.keys, self.config, arguments, self.group_options, root_dir=root_dir, compose=self.compose
@@ -186,6 +189,16 @@ class StudySweeper:
         if not basic or (conf.n_jobs == 1 and conf.devices_per_trial == 1):
             return None
         return assign_devices(conf.n_jobs, visible_devices(), conf.share_gpus, conf.devices_per_trial)
+
+    def _forks_workers(self) -> bool:
+        """The sweep will fork worker processes (`_worker_devices`), as far as its raw config says (a wrong
+        value is refused by the plan, next)."""
+        sweeper = self.config.hydra.sweeper
+        try:
+            many = int(sweeper.get("n_jobs") or 1) > 1 or int(sweeper.get("devices_per_trial") or 1) > 1
+        except (TypeError, ValueError):
+            return False
+        return many and isinstance(self.launcher, BasicLauncher)
 
     def _executor(self, conf: SweeplabSweeperConf, slots: list[str | None] | None) -> Any:
         """The workers of `_worker_devices`, or batches through the launcher."""

@@ -44,6 +44,7 @@ from sweeplab.errors import SweeplabError, config_error, failure, one_line
 from sweeplab.search.outage import StorageUnreachable
 from sweeplab.search.ranks import TRIAL_DIR_ENV, lost_rank
 from sweeplab.search.records import ATTR_UNTOLD, STALLED
+from sweeplab.search.threads import worker_threads
 from sweeplab.search.trial import job_trial
 
 log = logging.getLogger("sweeplab.sweep")
@@ -445,8 +446,7 @@ def _child(
             os.environ["CUDA_VISIBLE_DEVICES"] = device  # read when CUDA initialises, in this process
         # the job's own DDP ranks, started by running the sweep's command again, find their trial here
         os.environ[TRIAL_DIR_ENV] = str(job_dir)
-        if "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(threads)
+        worker_threads(threads)
         job_dir.mkdir(parents=True, exist_ok=True)
         out = os.open(job_dir / WORKER_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(out, 1)
