@@ -40,10 +40,12 @@ class RecordDevice(L.Callback):
 
 class RecordRank(L.Callback):
     """Writes what each DDP rank of a trial trained: `rank_<r>.json` in the trial's dir with its rank, world
-    size, learning rate (a searched param), the synced optimized metric and the epochs it ran."""
+    size, learning rate (a searched param), the synced optimized metric and the epochs it ran. The trial's
+    dir is looked up as the callback is built: a rank that ddp_spawn starts has no Hydra config."""
 
     def __init__(self, monitor: str = "val/f1") -> None:
         self.monitor = monitor
+        self.out = HydraConfig.get().runtime.output_dir
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         import json
@@ -59,7 +61,7 @@ class RecordRank(L.Callback):
             "value": None if value is None else float(value),
             "epochs": trainer.current_epoch,
         }
-        out = Path(HydraConfig.get().runtime.output_dir) / f"rank_{trainer.global_rank}.json"
+        out = Path(self.out) / f"rank_{trainer.global_rank}.json"
         out.write_text(json.dumps(record))
 
 
@@ -68,10 +70,13 @@ class KillRank(L.Callback):
 
     def __init__(self, trial: int = 0, rank: int = 1) -> None:
         self.trial, self.rank = trial, rank
+        self.job = int(
+            HydraConfig.get().job.num
+        )  # as built: a rank that ddp_spawn starts has no Hydra config
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         import os
         import signal
 
-        if int(HydraConfig.get().job.num) == self.trial and trainer.global_rank == self.rank:
+        if self.job == self.trial and trainer.global_rank == self.rank:
             os.kill(os.getpid(), signal.SIGKILL)

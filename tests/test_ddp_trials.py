@@ -1,7 +1,9 @@
 """Trials that train on several devices: Lightning's DDP (gloo, 2 CPU processes per trial) inside a study.
 
-Each trial is one training over 2 ranks: rank 1 is started by Lightning running the sweep's command again,
-joins the trial (never sweeps), trains the trial's params, and follows rank 0's pruning decision."""
+Each trial is one training over 2 ranks. Under `ddp` rank 1 is started by Lightning running the sweep's
+command again, joins the trial (never sweeps), trains the trial's params, and follows rank 0's pruning
+decision. Under `ddp_spawn` both ranks are processes Lightning spawns from the pickled trainer: rank 0
+opens the trial from its address, and hands the fit's record back to the worker."""
 
 from __future__ import annotations
 
@@ -25,13 +27,18 @@ DDP = [
     "hparams_search=optuna_fast",
     "hydra.sweeper.devices_per_trial=2",
     "trainer.devices=2",
-    "trainer.strategy=ddp",
     "hydra.sweeper.quick_validation.enabled=false",
     "hydra.sweeper.report=false",
     "+callbacks.ranks._target_=tests.faults.RecordRank",
     *QUICK,
 ]
 ENV = {"PYTHONPATH": str(ROOT)}
+BOTH = pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])  # Lightning's default launcher, and spawn
+
+
+def rank_logs(strategy: str) -> list[str]:
+    """The logs of a trial's extra ranks: Hydra's, for the ranks Lightning starts by running the command."""
+    return ["train_ddp_process_1.log"] if strategy == "ddp" else []
 
 
 def processes_in(cwd: Path) -> list[int]:
@@ -61,10 +68,12 @@ def ranks(trial_dir: Path) -> list[dict]:
     return [json.loads((trial_dir / f"rank_{r}.json").read_text()) for r in (0, 1)]
 
 
-def test_every_ddp_trial_pruned_at_its_first_report_is_stored_once_pruned_after_one_epoch(tmp_path):
+@BOTH
+def test_every_ddp_trial_pruned_at_its_first_report_is_stored_once_pruned_after_one_epoch(tmp_path, strategy):
     result, trials = sweep(
         [
             *DDP,
+            f"trainer.strategy={strategy}",
             "exp_name=ddp_pruned",
             "hydra.sweeper.n_trials=2",
             "trainer.max_epochs=3",
@@ -86,16 +95,21 @@ def test_every_ddp_trial_pruned_at_its_first_report_is_stored_once_pruned_after_
         # both ranks trained the trial's own params and stopped after the same, first, epoch
         assert [r["lr"] for r in seen] == [trial.params["models.optimizer.lr"]] * 2
         assert [r["epochs"] for r in seen] == [1, 1]
-        assert (sweep_dir / str(trial.number) / "train_ddp_process_1.log").is_file()
+        for log in rank_logs(strategy):
+            assert (sweep_dir / str(trial.number) / log).is_file()
+        metrics = json.loads((sweep_dir / str(trial.number) / "metrics.json").read_text())
+        assert (metrics["epochs_run"], metrics["pruned_at_epoch"]) == (1, 1)  # rank 0's record, handed back
     assert len(list((tmp_path / "studies").glob("*.db"))) == 1
     assert no_process_left(tmp_path) == []
     assert "2 devices per trial" in result.stderr + result.stdout
 
 
-def test_a_completed_ddp_trial_stores_the_metric_synced_over_its_ranks(tmp_path):
+@BOTH
+def test_a_completed_ddp_trial_stores_the_metric_synced_over_its_ranks(tmp_path, strategy):
     _, trials = sweep(
         [
             *DDP,
+            f"trainer.strategy={strategy}",
             "exp_name=ddp_done",
             "hydra.sweeper.n_trials=1",
             "trainer.max_epochs=1",
@@ -114,10 +128,12 @@ def test_a_completed_ddp_trial_stores_the_metric_synced_over_its_ranks(tmp_path)
     assert no_process_left(tmp_path) == []
 
 
-def test_a_killed_rank_fails_its_trial_which_is_run_again_and_the_sweep_goes_on(tmp_path):
+@BOTH
+def test_a_killed_rank_fails_its_trial_which_is_run_again_and_the_sweep_goes_on(tmp_path, strategy):
     result, trials = sweep(
         [
             *DDP,
+            f"trainer.strategy={strategy}",
             "exp_name=ddp_killed",
             "hydra.sweeper.n_trials=2",
             "trainer.max_epochs=1",
@@ -137,11 +153,15 @@ def test_a_killed_rank_fails_its_trial_which_is_run_again_and_the_sweep_goes_on(
     assert no_process_left(tmp_path) == []
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_sigterm_or_ctrl_c_stops_every_rank_of_a_running_ddp_trial(tmp_path, signum, code):
+@pytest.mark.parametrize(
+    ("strategy", "signum", "code"),
+    [("ddp", signal.SIGTERM, 143), ("ddp", signal.SIGINT, 130), ("ddp_spawn", signal.SIGTERM, 143)],
+)
+def test_sigterm_or_ctrl_c_stops_every_rank_of_a_running_ddp_trial(tmp_path, strategy, signum, code):
     out = (tmp_path / "sweep.log").open("w")
     args = [
         *DDP,
+        f"trainer.strategy={strategy}",
         "exp_name=ddp_stop",
         "hydra.sweeper.n_trials=2",
         "trainer.max_epochs=50",
@@ -165,10 +185,12 @@ def test_sigterm_or_ctrl_c_stops_every_rank_of_a_running_ddp_trial(tmp_path, sig
     assert no_process_left(tmp_path) == []
 
 
-def test_a_rescue_resumes_a_pruned_ddp_trial_from_its_one_paused_checkpoint_on_both_ranks(tmp_path):
+@BOTH
+def test_a_rescue_resumes_a_pruned_ddp_trial_from_its_one_paused_checkpoint_on_both_ranks(tmp_path, strategy):
     _, trials = sweep(
         [
             *DDP,
+            f"trainer.strategy={strategy}",
             "exp_name=ddp_rescue",
             "hydra.sweeper.n_trials=2",
             "trainer.max_epochs=2",
@@ -190,7 +212,7 @@ def test_a_rescue_resumes_a_pruned_ddp_trial_from_its_one_paused_checkpoint_on_b
     assert Path(paused.user_attrs[ATTR_PAUSED]["checkpoint"]).parent == paused_dir / "checkpoints"
     logs = {p.name: p.read_text() for p in paused_dir.glob("*.log")}
     said = {name: text.count(f"trial {paused.number} paused:") for name, text in logs.items()}
-    assert said == {"ddp_rescue.log": 1, "train_ddp_process_1.log": 0, "worker.log": 0}  # once, rank 0
+    assert said == {"ddp_rescue.log": 1, "worker.log": 0, **dict.fromkeys(rank_logs(strategy), 0)}  # rank 0
     seen = ranks(sweep_dir / str(rescue.number))
     assert [r["epochs"] for r in seen] == [2, 2]  # both ranks resumed after epoch 1 and ran epoch 2
     assert [r["lr"] for r in seen] == [paused.params["models.optimizer.lr"]] * 2
@@ -199,18 +221,25 @@ def test_a_rescue_resumes_a_pruned_ddp_trial_from_its_one_paused_checkpoint_on_b
 
 
 @pytest.mark.parametrize(
-    ("bounds", "state", "steps"),
+    ("strategy", "bounds", "state", "steps"),
     [
-        (["hydra.sweeper.pruner.lower=0.0"], "COMPLETE", [1, 2]),  # f1 is never below 0: never pruned
-        (["hydra.sweeper.pruner.lower=2.0"], "PRUNED", [1]),  # always below 2: pruned in its first fold
+        ("ddp", ["hydra.sweeper.pruner.lower=0.0"], "COMPLETE", [1, 2]),  # f1 is never below 0: never pruned
+        (
+            "ddp",
+            ["hydra.sweeper.pruner.lower=2.0"],
+            "PRUNED",
+            [1],
+        ),  # always below 2: pruned in its first fold
+        ("ddp_spawn", ["hydra.sweeper.pruner.lower=2.0"], "PRUNED", [1]),
     ],
 )
 def test_a_k_fold_ddp_trial_trains_its_folds_on_both_ranks_which_stop_together(
-    tmp_path, bounds, state, steps
+    tmp_path, strategy, bounds, state, steps
 ):
     _, trials = sweep(
         [
             *DDP,
+            f"trainer.strategy={strategy}",
             "exp_name=ddp_folds",
             "data.folds=2",
             "hydra.sweeper.n_trials=2",

@@ -303,9 +303,10 @@ def test_a_grid_smaller_than_n_trials_runs_each_point_once_and_stops(tmp_path):
             r"^trainer\.devices=\[0, 1\]: a trial of this study trains on hydra\.sweeper\.devices_per_trial=3",
         ),
         (
-            ["trainer.devices=2", "hydra.sweeper.devices_per_trial=2", "trainer.strategy=ddp_spawn"],
+            ["trainer.devices=2", "hydra.sweeper.devices_per_trial=2", "trainer.strategy=ddp_fork"],
             [],
-            r"^trainer\.strategy='ddp_spawn': a trial on several devices uses Lightning's default launcher",
+            r"^trainer\.strategy='ddp_fork': a trial's forked ranks would share its worker's storage connection;"
+            r" use trainer\.strategy=ddp \(Lightning's default launcher\) or ddp_spawn \(",
         ),
         (["+trainer.num_nodes=2"], [], r"^trainer\.num_nodes=2: a study's trial trains on one machine"),
         # a choice the space can take, though the config's own value is fine

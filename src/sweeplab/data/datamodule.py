@@ -73,6 +73,8 @@ class _Rows(Dataset):
 class ImageDataModule(L.LightningDataModule):
     """Serves uint8 images; float conversion, augmentation and normalisation run after the device transfer."""
 
+    HANDED_BACK = ("data_stats",)  # what a fit in spawned processes returns (`sweeplab.training.spawned`)
+
     def __init__(
         self,
         source: Any,

@@ -42,7 +42,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab.errors import SweeplabError, config_error, failure, one_line
 from sweeplab.search.outage import StorageUnreachable
-from sweeplab.search.ranks import TRIAL_DIR_ENV, lost_rank
+from sweeplab.search.ranks import TRIAL_DIR_ENV, killed_rank, lost_rank
 from sweeplab.search.records import ATTR_UNTOLD, STALLED
 from sweeplab.search.threads import worker_threads
 from sweeplab.search.trial import job_trial
@@ -463,7 +463,9 @@ def _child(
         )
         watch.finish()
         outcome = Outcome.of(ret)
-        lost = lost_rank(job_dir)
+        lost = lost_rank(job_dir) or killed_rank(
+            ret._return_value if ret.status == JobStatus.FAILED else None
+        )
         if outcome.error is not None and not outcome.lost and lost is not None:
             # the job's error is its rank 0 losing that peer: run the params again
             outcome = Outcome(error=f"RankLost: {lost} ({outcome.error})", lost=True)

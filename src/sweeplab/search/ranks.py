@@ -66,7 +66,7 @@ def run_as_rank(hydra_context: HydraContext, task_function: TaskFunction, config
         job.hydra.job.id = saved.job.id
         job.hydra.job.num = saved.job.num
     (job_dir / f".rank_{rank}.pid").write_text(str(os.getpid()))
-    _leave_with_rank_zero()
+    leave_with_parent(f"rank {rank}")
     ret = run_job(
         hydra_context=hydra_context,
         task_function=task_function,
@@ -78,20 +78,35 @@ def run_as_rank(hydra_context: HydraContext, task_function: TaskFunction, config
     return True
 
 
-def _leave_with_rank_zero() -> None:
-    """End this rank when the process that started it (rank 0, the trial's worker) is gone: killed by the
-    sweep, by a signal or by its own failure, it can no longer wait for this rank."""
+def leave_with_parent(who: str) -> None:
+    """End this process (`who`, for the line it leaves) when the process that started it is gone: a rank's
+    rank 0 or the trial's worker, killed by the sweep, by a signal or by its own failure, can no longer
+    wait for it."""
     parent = os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(1.0)
         os.write(
-            2, f"[sweeplab rank {local_rank()}] rank 0 (pid {parent}) is gone: this rank stops\n".encode()
+            2, f"[sweeplab {who}] the process that started it (pid {parent}) is gone: it stops\n".encode()
         )
         os._exit(EXIT_ORPHANED_RANK)
 
     threading.Thread(target=watch, name="sweeplab-rank-watch", daemon=True).start()
+
+
+def killed_rank(raised: BaseException | None) -> str | None:
+    """A rank that Lightning's ddp_spawn launcher started and a signal killed, said as a reason, from the
+    error the launcher raised (torch's `ProcessExitedException` names the signal); None otherwise."""
+    seen: set[int] = set()
+    while raised is not None and id(raised) not in seen:
+        signal_name = getattr(raised, "signal_name", None)
+        if signal_name:
+            index, pid = getattr(raised, "error_index", "?"), getattr(raised, "error_pid", "?")
+            return f"DDP rank {index} of the trial (pid {pid}) was killed by {signal_name}"
+        seen.add(id(raised))
+        raised = raised.__cause__ or raised.__context__
+    return None
 
 
 def lost_rank(job_dir: Path) -> str | None:

@@ -22,7 +22,7 @@ import optuna
 from omegaconf import OmegaConf
 
 from sweeplab.search.optuna_access import storage_of, study_id
-from sweeplab.search.outage import DEFAULT_RETRY_S, Outage, RetryingStorage
+from sweeplab.search.outage import DEFAULT_RETRY_S, Outage
 from sweeplab.search.pruning import build_pruner
 from sweeplab.search.ranks import follower
 from sweeplab.search.records import (
@@ -62,6 +62,7 @@ class StudyTrial:
     study: optuna.Study
     trial: optuna.Trial
     pause_keep: int = 0  # > 0: when pruned, the job keeps a checkpoint to resume from (pause.keep)
+    address: TrialAddress | None = None  # how another process opens this trial (Lightning's ddp_spawn)
 
     @property
     def number(self) -> int:
@@ -163,9 +164,35 @@ class StudyTrial:
         )
 
 
-def current_trial() -> StudyTrial | None:
-    """The trial of the running Hydra job, or None outside a sweeplab study and on a trial's extra DDP
-    ranks (rank 0 alone reports)."""
+@dataclass(frozen=True)
+class TrialAddress:
+    """Where a job's trial lives, in plain values. A process that Lightning's `ddp_spawn` launcher starts
+    has no Hydra config: rank 0 there opens its trial from the address that came with the trainer."""
+
+    storage: str
+    storage_retry: float | None  # hydra.sweeper.storage_retry (None: the default)
+    study_name: str
+    number: int
+    pruner: dict[str, Any] | None
+    guard: dict[str, Any] | None
+    pause_keep: int
+
+    def open(self) -> StudyTrial:
+        """The trial, with the study's pruner; a storage that cannot be reached now is retried (its sweep
+        has the study open, so it went away: a database restarting as the job starts)."""
+        retry = self.storage_retry
+        outage = Outage(masked(self.storage), DEFAULT_RETRY_S if retry is None else retry)
+        storage = outage.call(open_storage, self.storage, retry_s=retry)
+        study = optuna.load_study(
+            study_name=self.study_name, storage=storage, pruner=build_pruner(self.pruner, self.guard)
+        )
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id(study), self.number)
+        return StudyTrial(study, optuna.Trial(study, trial_id), pause_keep=self.pause_keep, address=self)
+
+
+def trial_address() -> TrialAddress | None:
+    """The address of the running Hydra job's trial, or None outside a sweeplab study and on a trial's extra
+    DDP ranks (rank 0 alone reports)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -178,30 +205,40 @@ def current_trial() -> StudyTrial | None:
     study_name = sweeper.get("study_name")
     if not study_name:
         return None  # launched without the sweeper (e.g. a job re-run by hand): nothing to report to
-    storage = _job_storage(
-        sweeper, resolve_storage(sweeper.get("storage"), study_name, hydra_cfg.runtime.cwd)
-    )
-    pruner = build_pruner(sweeper.get("pruner"), sweeper.get("guard"))
-    study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id(study), int(hydra_cfg.job.num))
-    trial = optuna.Trial(study, trial_id)
-    trial.set_user_attr(ATTR_OUTPUT_DIR, str(hydra_cfg.runtime.output_dir))
-    trial.set_user_attr(ATTR_WORKER_PID, os.getpid())
+    retry = sweeper.get("storage_retry")
     keep = OmegaConf.select(sweeper, "pause.keep", default=None)
     if keep is None:
         keep = OmegaConf.select(sweeper, "rescue.top_k", default=0)
-    return StudyTrial(study, trial, pause_keep=int(keep or 0))
+    return TrialAddress(
+        storage=resolve_storage(sweeper.get("storage"), study_name, hydra_cfg.runtime.cwd),
+        storage_retry=float(retry) if retry is not None else None,
+        study_name=str(study_name),
+        number=int(hydra_cfg.job.num),
+        pruner=_plain(sweeper.get("pruner")),
+        guard=_plain(sweeper.get("guard")),
+        pause_keep=int(keep or 0),
+    )
 
 
-def _job_storage(sweeper: Any, url: str) -> RetryingStorage:
-    """The study's storage for this job, retried for `hydra.sweeper.storage_retry` seconds in an outage.
+def current_trial() -> StudyTrial | None:
+    """The trial of the running Hydra job, or None outside a sweeplab study and on a trial's extra DDP
+    ranks (rank 0 alone reports)."""
+    from hydra.core.hydra_config import HydraConfig
 
-    Unlike a sweep's first opening, a job's is retried too: its sweep has the study open, so a storage that
-    cannot be reached now is one that went away (a database restarting as the job starts)."""
-    retry = sweeper.get("storage_retry")
-    retry_s = float(retry) if retry is not None else None
-    outage = Outage(masked(url), DEFAULT_RETRY_S if retry_s is None else retry_s)
-    return outage.call(open_storage, url, retry_s=retry_s)
+    address = trial_address()
+    if address is None:
+        return None
+    trial = address.open()
+    trial.set(ATTR_OUTPUT_DIR, str(HydraConfig.get().runtime.output_dir))
+    trial.set(ATTR_WORKER_PID, os.getpid())
+    return trial
+
+
+def _plain(node: Any) -> dict[str, Any] | None:
+    """A config node as plain, picklable values."""
+    if node is None:
+        return None
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
 
 
 _JOB_TRIAL: dict[tuple[Any, ...], StudyTrial | None] = {}

@@ -105,7 +105,8 @@ def check_devices(cfg: DictConfig) -> None:
     """A study's trial trains on `hydra.sweeper.devices_per_trial` devices of one machine: that many GPUs are
     given to its worker, whose DDP ranks join the trial (`sweeplab.search.ranks`). A trainer asking for
     another count would start ranks the sweep cannot place, so it is refused in one line. Lightning's
-    default launcher (strategy ddp) is the one supported; ddp_spawn and friends are refused."""
+    default launcher (`ddp`) and `ddp_spawn` are supported; the forking launchers (`ddp_fork`,
+    `ddp_notebook`) are refused: their ranks would share the worker's open storage connection."""
     if not HydraConfig.initialized():
         return
     sweeper = HydraConfig.get().sweeper
@@ -132,12 +133,12 @@ def check_devices(cfg: DictConfig) -> None:
             f"{asked} devices, the DDP ranks Lightning starts join it)",
         )
     strategy = str(trainer.get("strategy") or "auto")
-    if per_trial > 1 and "spawn" in strategy:
+    if per_trial > 1 and strategy.startswith(("ddp_fork", "ddp_notebook")):
         raise config_error(
             "trainer.strategy",
             strategy,
-            "a trial on several devices uses Lightning's default launcher: trainer.strategy=ddp "
-            f"({strategy} is not supported in a study)",
+            "a trial's forked ranks would share its worker's storage connection; use trainer.strategy=ddp "
+            "(Lightning's default launcher) or ddp_spawn",
         )
 
 

@@ -20,9 +20,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from sweeplab.errors import SweeplabError, did_you_mean, one_line
 from sweeplab.search.ranks import follower
 from sweeplab.search.records import ATTR_EPOCHS, ATTR_MAX_EPOCHS, ATTR_PRUNE_REFUSED
+from sweeplab.training.spawned import Origin
 
 if TYPE_CHECKING:
-    from sweeplab.search.trial import StudyTrial
+    from sweeplab.search.trial import StudyTrial, TrialAddress
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class EpochProgressBar(RichProgressBar):
 
 class MetricHistory(L.Callback):
     """Keeps every epoch's validation metrics (plain floats), for metrics.json, pruning and reports."""
+
+    HANDED_BACK = ("epochs", "_epoch_times", "params")  # what a fit in spawned processes returns (`HandBack`)
 
     def __init__(self, optimized_metric: str) -> None:
         self.optimized_metric = optimized_metric
@@ -139,7 +142,11 @@ class PruningCallback(L.Callback):
     A trial trained with DDP (`hydra.sweeper.devices_per_trial` > 1): rank 0 reports and asks the pruner
     once per epoch; its decision is broadcast, so every rank stops after the same epoch and saves the paused
     checkpoint together (the ranks started again by Lightning have no trial: `sweeplab.search.ranks`).
+    Under `ddp_spawn` the callback is pickled into the ranks with its trial's address: rank 0 opens the trial
+    there (`sweeplab.training.spawned`).
     """
+
+    HANDED_BACK = ("pruned_at", "_asked_at")  # what a fit in spawned processes returns (`HandBack`)
 
     def __init__(
         self,
@@ -169,6 +176,17 @@ class PruningCallback(L.Callback):
         self._own = study_trial is None  # built from an app's config: it finds its trial, checks `monitor`
         self._ranks = False  # a trial's DDP training: rank 0's decisions are sent to every rank
         self._pause = study_trial is not None and bool(study_trial.pause_keep)
+        self._address: TrialAddress | None = None  # set when pickled: the trial, for a spawned rank 0
+        self._origin: Origin | None = None  # set when pickled: the process that launched the fit
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled into the processes of a spawning launcher: the trial goes as its address (a storage
+        connection does not cross processes), found now where an app's callback has not looked yet."""
+        from sweeplab.search.trial import trial_address
+
+        trial = self._trial
+        address = trial.address if trial is not None else (trial_address() if self._own else None)
+        return {**self.__dict__, "_trial": None, "_address": address, "_origin": Origin.here()}
 
     @property
     def metric(self) -> str:
@@ -180,12 +198,18 @@ class PruningCallback(L.Callback):
         return self._trial
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self._own and stage == "fit":
+        if self._origin is not None and self._origin.elsewhere():  # a rank the launcher spawned
+            self._origin.join(trainer.global_rank)
+            if stage == "fit" and self._address is not None and trainer.global_rank == 0:
+                self._trial = self._address.open()
+        elif self._own and stage == "fit":
             from sweeplab.search.trial import job_trial  # the job's trial; None outside a study
 
             self._trial = job_trial()
         # a trial's extra DDP ranks have no trial of their own: they follow rank 0's decisions
-        self._ranks = trainer.world_size > 1 and (self._trial is not None or follower())
+        self._ranks = trainer.world_size > 1 and (
+            self._trial is not None or self._address is not None or follower()
+        )
         self._pause = self._trial is not None and bool(self._trial.pause_keep)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -344,6 +368,8 @@ class CompileTimer(L.Callback):
     """Times the first training steps: with torch.compile the first one also compiles, so
     compile time = first step - median of the next `sample` steps. Synchronises the GPU on those
     steps only (none after), so it costs nothing for the rest of the fit."""
+
+    HANDED_BACK = ("steps",)  # what a fit in spawned processes returns (`HandBack`)
 
     def __init__(self, sample: int = 10) -> None:
         self.sample = sample

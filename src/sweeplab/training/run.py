@@ -33,6 +33,7 @@ from sweeplab.training.build import (
 from sweeplab.training.callbacks import CompileTimer, FoldPlace, MetricHistory, PruningCallback, RandomState
 from sweeplab.training.results import FoldRun, extra_values, run_metrics, run_value, write_json
 from sweeplab.training.resume import ranks_resume, relocated, resume_point, share_resume
+from sweeplab.training.spawned import HANDBACK_FILE, HandBack
 
 if TYPE_CHECKING:
     from sweeplab.data import ImageDataModule
@@ -178,6 +179,9 @@ def _fit(
     compile_timer = CompileTimer() if compile_options(cfg) is not None else None
     if compile_timer:
         callbacks.append(compile_timer)
+    handed = [c for c in (history, pruning, compile_timer, dm) if c is not None]
+    hand_back = HandBack(Path(cfg.paths.output_dir) / HANDBACK_FILE, *handed)  # under ddp_spawn
+    callbacks.append(hand_back)
     trainer = build_trainer(cfg, extra_callbacks=callbacks, resuming=resume is not None)
     writes = not follower()  # a trial's extra DDP rank resumes from the copy rank 0 writes
     ckpt_path = (
@@ -185,6 +189,7 @@ def _fit(
     )
     _log_data(cfg, study_trial, fold, dm)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    hand_back.take()
     if ckpt_path is not None and writes:
         Path(ckpt_path).unlink(missing_ok=True)  # a copy: the paused trial's own stays until the study ends
     pruned_at = pruning.pruned_at if pruning else None
