@@ -18,10 +18,13 @@ Method: one tuning problem, three tuners, the same everything else.
   with the same warm-up and 5 start-up trials), `MaxTrialsCallback` at `--trials`.
 - Measured per system, problem and seed: the best value among trials that ran their whole budget, the
   epochs trained in all, wall time from launch to exit, and the best value found by 25%, 50% and 100% of
-  that wall time (a trial counts from the moment it ends). Order interleaved: for each seed, the systems in
-  a rotating order.
+  that wall time (a trial counts from the moment it ends; every clock starts when the driver launches the
+  system's process). Order interleaved: for each seed, the systems in a rotating order. Then
+  `peers_breakdown.py` reads back the trials each system stored: where the wall time went (outside trials,
+  busy and idle worker-seconds, seconds per epoch) and the best found at equal epochs.
 
     python benchmarks/peers.py                                   # both problems, 5 seeds
+    python benchmarks/peers.py --systems sweeplab --rescue-top-k 0 --out benchmarks/runs/peers_norescue
     python benchmarks/peers.py --problems digits --seeds 1 --trials 2 --epochs 1 --quick   # the smoke test
 """
 
@@ -135,7 +138,7 @@ def run_sweeplab(args: argparse.Namespace, problem: str, out: Path, seed: int) -
         "hydra.sweeper.n_jobs=2",
         f"hydra.sweeper.study_name={study}",
         f"hydra.sweeper.pruner.n_warmup_steps={args.warmup}",
-        "hydra.sweeper.rescue.top_k=2",
+        f"hydra.sweeper.rescue.top_k={args.rescue_top_k}",
         "hydra.sweeper.quick_validation.enabled=false",
         "hydra.sweeper.report=false",
         "hydra.sweeper.timeout=null",
@@ -175,7 +178,7 @@ def ray_study(args: argparse.Namespace, problem: str, out: Path, seed: int) -> d
     overrides = fixed(args, problem, seed)
     env = {**_env(out), "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
-    started = time.time()
+    started = args.launched or time.time()  # the clock starts at launch, as sweeplab's does
 
     def trainable(config: dict[str, float]) -> None:
         import tempfile
@@ -241,7 +244,7 @@ def optuna_study(args: argparse.Namespace, problem: str, out: Path, seed: int) -
     journal = out / f"{name}.journal"
     storage = JournalStorage(JournalFileBackend(str(journal)))
     optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    started = time.time()
+    started = args.launched or time.time()  # the clock starts at launch, as sweeplab's does
     workers = [
         subprocess.Popen(
             [
@@ -339,6 +342,7 @@ def _worker_run(system: str, args: argparse.Namespace, problem: str, out: Path, 
     """Run `system` in a fresh process (so its start-up counts, as sweeplab's does), timed from launch to exit."""
     record = out / f"{system}_{problem}_{seed}.json"
     cmd = [sys.executable, __file__, "--role", system, *_cli(args, problem, out, seed)]
+    cmd += ["--launched", repr(time.time())]
     wall = timed(cmd, out, out / f"{system}_{problem}_{seed}.log")
     found = json.loads(record.read_text())
     return _result(wall, [tuple(d) for d in found["done"]], found["epochs"])
@@ -400,9 +404,12 @@ def plot(results: dict[str, Any], problem: str, path: Path) -> None:
 
 def table(results: dict[str, Any], problem: str) -> str:
     runs = [r for r in results["runs"] if r["problem"] == problem]
-    top = max((r["best"] for r in runs if r["best"] is not None), default=None)
+    top: dict[int, float] = {}  # per seed: the best any system found
+    for r in runs:
+        if r["best"] is not None:
+            top[r["seed"]] = max(top.get(r["seed"], r["best"]), r["best"])
     lines = [
-        f"| {problem} | median best | median gap to the best found | epochs | wall (s) | best at 25% / 50% / 100% of wall |",
+        f"| {problem} | median best | median gap to the seed's best | epochs | wall (s) | best at 25% / 50% / 100% of wall |",
         "|---|---|---|---|---|---|",
     ]
 
@@ -414,7 +421,7 @@ def table(results: dict[str, Any], problem: str) -> str:
         mine = [r for r in runs if r["system"] == system]
         if not mine:
             continue
-        gaps = [top - r["best"] for r in mine if r["best"] is not None and top is not None]
+        gaps = [top[r["seed"]] - r["best"] for r in mine if r["best"] is not None]
         anytime = " / ".join(med([r["anytime"][k] for r in mine]) for k in ("0.25", "0.5", "1.0"))
         lines.append(
             f"| {system} | {med([r['best'] for r in mine])} | {med(gaps)} | "
@@ -430,11 +437,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2, help="epochs before any trial may be stopped")
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    parser.add_argument("--rescue-top-k", type=int, default=2, help="sweeplab's hydra.sweeper.rescue.top_k")
     parser.add_argument("--quick", action="store_true", help="a few batches per epoch (the smoke test)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "runs" / "peers")
     parser.add_argument("--figures", type=Path, default=None, help="where the PNGs go (default: --out)")
     parser.add_argument("--role", default="driver", choices=["driver", "ray", "optuna", "optuna-worker"])
     parser.add_argument("--worker", type=int, default=0)
+    parser.add_argument("--launched", type=float, default=None, help="when the driver launched this role")
     parser.add_argument("--seed-value", type=int, default=0)
     parser.add_argument(
         "--data", type=Path, default=None, help="the noisy 64 px folder (default: --out/noisy_digits)"
@@ -467,7 +477,7 @@ def main() -> None:
     for seed in range(args.seeds):
         for problem in args.problems:
             order = SYSTEMS[seed % 3 :] + SYSTEMS[: seed % 3]  # interleaved: each system goes first in turn
-            for system in order:
+            for system in (s for s in order if s in args.systems):
                 run = runners[system](args, problem, out / f"{system}_{problem}_{seed}", seed)
                 results["runs"].append({"system": system, "problem": problem, "seed": seed, **run})
                 print(
@@ -480,6 +490,12 @@ def main() -> None:
     for problem in args.problems:
         print(table(results, problem))
         plot(results, problem, (args.figures or out) / f"peers_{problem}.png")
+    from peers_breakdown import breakdown, time_table
+
+    rows = breakdown(results, out)  # where the time went, and the best at equal epochs
+    (out / "breakdown.json").write_text(json.dumps(rows, indent=1))
+    for problem, found in rows.items():
+        print(time_table(problem, found))
 
 
 def versions() -> str:

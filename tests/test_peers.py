@@ -37,3 +37,12 @@ def test_the_peers_benchmark_runs_each_system_on_the_same_problem_and_writes_its
         assert 0.0 <= run["best"] <= 1.0 and run["anytime"]["1.0"] == run["best"]
     assert "| sweeplab |" in result.stdout and "| ray |" in result.stdout and "| optuna |" in result.stdout
     assert (tmp_path / "peers_digits.png").stat().st_size > 0
+    # where the time went, read back from what each system stored: 2 trials of 1 epoch each, in the wall
+    rows = json.loads((tmp_path / "breakdown.json").read_text())["digits"]
+    assert sorted(r["system"] for r in rows) == ["optuna", "ray", "sweeplab"]
+    best = {r["system"]: r["best"] for r in runs}
+    for row in rows:
+        assert (row["trials"], row["epochs"], row["equal_epochs"]) == (2, 2, 2)
+        assert row["best_at_equal"] == pytest.approx(best[row["system"]])  # E = all its epochs: its best
+        assert 0 < row["busy"] <= 2 * row["wall"] and row["outside"] < row["wall"]
+    assert "| best at equal epochs (E) |" in result.stdout

@@ -1,0 +1,181 @@
+"""Where each tuner's wall time went in `benchmarks/peers.py`, and what each found at equal epochs.
+
+    python benchmarks/peers_breakdown.py          # after peers.py: reads benchmarks/runs/peers
+
+Method: read back the trials each system stored in its run dir (sweeplab's SQLite study, Optuna's journal,
+Ray's `result.json` per trial): when each started and ended, the epochs it trained, its value if it ran
+its whole budget. Per run, with 2 workers:
+- span: the first trial's start to the last one's end; outside = wall - span (start-up: interpreter,
+  imports, config check, study, Ray's runtime; and the end: result files, report, shutdown);
+- busy: worker-seconds inside trials (the sum of trial durations), and that per epoch trained (training
+  plus each trial's own start: process, model, data, test);
+- idle: worker-seconds inside the span but in no trial (2 x span - busy): gaps between trials and a worker
+  waiting while the other runs the last trial;
+- at equal epochs: the best complete trial among those that ended before the system had trained E epochs
+  in all, E being the fewest epochs any system trained for that problem and seed (trials in the order they
+  ended; a trial's epochs count when it ends).
+Ray's times are whole seconds (its `timestamp`); a trial there starts at its first report minus that
+report's `time_this_iter_s`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from _common import ROOT
+
+SYSTEMS = ("sweeplab", "ray", "optuna")
+
+
+@dataclass(frozen=True)
+class Trial:
+    start: float  # seconds since the epoch
+    end: float
+    epochs: int
+    value: float | None  # complete trials only (the whole budget)
+
+
+def sweeplab_trials(run_dir: Path, problem: str, seed: int) -> list[Trial]:
+    name = f"peers_{problem}_{seed}"
+    return _optuna_trials(f"sqlite:///{run_dir / 'studies' / name}.db", name, epochs_attr="epochs_run")
+
+
+def optuna_trials(run_dir: Path, problem: str, seed: int) -> list[Trial]:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    name = f"optuna_{problem}_{seed}"
+    return _optuna_trials(JournalStorage(JournalFileBackend(str(run_dir / f"{name}.journal"))), name)
+
+
+def _optuna_trials(storage: Any, name: str, epochs_attr: str | None = None) -> list[Trial]:
+    import optuna
+
+    found = []
+    for t in optuna.load_study(study_name=name, storage=storage).get_trials():
+        if t.datetime_start is None or t.datetime_complete is None:
+            continue
+        epochs = t.user_attrs.get(epochs_attr) if epochs_attr else None
+        found.append(
+            Trial(
+                t.datetime_start.timestamp(),
+                t.datetime_complete.timestamp(),
+                int(epochs if epochs is not None else len(t.intermediate_values)),
+                t.value if t.state.name == "COMPLETE" else None,
+            )
+        )
+    return found
+
+
+def ray_trials(run_dir: Path, problem: str, seed: int, budget: int) -> list[Trial]:
+    found = []
+    for result in sorted((run_dir / "ray" / f"ray_{problem}_{seed}").glob("*/result.json")):
+        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        if not rows:
+            continue
+        epochs = max(int(r["training_iteration"]) for r in rows)
+        found.append(
+            Trial(
+                float(rows[0]["timestamp"]) - float(rows[0]["time_this_iter_s"]),
+                float(rows[-1]["timestamp"]),
+                epochs,
+                max(float(r["val_f1"]) for r in rows) if epochs >= budget else None,
+            )
+        )
+    return found
+
+
+def best_within(trials: list[Trial], epochs: int) -> float | None:
+    """The best complete trial among those that ended before `epochs` epochs were trained in all."""
+    spent, best = 0, None
+    for t in sorted(trials, key=lambda t: t.end):
+        spent += t.epochs
+        if spent > epochs:
+            break
+        if t.value is not None:
+            best = t.value if best is None else max(best, t.value)
+    return best
+
+
+def breakdown(results: dict[str, Any], out: Path) -> dict[str, list[dict[str, Any]]]:
+    """Per problem, one row per run: its time split and its best at the problem and seed's equal epochs."""
+    budget = int(results["args"]["epochs"])
+    runs: dict[tuple[str, int], dict[str, tuple[dict[str, Any], list[Trial]]]] = {}
+    for run in results["runs"]:
+        system, problem, seed = run["system"], run["problem"], int(run["seed"])
+        run_dir = out / f"{system}_{problem}_{seed}"
+        if system == "sweeplab":
+            trials = sweeplab_trials(run_dir, problem, seed)
+        elif system == "optuna":
+            trials = optuna_trials(run_dir, problem, seed)
+        else:
+            trials = ray_trials(run_dir, problem, seed, budget)
+        runs.setdefault((problem, seed), {})[system] = (run, trials)
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for (problem, seed), systems in sorted(runs.items()):
+        equal = min(sum(t.epochs for t in trials) for _, trials in systems.values())
+        for system, (run, trials) in systems.items():
+            span = max(t.end for t in trials) - min(t.start for t in trials)
+            busy = sum(t.end - t.start for t in trials)
+            epochs = sum(t.epochs for t in trials)
+            rows.setdefault(problem, []).append(
+                {
+                    "system": system,
+                    "seed": seed,
+                    "wall": run["wall"],
+                    "outside": run["wall"] - span,
+                    "busy": busy,
+                    "busy_per_epoch": busy / epochs if epochs else None,
+                    "idle": 2 * span - busy,
+                    "trials": len(trials),
+                    "epochs": epochs,
+                    "equal_epochs": equal,
+                    "best_at_equal": best_within(trials, equal),
+                }
+            )
+    return rows
+
+
+def time_table(problem: str, rows: list[dict[str, Any]]) -> str:
+    """Medians over seeds, one line per system."""
+
+    def med(key: str, system: str, fmt: str) -> str:
+        got = [r[key] for r in rows if r["system"] == system and r[key] is not None]
+        return format(statistics.median(got), fmt) if got else "-"
+
+    lines = [
+        f"| {problem} | wall (s) | outside trials (s) | busy worker-s | s per epoch | idle worker-s | epochs "
+        "| best at equal epochs (E) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for system in SYSTEMS:
+        if not any(r["system"] == system for r in rows):
+            continue
+        lines.append(
+            f"| {system} | {med('wall', system, '.1f')} | {med('outside', system, '.1f')} | "
+            f"{med('busy', system, '.0f')} | {med('busy_per_epoch', system, '.2f')} | {med('idle', system, '.0f')} | "
+            f"{med('epochs', system, '.0f')} | {med('best_at_equal', system, '.4f')} "
+            f"({med('equal_epochs', system, '.0f')}) |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "runs" / "peers")
+    args = parser.parse_args()
+    out = args.out.resolve()
+    results = json.loads((out / "results.json").read_text())
+    rows = breakdown(results, out)
+    (out / "breakdown.json").write_text(json.dumps(rows, indent=1))
+    for problem, found in rows.items():
+        print(time_table(problem, found))
+
+
+if __name__ == "__main__":
+    main()
