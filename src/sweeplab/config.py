@@ -91,7 +91,7 @@ def typed(schema: type[T], given: Any, key: str) -> T:
     strict = isinstance(given, Mapping) and not OmegaConf.is_config(given)
     data: Any = {}
     try:
-        data = _plain(given) if not isinstance(given, Mapping) else {k: _plain(v) for k, v in given.items()}
+        data = plain(given) if not isinstance(given, Mapping) else {k: plain(v) for k, v in given.items()}
         merged = OmegaConf.merge(OmegaConf.structured(schema), data)
         result = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
@@ -104,7 +104,7 @@ def typed(schema: type[T], given: Any, key: str) -> T:
     return result  # type: ignore[return-value]
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Plain containers of a config node or a dataclass: merged into a schema, they carry no type of their
     own."""
     if OmegaConf.is_config(value):

@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 from omegaconf import OmegaConf
 
+from sweeplab.config import plain
 from sweeplab.search.optuna_access import storage_of, study_id
 from sweeplab.search.outage import DEFAULT_RETRY_S, Outage
 from sweeplab.search.pruning import build_pruner
@@ -214,8 +215,8 @@ def trial_address() -> TrialAddress | None:
         storage_retry=float(retry) if retry is not None else None,
         study_name=str(study_name),
         number=int(hydra_cfg.job.num),
-        pruner=_plain(sweeper.get("pruner")),
-        guard=_plain(sweeper.get("guard")),
+        pruner=plain(sweeper.get("pruner")),
+        guard=plain(sweeper.get("guard")),
         pause_keep=int(keep or 0),
     )
 
@@ -232,13 +233,6 @@ def current_trial() -> StudyTrial | None:
     trial.set(ATTR_OUTPUT_DIR, str(HydraConfig.get().runtime.output_dir))
     trial.set(ATTR_WORKER_PID, os.getpid())
     return trial
-
-
-def _plain(node: Any) -> dict[str, Any] | None:
-    """A config node as plain, picklable values."""
-    if node is None:
-        return None
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
 
 
 _JOB_TRIAL: dict[tuple[Any, ...], StudyTrial | None] = {}
