@@ -162,7 +162,7 @@ def test_a_sweep_stopped_at_any_storage_write_is_finished_by_the_same_command(tm
     counting = _run(STOPPED, tmp_path / "count", ["--stop-at", "0"])
     assert counting.returncode == 0, counting.stderr[-3000:]
     writes = int(counting.stderr.rsplit("storage writes: ", 1)[1].split()[0])
-    assert "[3/3] trial 2 PRUNED" in counting.stdout and "rescue: pruned trials 2" in counting.stdout
+    assert "[3/3] trial 2 PRUNED" in counting.stdout and "rescue: pruned trial 2 " in counting.stdout
 
     def stop_then_resume(n: int) -> str | None:
         where = tmp_path / f"{how}{n}"

@@ -54,7 +54,7 @@ from sweeplab.search.records import (
     SURPLUS,
     close_interrupted,
 )
-from sweeplab.search.rescue import enqueue_rescues, waiting_rescues
+from sweeplab.search.rescue import enqueue_rescues, rescued_before, waiting_rescues
 from sweeplab.search.space import format_value, override_key
 from sweeplab.search.status import status_line
 from sweeplab.search.stopping import done_reason, stop_reason
@@ -142,6 +142,8 @@ class StudySweep:
                 # stop rules end the study's own trials; queued rescues run regardless
                 stopping = stopping or (None if waiting_rescues(trials) else self.stop_reason(trials))
                 self.start_trials(stopping, remaining(self.plan.n_trials, trials))
+                if stopping is None and self.rescue_while_running():
+                    continue  # started at the top of the loop
                 if not executor.running:
                     if stopping is not None:
                         return stopping
@@ -169,10 +171,18 @@ class StudySweep:
             executor.start(trial.number, self.job_overrides(trial))
             left -= 1
 
+    def rescue_while_running(self) -> bool:
+        """Queue one rescue for a worker that would otherwise wait for the study's last trials to end
+        (`rescue.enqueue_rescues`); a synchronous sweep waits for its whole batch instead."""
+        executor = self.executor
+        if self.plan.conf.synchronous or not executor.running or not executor.has_room():
+            return False
+        return enqueue_rescues(self.study, self.plan, self.exhausted is not None, room=1) > 0
+
     def end_reason(self) -> str | None:
         """With nothing running here: why the sweep ends, or None when it goes on (rescues queued, trials
         left to start, other sweeps' trials to wait for)."""
-        if enqueue_rescues(self.study, self.plan, self.exhausted is not None):
+        if enqueue_rescues(self.study, self.plan, self.exhausted is not None, room=self.plan.n_jobs):
             return None
         trials = self.study.get_trials(deepcopy=False)
         if remaining(self.plan.n_trials, trials) > 0 and self.exhausted is None:
@@ -237,6 +247,10 @@ class StudySweep:
             with interrupt_after():  # a trial is created and owned as one step, even under Ctrl-C
                 trial = self.study.ask(self.plan.space.distributions)
                 self.own(trial)
+            earlier = rescued_before(self.study, trial)
+            if earlier is not None:
+                self.close_unrun(trial, f"{NOT_RUN}the same rescue as trial {earlier}")
+                return None
             if surplus(self.study, self.plan.n_trials, trial):
                 self.close_unrun(trial, SURPLUS)
                 return None

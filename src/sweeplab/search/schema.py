@@ -79,7 +79,7 @@ class GuardConf:
 
 @dataclass
 class RescueConf:
-    top_k: int = 0  # after n_trials: run the k best-ranked pruned trials again, unpruned, as new trials
+    top_k: int = 0  # once n_trials have started: the k best-ranked pruned trials run again, unpruned
 
     def __post_init__(self) -> None:
         if self.top_k < 0:
