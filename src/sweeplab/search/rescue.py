@@ -61,7 +61,7 @@ def enqueue_rescues(study: optuna.Study, plan: SweepPlan, exhausted: bool, room:
             ),
             "their" if len(picked) > 1 else "its",
             "them" if len(picked) > 1 else "it",
-            f" while {running} trial{'s' if running > 1 else ''} of the study still run" if running else "",
+            f" (trials of the study still running: {running})" if running else "",
         )
     return len(picked)
 
