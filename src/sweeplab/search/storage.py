@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import sqlalchemy
 
 from sweeplab.errors import SweeplabError, config_error, did_you_mean, one_line
 from sweeplab.search.naming import STUDIES_DIR
@@ -144,12 +143,9 @@ def _connect(url: str, key: str, heartbeat_interval: int | None) -> optuna.stora
         try:
             if path is not None:
                 _prepare_sqlite(path)
-            storage = optuna.storages.RDBStorage(
+            return optuna.storages.RDBStorage(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval
             )
-            if path is not None:
-                _lock_before_reading(storage.engine)
-            return storage
         except Exception as exc:  # sqlalchemy/driver errors come in many types; all mean "cannot open"
             problem, lasting = storage_problem(exc)
             if attempt < attempts and not lasting:
@@ -202,17 +198,6 @@ def storage_problem(exc: BaseException) -> tuple[str, bool]:
         if pattern in lower:
             return f"{said} ({remedy})", lasting
     return said, isinstance(root, ImportError)
-
-
-def _lock_before_reading(engine: sqlalchemy.engine.Engine) -> None:
-    """Begin each of the engine's transactions with SQLite's write lock (BEGIN IMMEDIATE).
-
-    Optuna changes a trial's state by reading it and writing it in one transaction, its row locked
-    (`SELECT ... FOR UPDATE`), so that of several processes popping a queued trial or closing a dead one
-    only one succeeds. SQLite has no row locks, and Python's sqlite3 runs a SELECT outside any
-    transaction, so two sweeps on one SQLite file could both pop one trial or both re-queue a dead one's
-    params. Holding the one write lock from the first read makes each step atomic, as on PostgreSQL."""
-    sqlalchemy.event.listen(engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
 
 
 def _prepare_sqlite(path: Path) -> None:
