@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 
 from sweeplab.errors import SweeplabError, config_error, did_you_mean, one_line
 from sweeplab.search.naming import STUDIES_DIR
@@ -106,8 +107,9 @@ def open_storage(
     (`hydra.sweeper.storage_retry`; None: as the process's storage for the URL already does, else
     `outage.DEFAULT_RETRY_S`; 0: not at all): see `search.outage`. Opening itself never waits.
 
-    SQLite runs in WAL mode (readers never block the writer; several worker processes write trials,
-    heartbeats and reports) with a 60 s busy timeout. Opening is tried three times: processes that
+    SQLite runs in WAL mode (a plain reader, such as optuna-dashboard, never blocks the writer) with a 60 s
+    busy timeout; each of sweeplab's transactions holds the write lock from its first statement
+    (`_lock_before_reading`), so sweeps, workers and heartbeats take turns. Opening is tried three times: processes that
     open a new database at once (several sweeps, a report) race to create Optuna's tables.
     """
     pid = os.getpid()
@@ -143,9 +145,12 @@ def _connect(url: str, key: str, heartbeat_interval: int | None) -> optuna.stora
         try:
             if path is not None:
                 _prepare_sqlite(path)
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval
             )
+            if path is not None:
+                _lock_before_reading(storage.engine)
+            return storage
         except Exception as exc:  # sqlalchemy/driver errors come in many types; all mean "cannot open"
             problem, lasting = storage_problem(exc)
             if attempt < attempts and not lasting:
@@ -198,6 +203,17 @@ def storage_problem(exc: BaseException) -> tuple[str, bool]:
         if pattern in lower:
             return f"{said} ({remedy})", lasting
     return said, isinstance(root, ImportError)
+
+
+def _lock_before_reading(engine: sqlalchemy.engine.Engine) -> None:
+    """Begin each of the engine's transactions with SQLite's write lock (BEGIN IMMEDIATE).
+
+    Optuna changes a trial's state by reading it and writing it in one transaction, its row locked
+    (`SELECT ... FOR UPDATE`), so that of several processes popping a queued trial or closing a dead one
+    only one succeeds. SQLite has no row locks, and Python's sqlite3 runs a SELECT outside any
+    transaction, so two sweeps on one SQLite file could both pop one trial or both re-queue a dead one's
+    params. Holding the one write lock from the first read makes each step atomic, as on PostgreSQL."""
+    sqlalchemy.event.listen(engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
 
 
 def _prepare_sqlite(path: Path) -> None:
