@@ -8,8 +8,9 @@ Method: one tuning problem, three tuners, the same everything else.
 - The space: learning rate (log, 1e-4..1e-2), weight decay (0..0.1), dropout (0..0.3).
 - The budget: `--trials` trials of at most `--epochs` epochs, 2 at a time, each on one core (the machine's
   2 cores), CPU only. Seeds: seed s drives the sampler and training (data split fixed).
-- (a) sweeplab: `runners/train.py -m hparams_search=optuna` (TPE, median pruner, the guard) with
-  `n_jobs=2`, `rescue.top_k=2` (the best pruned trials resumed from their pause), warm-up `--warmup` epochs.
+- (a) sweeplab: `runners/train.py -m hparams_search=optuna` (TPE, median pruner, the guard, the preset's
+  rescue: the best-ranked pruned trial resumed from its pause) with `n_jobs=2`, warm-up `--warmup` epochs.
+  `--rescue-top-k K` sets `hydra.sweeper.rescue.top_k` instead of the preset's.
   (b) Ray Tune: `tune.Tuner` with `OptunaSearch` (TPE, seed s) and `ASHAScheduler` (max_t=epochs,
   grace_period=warm-up, reduction factor 2), `max_concurrent_trials=2`, 1 CPU per trial, a checkpoint
   saved and handed to Ray every epoch. Ray's ASHA stops a trial or lets it go on; it never pauses one, so
@@ -138,7 +139,7 @@ def run_sweeplab(args: argparse.Namespace, problem: str, out: Path, seed: int) -
         "hydra.sweeper.n_jobs=2",
         f"hydra.sweeper.study_name={study}",
         f"hydra.sweeper.pruner.n_warmup_steps={args.warmup}",
-        f"hydra.sweeper.rescue.top_k={args.rescue_top_k}",
+        *([] if args.rescue_top_k is None else [f"hydra.sweeper.rescue.top_k={args.rescue_top_k}"]),
         "hydra.sweeper.quick_validation.enabled=false",
         "hydra.sweeper.report=false",
         "hydra.sweeper.timeout=null",
@@ -438,7 +439,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2, help="epochs before any trial may be stopped")
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
-    parser.add_argument("--rescue-top-k", type=int, default=2, help="sweeplab's hydra.sweeper.rescue.top_k")
+    parser.add_argument(
+        "--rescue-top-k",
+        type=int,
+        default=None,
+        help="sweeplab's hydra.sweeper.rescue.top_k (default: the preset's)",
+    )
     parser.add_argument("--quick", action="store_true", help="a few batches per epoch (the smoke test)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "runs" / "peers")
     parser.add_argument("--figures", type=Path, default=None, help="where the PNGs go (default: --out)")

@@ -16,7 +16,8 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from sweeplab.search.records import ATTR_FAIL_REASON, ATTR_RETRY_OF, INTERRUPTED, counted
+from sweeplab.search.records import ATTR_FAIL_REASON, ATTR_RESCUE_OF, ATTR_RETRY_OF, INTERRUPTED, counted
+from sweeplab.search.rescue import own_trials
 from tests.conftest import QUICK, ROOT, load_trials, run_cli, sweep, sweep_dirs
 
 pytestmark = pytest.mark.slow  # every test here runs CLI sweeps or report commands
@@ -39,14 +40,20 @@ def test_pruned_trials_stop_training_early_and_the_study_goes_on(tmp_path):
         tmp_path,
         study="prune",
     )
-    assert len(counted(trials)) == 8
+    own = own_trials(trials)
+    assert len(counted(own)) == 8
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert pruned and complete
     for t in pruned:
         assert t.user_attrs["epochs_run"] < 4
         assert t.value == t.intermediate_values[max(t.intermediate_values)]  # stored with its last value
-    assert all(t.user_attrs["epochs_run"] == 4 for t in complete)
+    # the preset's one rescue: the pruned trial that ranked best at its prune step, resumed there to epoch 4
+    (rescue,) = [t for t in trials if t not in own]
+    rescued = next(t for t in pruned if t.number == rescue.user_attrs[ATTR_RESCUE_OF])
+    assert rescue.state == TrialState.COMPLETE and rescue.params == rescued.params
+    assert rescue.user_attrs["epochs_run"] == 4 - rescued.user_attrs["epochs_run"]
+    assert all(t.user_attrs["epochs_run"] == 4 for t in complete if t is not rescue)
     # trial N ran as job N, in its own output dir
     sweep_dir = sweep_dirs(tmp_path, "prune")[-1]
     assert {p.name for p in sweep_dir.iterdir() if p.is_dir()} >= {str(t.number) for t in trials}
