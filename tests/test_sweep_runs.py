@@ -40,8 +40,7 @@ def test_pruned_trials_stop_training_early_and_the_study_goes_on(tmp_path):
         tmp_path,
         study="prune",
     )
-    own = own_trials(trials)
-    assert len(counted(own)) == 8
+    assert len(counted(own_trials(trials))) == 8
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert pruned and complete
@@ -49,7 +48,7 @@ def test_pruned_trials_stop_training_early_and_the_study_goes_on(tmp_path):
         assert t.user_attrs["epochs_run"] < 4
         assert t.value == t.intermediate_values[max(t.intermediate_values)]  # stored with its last value
     # the preset's one rescue: the pruned trial that ranked best at its prune step, resumed there to epoch 4
-    (rescue,) = [t for t in trials if t not in own]
+    (rescue,) = [t for t in trials if ATTR_RESCUE_OF in t.user_attrs]
     rescued = next(t for t in pruned if t.number == rescue.user_attrs[ATTR_RESCUE_OF])
     assert rescue.state == TrialState.COMPLETE and rescue.params == rescued.params
     assert rescue.user_attrs["epochs_run"] == 4 - rescued.user_attrs["epochs_run"]

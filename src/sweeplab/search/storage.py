@@ -109,8 +109,8 @@ def open_storage(
 
     SQLite runs in WAL mode (a plain reader, such as optuna-dashboard, never blocks the writer) with a 60 s
     busy timeout; each of sweeplab's transactions holds the write lock from its first statement
-    (`_lock_before_reading`), so sweeps, workers and heartbeats take turns. Opening is tried three times: processes that
-    open a new database at once (several sweeps, a report) race to create Optuna's tables.
+    (`_lock_before_reading`), so sweeps, workers and heartbeats take turns. Opening is tried three times:
+    processes that open a new database at once (several sweeps, a report) race to create Optuna's tables.
     """
     pid = os.getpid()
     opened = _OPEN.get((url, heartbeat_interval, pid))
