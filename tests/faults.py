@@ -10,10 +10,22 @@ from hydra.core.hydra_config import HydraConfig
 
 
 class InjectFault(L.Callback):
-    """After the first training epoch of trial `exception`/`nan`/`oom`: raise, turn the weights NaN, or raise OOM."""
+    """After the first training epoch of trial `exception`/`nan`/`oom`: raise, turn the weights NaN, or raise OOM;
+    in trial `oom_backward`, raise OOM in the first backward pass (where a too large batch runs out)."""
 
-    def __init__(self, exception: int | None = None, nan: int | None = None, oom: int | None = None) -> None:
+    def __init__(
+        self,
+        exception: int | None = None,
+        nan: int | None = None,
+        oom: int | None = None,
+        oom_backward: int | None = None,
+    ) -> None:
         self.faults = {exception: "exception", nan: "nan", oom: "oom"}
+        self.oom_backward = oom_backward
+
+    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if int(HydraConfig.get().job.num) == self.oom_backward:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 30.00 GiB (injected)")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         kind = self.faults.get(int(HydraConfig.get().job.num))

@@ -19,6 +19,7 @@ workers); SIGTERM stops a worker at once, as killed by it.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing as mp
 import os
@@ -157,7 +158,14 @@ class LauncherBatches:
         else:
             returns = [r for n in numbers for r in self.launch([self.queued[n]], n)]
         self.queued.clear()
-        return [(n, Outcome.of(r)) for n, r in zip(numbers, returns, strict=True)]
+        outcomes = [(n, Outcome.of(r)) for n, r in zip(numbers, returns, strict=True)]
+        if any(r.status != JobStatus.COMPLETED for r in returns):
+            # A job that raised holds its objects through the exception's traceback (a frame keeps its
+            # function, a closure its trainer, model and optimizer: on a GPU, that memory) in reference
+            # cycles; freed here, before the next job starts in this process.
+            del returns
+            gc.collect()
+        return outcomes
 
     def _launch_quietly(self, number: int, overrides: list[str]) -> JobReturn:
         """Job `number` in this process, its stdout and stderr (prints, progress bars, the app's logging,
