@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -23,17 +25,45 @@ PLAIN = [
 ]
 
 
-def timed(cmd: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None) -> float:
-    """Wall seconds from launching `cmd` to its exit; its output goes to `log`; a failure stops the benchmark."""
+class RunFailed(SystemExit):
+    """A benchmarked command failed or ran out of time: ends a benchmark with its message (exit status 1),
+    or is caught by one that goes on (the GPU check)."""
+
+    def __init__(self, cmd: list[str], reason: str, log: Path) -> None:
+        super().__init__(f"{' '.join(cmd)} {reason}; its output: {log}")
+        self.reason, self.log = reason, log
+
+
+def timed(
+    cmd: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None, timeout: float | None = None
+) -> float:
+    """Wall seconds from launching `cmd` to its exit; its output goes to `log`. A failure, or a run past
+    `timeout` seconds (then the command and every process it started are killed), raises RunFailed."""
     cwd.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with log.open("w") as out:
-        rc = subprocess.call(
-            cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # its own process group: a timeout ends its workers too
         )
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise RunFailed(cmd, f"ran past {timeout:.0f} s and was killed", log) from None
+        finally:
+            if proc.poll() is None:  # interrupted (Ctrl-C): the command's group goes with us
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
     elapsed = time.perf_counter() - started
     if rc != 0:
-        sys.exit(f"{' '.join(cmd)} failed (exit {rc}); its output: {log}")
+        raise RunFailed(cmd, f"failed (exit {rc})", log)
     return elapsed
 
 

@@ -16,16 +16,17 @@ trial, then the loop again: the ratio is trial / mean(loop runs).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from _common import ROOT, grid_study, machine, sweeplab, timed
+from _common import ROOT, RunFailed, grid_study, machine, sweeplab, timed
 
 BENCH = ROOT / "benchmarks"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -72,28 +73,74 @@ def hand_loop(
     return steps * batch / (time.perf_counter() - started)
 
 
-def trial_command(args: argparse.Namespace, model: str) -> list[str]:
-    # enough training images for warmup + steps batches in the first epoch
-    images = int((args.warmup + args.steps + 2) * args.batch / 0.8) + 1
+@dataclass(frozen=True)
+class Setting:
+    """One measurement's model, sizes and timing window: the same for the hand-written loop and the trial."""
+
+    model: str
+    img_size: int = 224
+    batch: int = 64
+    classes: int = 17
+    warmup: int = 15
+    steps: int = 90
+
+    @property
+    def images(self) -> int:
+        """Enough training images for warmup + steps batches in the first epoch."""
+        return int((self.warmup + self.steps + 2) * self.batch / 0.8) + 1
+
+
+def trial_command(s: Setting) -> list[str]:
     return sweeplab(
         *grid_study(["1e-3"]),
         "data=synthetic",
-        f"data.num_images={images}",
-        f"data.num_classes={args.classes}",
-        f"data.img_size={args.img_size}",
-        f"data.batch_size={args.batch}",
+        f"data.num_images={s.images}",
+        f"data.num_classes={s.classes}",
+        f"data.img_size={s.img_size}",
+        f"data.batch_size={s.batch}",
         "data.augment.hflip=0",
-        f"model={model}",
+        f"model={s.model}",
         "trainer.max_epochs=1",
         "+trainer.limit_val_batches=1",
         "+trainer.limit_test_batches=1",
         "callbacks.progress=null",
         "callbacks.lr_monitor=null",
         "+callbacks.probe._target_=_probe.Throughput",
-        f"+callbacks.probe.warmup={args.warmup}",
-        f"+callbacks.probe.steps={args.steps}",
-        f"exp_name=throughput_{model}",
+        f"+callbacks.probe.warmup={s.warmup}",
+        f"+callbacks.probe.steps={s.steps}",
+        f"exp_name=throughput_{s.model}",
     )
+
+
+def measure(s: Setting, work: Path, timeout: float | None = None) -> tuple[list[float], float]:
+    """Images/s of the hand-written loop (run before and after) and of the study trial, each in a fresh
+    process; the commands' output under `work`. RunFailed if one fails or all take over `timeout` s."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    left = lambda: None if deadline is None else max(1.0, deadline - time.monotonic())  # noqa: E731
+    work.mkdir(parents=True, exist_ok=True)
+    loop_cmd = [sys.executable, __file__, "--loop-only", s.model] + [
+        f"--{k.replace('_', '-')}={v}" for k, v in asdict(s).items() if k != "model"
+    ]
+
+    def loop(i: int) -> float:
+        log = work / f"{s.model}.loop{i}.log"
+        timed(loop_cmd, work, log, timeout=left())
+        return float(log.read_text().split()[-1])
+
+    loops = [loop(0)]
+    probe = work / f"{s.model}.probe"
+    probe.unlink(missing_ok=True)
+    env = {
+        "SWEEPLAB_PROBE": str(probe),
+        "PYTHONPATH": os.pathsep.join([str(BENCH), os.environ.get("PYTHONPATH", "")]),
+    }
+    log = work / f"{s.model}.trial.log"
+    timed(trial_command(s), work / s.model, log, env=env, timeout=left())
+    if not probe.exists():
+        raise RunFailed(trial_command(s), "recorded no throughput", log)
+    trial = float(probe.read_text().split()[0])
+    loops.append(loop(1))
+    return loops, trial
 
 
 def main() -> None:
@@ -108,30 +155,15 @@ def main() -> None:
         "--loop-only", metavar="MODEL", help=argparse.SUPPRESS
     )  # one hand-written run, in its own process
     args = parser.parse_args()
+    sizes = {k: getattr(args, k) for k in ("img_size", "batch", "classes", "warmup", "steps")}
     if args.loop_only:
-        images = int((args.warmup + args.steps + 2) * args.batch / 0.8) + 1
-        print(
-            hand_loop(
-                args.loop_only, args.img_size, args.batch, args.classes, images, args.warmup, args.steps
-            )
-        )
+        s = Setting(args.loop_only, **sizes)
+        print(hand_loop(s.model, s.img_size, s.batch, s.classes, s.images, s.warmup, s.steps))
         return
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="sweeplab-gpu-") as tmp:
         for model in args.models:
-            loop_cmd = [sys.executable, __file__, "--loop-only", model] + [
-                f"--{k.replace('_', '-')}={v}"
-                for k, v in vars(args).items()
-                if k in ("img_size", "batch", "classes", "warmup", "steps")
-            ]
-            loops = [float(subprocess.check_output(loop_cmd, text=True).split()[-1])]
-            probe = Path(tmp) / f"{model}.probe"
-            env = {"SWEEPLAB_PROBE": str(probe), "PYTHONPATH": str(BENCH)}
-            timed(trial_command(args, model), Path(tmp) / model, Path(tmp) / f"{model}.log", env=env)
-            if not probe.exists():
-                sys.exit(f"{model}: the trial recorded no throughput; output: {Path(tmp) / f'{model}.log'}")
-            trial = float(probe.read_text().split()[0])
-            loops.append(float(subprocess.check_output(loop_cmd, text=True).split()[-1]))
+            loops, trial = measure(Setting(model, **sizes), Path(tmp))
             loop = statistics.mean(loops)
             print(
                 f"{model:>16} {args.img_size}px batch {args.batch}: hand-written {loop:8.1f} img/s "

@@ -23,6 +23,22 @@ from pathlib import Path
 from _common import PLAIN, machine, random_study, sweeplab, timed
 
 
+def study_command(
+    n_jobs: int, trials: int, epochs: str, overrides: list[str], synchronous: bool = False
+) -> list[str]:
+    """The benchmark's study at `n_jobs`: the same seeded trials (params and lengths) at any n_jobs."""
+    return sweeplab(
+        *random_study(trials, n_jobs, f"trainer.max_epochs=choice({epochs})"),
+        f"hydra.sweeper.synchronous={str(synchronous).lower()}",
+        "hydra.sweeper.share_gpus=true",
+        "hydra.sweeper.quick_validation.enabled=false",
+        "hydra.sweeper.report=false",
+        "exp_name=parallel",
+        *PLAIN,
+        *overrides,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-jobs", type=int, default=2)
@@ -32,16 +48,7 @@ def main() -> None:
     args = parser.parse_args()
 
     def study(n_jobs: int, synchronous: bool) -> list[str]:
-        return sweeplab(
-            *random_study(args.trials, n_jobs, f"trainer.max_epochs=choice({args.epochs})"),
-            f"hydra.sweeper.synchronous={str(synchronous).lower()}",
-            "hydra.sweeper.share_gpus=true",
-            "hydra.sweeper.quick_validation.enabled=false",
-            "hydra.sweeper.report=false",
-            "exp_name=parallel",
-            *PLAIN,
-            *args.overrides,
-        )
+        return study_command(n_jobs, args.trials, args.epochs, args.overrides, synchronous)
 
     ways = {
         f"n_jobs={args.n_jobs} (sweeplab pool)": study(args.n_jobs, False),
