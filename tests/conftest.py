@@ -111,8 +111,8 @@ def run_cli(
     timeout: float = 300,
 ) -> subprocess.CompletedProcess:
     """Run an entry point as a user would, from `cwd`."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
+    full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}  # the user's, not the test's
+    full_env.update({"PYTHONUNBUFFERED": "1", **(env or {})})
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args],
         cwd=cwd,

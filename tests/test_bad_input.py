@@ -116,6 +116,60 @@ def test_a_misspelt_key_is_one_line_naming_the_closest_key(tmp_path, override, c
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("value", ["0", "", "true"])
+def test_hydra_full_error_set_to_anything_but_1_keeps_errors_one_line(tmp_path, value):
+    result = run_cli(["trainer.max_epoch=2"], cwd=tmp_path, env={"HYDRA_FULL_ERROR": value})
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "trainer.max_epoch=2: no key trainer.max_epoch in the config (did you mean trainer.max_epochs?); "
+        "a new key (one the app reads) is added with a leading +"
+    ]
+
+
+@pytest.mark.slow
+def test_a_config_error_the_sweeper_finds_is_one_line_naming_each_override_once(tmp_path):
+    result = run_cli(["-m", "hparams_search=optuna_fast", "trainer.devices=2"], cwd=tmp_path)
+    assert result.returncode == 1
+    (line,) = [x for x in result.stderr.splitlines() if x.strip()]  # no hint to set HYDRA_FULL_ERROR
+    assert line.startswith(
+        "trainer.devices=2: a trial of this study trains on hydra.sweeper.devices_per_trial=1"
+    )
+    keys = [o.split("=")[0] for o in line.split("in a trial with ", 1)[1].rstrip(")").split()]
+    assert "data.batch_size" in keys and "trainer.max_epochs" in keys and len(keys) == len(set(keys))
+    assert not (tmp_path / "studies").exists()
+    traced = run_cli(
+        ["-m", "hparams_search=optuna_fast", "trainer.devices=2"], cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"}
+    )
+    assert traced.returncode == 1 and "Traceback" in traced.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "group", "option"),
+    [
+        (["optimiser=adamw"], "optimizer", "sgd"),
+        (["-m", "hparams_search=optuna_fast", "shceduler=step"], "scheduler", "cosine_warmup"),
+        (["models=resnet5"], "model", "resnet50"),
+        (["-m", "hparams_search=optuna_fast", "models=resnet5"], "model", "resnet50"),
+    ],
+    ids=["optimiser", "shceduler-in-a-study", "models", "models-in-a-study"],
+)
+def test_a_misspelt_config_group_is_one_line_naming_the_group_and_its_options(tmp_path, args, group, option):
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 1
+    given = args[-1]
+    lines = [x for x in result.stderr.splitlines() if x.startswith(given)]
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith(
+        f"{given}: {given.split('=')[0]} is not a config group (did you mean {group}=...?"
+    )
+    assert option in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "studies").exists() and not list(tmp_path.glob("outputs/*/*/metrics.json"))
+    if "-m" in args:  # a study's mistake is its one line, nothing more
+        assert [x for x in result.stderr.splitlines() if x.strip()] == lines
+
+
+@pytest.mark.slow
 def test_cli_unknown_group_option_lists_the_available_ones(tmp_path):
     result = run_cli(["model=resnet1"], cwd=tmp_path)
     assert result.returncode != 0

@@ -8,10 +8,13 @@ Any other Hydra app, sweeplab installed or not, reports them as Hydra does.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -28,7 +31,20 @@ FULL_ERROR = "HYDRA_FULL_ERROR"
 _NULL_GROUP = "Config group override must be"
 _HINT = "\nSet the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.\n"
 
-_lent = False  # run_app set FULL_ERROR for the composition, and has not handed it back yet
+_lent: list[str | None] = []  # run_app set FULL_ERROR for the composition: the user's value, to hand back
+
+
+def full_error() -> bool:
+    """Whether the user asked for full tracebacks: HYDRA_FULL_ERROR=1, as Hydra reads it (0, or any other
+    value, is not set)."""
+    return not _lent and os.environ.get(FULL_ERROR) == "1"
+
+
+def say_and_exit(exc: SweeplabError) -> None:
+    """A user-fixable error found after composition (the sweeper's): its one line and exit status 1, as Hydra
+    ends a run, without Hydra's hint to set HYDRA_FULL_ERROR under a line that is already whole."""
+    sys.stderr.write(str(exc) + os.linesep)
+    raise SystemExit(1) from None
 
 
 def yaml_error_line(exc: BaseException) -> str | None:
@@ -56,8 +72,11 @@ def null_group_line(exc: BaseException, overrides: Sequence[str]) -> str | None:
     )
 
 
-def unknown_key_line(exc: BaseException, overrides: Sequence[str]) -> str | None:
-    """`trainer.max_epoch=2`: Hydra advises `+`, which adds a key nothing reads; name the closest key."""
+def unknown_key_line(
+    exc: BaseException, overrides: Sequence[str], groups: Callable[[], dict[str, list[str]]] = dict
+) -> str | None:
+    """`trainer.max_epoch=2`: Hydra advises `+`, which adds a key nothing reads; name the closest key, or
+    the config group a top-level name misspells (`optimiser=adamw`)."""
     cause = exc.__cause__
     if not isinstance(exc, ConfigCompositionException) or not isinstance(
         cause, ConfigAttributeError | ConfigKeyError
@@ -66,11 +85,43 @@ def unknown_key_line(exc: BaseException, overrides: Sequence[str]) -> str | None
     full_key, parent = getattr(cause, "full_key", None), getattr(cause, "parent_node", None)
     if not full_key or not isinstance(parent, DictConfig):
         return None
+    given = next((o.input_line for o in _parsed(overrides) if o.key_or_group == full_key), full_key)
     prefix, _, name = full_key.rpartition(".")
     near = closest(name, [str(k) for k in parent], n=1)
+    if not prefix and not _misspells(name, near):
+        group = group_line(given, name, groups())
+        if group is not None:
+            return group
     hint = f" (did you mean {prefix + '.' if prefix else ''}{near[0]}?)" if near else ""
-    given = next((o.input_line for o in _parsed(overrides) if o.key_or_group == full_key), full_key)
     return f"{given}: no key {full_key} in the config{hint}; a new key (one the app reads) is added with a leading +"
+
+
+def _misspells(name: str, near: Sequence[str]) -> bool:
+    """Whether `near` (closest's answer) holds a key that `name` misspells, not one it only resembles."""
+    return bool(near) and difflib.SequenceMatcher(None, name, near[0]).ratio() >= 0.8
+
+
+def config_groups() -> dict[str, list[str]]:
+    """The app's config groups (Hydra's own aside) and their options, from the config loader of the run
+    being composed; empty where none is set up."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not GlobalHydra.instance().is_initialized():
+        return {}
+    loader = GlobalHydra.instance().config_loader()
+    return {g: loader.get_group_options(g) for g in loader.list_groups("") if g != "hydra"}
+
+
+def group_line(override: str, key: str, groups: dict[str, list[str]]) -> str | None:
+    """`optimiser=adamw`, `models=resnet5`: a top-level name that misspells a config group, in one line
+    naming the group and its options; None where `key` is a group or near none."""
+    if "." in key or key in groups:
+        return None
+    near = closest(key, groups, n=1)
+    if not near:
+        return None
+    options = ", ".join(groups[near[0]]) or "none"
+    return f"{override}: {key} is not a config group (did you mean {near[0]}=...? its options: {options})"
 
 
 def _parsed(arguments: Sequence[str]) -> list[Any]:
@@ -87,9 +138,31 @@ def _parsed(arguments: Sequence[str]) -> list[Any]:
     return found
 
 
-def error_line(exc: BaseException, overrides: Sequence[str] = ()) -> str | None:
-    """The one line for a composition error sweeplab recognises, else None."""
-    return yaml_error_line(exc) or null_group_line(exc, overrides) or unknown_key_line(exc, overrides)
+def error_line(
+    exc: BaseException, overrides: Sequence[str] = (), groups: Callable[[], dict[str, list[str]]] = dict
+) -> str | None:
+    """The one line for a composition error sweeplab recognises, else None; `groups`: the app's config groups
+    and their options, asked for only where a misspelt key may name a group."""
+    return yaml_error_line(exc) or null_group_line(exc, overrides) or unknown_key_line(exc, overrides, groups)
+
+
+def runner_groups(main: Callable[[], Any]) -> dict[str, list[str]]:
+    """The config groups of a runner's `@hydra.main` function, listed afresh from its config path (Hydra has
+    put its own away by the time a composition error reaches run_app); empty where they cannot be listed."""
+    from hydra import initialize_config_dir, initialize_config_module
+
+    try:
+        found = inspect.getclosurevars(main).nonlocals
+        path, task = str(found["config_path"]), found["task_function"]
+        if path.startswith("pkg://"):
+            context = initialize_config_module(path.removeprefix("pkg://"), version_base="1.3")
+        else:
+            folder = (Path(inspect.getfile(task)).parent / path).resolve()
+            context = initialize_config_dir(str(folder), version_base="1.3")
+        with context:
+            return config_groups()
+    except Exception:  # a function that is no @hydra.main of a config dir: no groups to offer
+        return {}
 
 
 @contextmanager
@@ -109,16 +182,15 @@ def run_app(main: Callable[[], Any]) -> None:
 
     Hydra lets the composition's errors rise here (FULL_ERROR, unless the user set it for a traceback);
     once the config is composed, `HydraReportsErrors` hands error reporting back to Hydra."""
-    global _lent
-    if os.environ.get(FULL_ERROR):
+    if full_error():
         main()
         return
+    _lent.append(os.environ.get(FULL_ERROR))
     os.environ[FULL_ERROR] = "1"
-    _lent = True
     try:
         main()
     except Exception as exc:
-        line = error_line(exc, sys.argv[1:])
+        line = error_line(exc, sys.argv[1:], lambda: runner_groups(main))
         if line is not None:
             sys.stderr.write(line + os.linesep)
         elif isinstance(exc, CompactHydraException):  # as Hydra prints it
@@ -135,10 +207,12 @@ def run_app(main: Callable[[], Any]) -> None:
 
 def hand_back() -> None:
     """Hydra reports errors itself again (a job's, the sweeper's), as it does for any app."""
-    global _lent
     if _lent:
-        os.environ.pop(FULL_ERROR, None)
-        _lent = False
+        users = _lent.pop()
+        if users is None:
+            os.environ.pop(FULL_ERROR, None)
+        else:
+            os.environ[FULL_ERROR] = users
 
 
 class HydraReportsErrors(Callback):

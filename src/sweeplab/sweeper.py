@@ -19,8 +19,8 @@ from hydra.core.plugins import Plugins
 from hydra.types import HydraContext, RunMode, TaskFunction
 from omegaconf import DictConfig, open_dict, read_write
 
-from sweeplab.errors import config_error, one_line
-from sweeplab.hydra_errors import composing
+from sweeplab.errors import SweeplabError, config_error, one_line
+from sweeplab.hydra_errors import composing, full_error, say_and_exit
 from sweeplab.reporting import write_study_report
 from sweeplab.reporting.export import Flattener
 from sweeplab.reporting.files import write_files
@@ -76,6 +76,10 @@ class StudySweeper:
                 raise SystemExit(stop.exit_code) from None
             except KeyboardInterrupt:  # the loop has said what it stopped; no traceback, the shell's status
                 raise SystemExit(EXIT_INTERRUPTED) from None
+            except SweeplabError as exc:
+                if full_error():
+                    raise
+                say_and_exit(exc)
 
     def _sweep(self, arguments: list[str]) -> None:
         # started again by a DDP launcher as an extra rank of a trial: that trial's job, as the rank

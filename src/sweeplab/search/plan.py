@@ -346,12 +346,19 @@ def check_configurations(
                 hook(job_cfg)
         except SweeplabError as exc:
             raise SweeplabError(
-                f"{exc} (found before the study started, in a trial with {' '.join(overrides)})"
+                f"{exc} (found before the study started, in a trial with {_as_applied(overrides)})"
             ) from None
         except Exception as exc:
             raise SweeplabError(
-                f"hydra.sweeper.check={hook_path}: {one_line(exc)} (in a trial with {' '.join(overrides)})"
+                f"hydra.sweeper.check={hook_path}: {one_line(exc)} (in a trial with {_as_applied(overrides)})"
             ) from None
+
+
+def _as_applied(overrides: list[str]) -> str:
+    """A trial's overrides as Hydra applies them: each key once, with its last value (quick validation's
+    `data.batch_size=32` and the space's own, say, are one)."""
+    last = {override_key(o): o for o in overrides}
+    return " ".join(last.values())
 
 
 def _ends(dist: optuna.distributions.BaseDistribution) -> list[Any]:

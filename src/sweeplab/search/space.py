@@ -43,6 +43,7 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial
 
 from sweeplab.errors import SweeplabError, config_error, did_you_mean
+from sweeplab.hydra_errors import config_groups, group_line
 
 _MISSING = object()
 GIVEN = "|"  # a conditional param's name: "<key>|<parent>=<value>"
@@ -56,6 +57,23 @@ def qualified(key: str, parent: str, value: str) -> str:
 def key_of(name: str) -> str:
     """The override key a param name sets (a conditional name without its condition)."""
     return name.split(GIVEN, 1)[0]
+
+
+def _replaced_section(job_cfg: DictConfig, key: str) -> str | None:
+    """`models=resnet5` on the command line: a section that holds `key` is a plain value now. Said as the
+    config group its name misspells, where it misspells one."""
+    parts = key.split(".")
+    for i in range(1, len(parts)):
+        prefix = ".".join(parts[:i])
+        value = OmegaConf.select(job_cfg, prefix, default=_MISSING, throw_on_missing=False)
+        if value is _MISSING:
+            return None
+        if not OmegaConf.is_config(value):
+            given = f"{prefix}={value}"
+            return group_line(given, prefix, config_groups()) or (
+                f"{given}: replaced the section of the config that holds {key}; set its keys ({prefix}.<key>=...)"
+            )
+    return None
 
 
 def override_key(override: str) -> str:
@@ -225,6 +243,9 @@ class SearchSpace:
                         )
                 continue
             if OmegaConf.select(job_cfg, bare, default=_MISSING, throw_on_missing=False) is _MISSING:
+                replaced = _replaced_section(job_cfg, bare)
+                if replaced is not None:
+                    raise SweeplabError(replaced)
                 leaf_keys = leaf_keys if leaf_keys is not None else _leaf_keys(job_cfg)
                 raise SweeplabError(
                     f"{where}: {bare!r} is not a key of the composed config"

@@ -21,6 +21,7 @@ from sweeplab.config import instantiate_node, unexpected_argument
 from sweeplab.data import ImageDataModule
 from sweeplab.data.datamodule import check_folds
 from sweeplab.errors import SweeplabError, config_error, one_line
+from sweeplab.hydra_errors import config_groups, group_line
 from sweeplab.models import ImageClassifier
 from sweeplab.models.backbone import check_input_size
 from sweeplab.search.schema import TARGET as SWEEPER_TARGET
@@ -81,11 +82,29 @@ def build_net(cfg: DictConfig, dm: ImageDataModule) -> torch.nn.Module:
     return net
 
 
+# The train config's sections, each a mapping its groups fill (model=, optimizer=, scheduler= fill `models`)
+SECTIONS = ("data", "models", "trainer", "callbacks", "paths")
+
+
+def check_sections(cfg: DictConfig) -> None:
+    """A section replaced by a plain value on the command line (`models=resnet5` for `model=resnet50`) is one
+    line naming the config group it misspells and the group's options, before anything is built."""
+    for key in SECTIONS:
+        value = cfg.get(key)
+        if value is not None and not isinstance(value, DictConfig):
+            given = f"{key}={value}"
+            raise SweeplabError(
+                group_line(given, key, config_groups())
+                or f"{given}: {key} is a section of the config, not a value; set its keys ({key}.<key>=...)"
+            )
+
+
 def check_config(cfg: DictConfig) -> None:
     """What a training job rejects before it trains (data root, CSV columns, unreadable images, image size,
     batch size, model name, learning rate), checked on the CPU without training: the sweeper's
     `hydra.sweeper.check`, so that a study refuses a bad config before it writes anything. The decoded
     data stays in the process cache, where the study's trials find it."""
+    check_sections(cfg)
     check_devices(cfg)
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):

@@ -28,6 +28,7 @@ from sweeplab.training.build import (
     build_module,
     build_trainer,
     check_devices,
+    check_sections,
     compile_options,
     optimized_mode,
 )
@@ -94,6 +95,7 @@ def release_memory(freeze: bool = True) -> None:
 
 def _train(cfg: DictConfig) -> float | list[float]:
     started = time.perf_counter()
+    check_sections(cfg)
     check_devices(cfg)  # where the sweep ran no `check`: a trainer its sweep cannot place fails here
     mode = optimized_mode(cfg)
     folds, _ = check_folds(cfg.data.get("folds"))
