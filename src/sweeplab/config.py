@@ -16,6 +16,11 @@ from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBas
 
 from sweeplab.errors import SweeplabError, config_error, did_you_mean, one_line
 
+# Where studies keep their files, relative to the directory a command is started from: the default SQLite
+# storage, and the configs a finished study generates under studies/conf/ (presets, focused spaces).
+STUDIES_DIR = "studies"
+GENERATED_CONF = "conf"
+
 # Optional extras of pyproject.toml, by the config key whose class needs them.
 EXTRAS = {"logger.mlflow": "mlflow", "logger.wandb": "wandb", "logger.tensorboard": "tensorboard"}
 

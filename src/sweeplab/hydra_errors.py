@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,11 +20,12 @@ from typing import Any
 
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import CompactHydraException, ConfigCompositionException
+from hydra.errors import CompactHydraException, ConfigCompositionException, MissingConfigException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from sweeplab.config import GENERATED_CONF, STUDIES_DIR
 from sweeplab.errors import SweeplabError, closest
 
 # Hydra's documented switch: set, it lets an error rise to the caller instead of printing it.
@@ -124,6 +126,22 @@ def group_line(override: str, key: str, groups: dict[str, list[str]]) -> str | N
     return f"{override}: {key} is not a config group (did you mean {near[0]}=...? its options: {options})"
 
 
+def missing_generated_line(exc: BaseException, overrides: Sequence[str]) -> str | None:
+    """`preset=optimized/<study>` run from another directory than the study's: the configs a study generates
+    are read from studies/conf/ of the directory a command runs in; say where, and how to point at them."""
+    found = re.search(r"Could not find '([^']+)/([^'/]+/[^']+)'", str(exc))
+    if not isinstance(exc, MissingConfigException) or found is None:
+        return None
+    group, option = found.groups()
+    given = next((o.input_line for o in _parsed(overrides) if o.key_or_group.lstrip("+") == group), None)
+    here = Path.cwd() / STUDIES_DIR / GENERATED_CONF
+    return (
+        f"{given or f'{group}={option}'}: no {group}/{option}.yaml in {here}; a study writes the configs it "
+        f"generates under {STUDIES_DIR}/{GENERATED_CONF}/ of the directory it ran from: run this command there, "
+        f"or add hydra.searchpath=[file://<that directory>/{STUDIES_DIR}/{GENERATED_CONF}]"
+    )
+
+
 def _parsed(arguments: Sequence[str]) -> list[Any]:
     """The command line's overrides, parsed by Hydra's grammar (flags and their values are not overrides)."""
     parser = OverridesParser.create()
@@ -143,7 +161,12 @@ def error_line(
 ) -> str | None:
     """The one line for a composition error sweeplab recognises, else None; `groups`: the app's config groups
     and their options, asked for only where a misspelt key may name a group."""
-    return yaml_error_line(exc) or null_group_line(exc, overrides) or unknown_key_line(exc, overrides, groups)
+    return (
+        yaml_error_line(exc)
+        or null_group_line(exc, overrides)
+        or unknown_key_line(exc, overrides, groups)
+        or missing_generated_line(exc, overrides)
+    )
 
 
 def runner_groups(main: Callable[[], Any]) -> dict[str, list[str]]:

@@ -13,12 +13,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from sweeplab.config import GENERATED_CONF, STUDIES_DIR
 from sweeplab.search.schema import TARGET
 
-# Where studies keep their files, relative to the directory a command is started from: the default
-# SQLite storage, and the configs a finished study generates under studies/conf/ (presets, focused spaces).
-STUDIES_DIR = "studies"
-GENERATED_CONF = "conf"
 # How a Hydra app finds the generated configs: sweeplab's own root configs list it in hydra.searchpath;
 # a command printed for another app carries it as an override. Relative: commands run from that directory.
 GENERATED_SEARCHPATH = f"file://{STUDIES_DIR}/{GENERATED_CONF}"

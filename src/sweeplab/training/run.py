@@ -134,15 +134,22 @@ def _train(cfg: DictConfig) -> float | list[float]:
         study_trial.set(ATTR_TEST, result["test"])
     one = runs[0] if folds is None else None
     log.info(
-        "%s best %.4f (%s)%s; test %s; %.1fs",
+        "%s best %.4f (%s)%s; test %s; %.1fs; outputs in %s",
         cfg.optimized_metric,
         value,
         f"epoch {one.best['epoch']}" if one and one.best else f"mean of {len(runs)} fold(s)",
         " [pruned]" if result["pruned_at_epoch"] is not None else "",
         ", ".join(f"{k}={v:.4f}" for k, v in result["test"].items()) or "skipped",
         result["wall_time_s"],
+        _shown(output_dir),
     )
     return [float(value), *extra] if extra else float(value)
+
+
+def _shown(folder: Path) -> str:
+    """`folder` as a user finds it from where the command ran: relative below the working dir, else whole."""
+    folder = folder.resolve()
+    return str(folder.relative_to(Path.cwd())) if folder.is_relative_to(Path.cwd()) else str(folder)
 
 
 def _fit_folds(
