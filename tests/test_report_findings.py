@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
@@ -199,7 +200,7 @@ def test_a_trend_heading_follows_its_buckets_when_spearman_points_the_other_way(
     table = next(b for b in blocks if isinstance(b, Table))
     best = max(table.rows, key=lambda r: r[2])[0]
     assert "smaller values did better" not in title and "larger values did better" not in title
-    assert title.endswith(f"no clear direction: the best mean is at {best})") and best == "[6.25, 8]"
+    assert title.endswith(f"no clear direction: the best mean is at {best})") and best == "[4.5, 8]"
 
 
 def test_the_summary_gives_the_gain_over_the_first_trial_beside_the_median(tmp_path):
@@ -249,3 +250,14 @@ def test_without_sweeps_told_apart_the_studys_last_ten_trials_all_pruned_are_sai
     )
     assert "The study's last 10 trials (trials 1-10) were all pruned" in text
     assert "hydra.sweeper.rescue.top_k=3" in text and "hydra.sweeper.guard.margin" not in text
+
+
+def test_a_trend_of_too_few_trials_is_one_range_and_says_no_trend_is_read(tmp_path):
+    study = _study(tmp_path)
+    for depth, value in zip(range(1, 6), [0.5, 0.6, 0.7, 0.8, 0.9], strict=True):
+        _add(study, TrialState.COMPLETE, {"depth": depth}, value, [value])
+    blocks = trends(_view(study))
+    title = next(b.text for b in blocks if isinstance(b, Heading) and b.text.startswith("depth"))
+    (table,) = [b for b in blocks if isinstance(b, Table)]
+    assert table.rows == [["[1, 5]", 5, pytest.approx(0.7), 0.9]]  # not five buckets of one trial
+    assert title == "depth (5 complete trials: too few to split into ranges, no trend read)"

@@ -193,7 +193,7 @@ def test_report_files_say_what_the_study_holds_and_escape_user_strings(tmp_path)
     assert 'src="http' not in page and "data:image/png;base64," in page  # self-contained
     md = report.files["report_md"].read_text()
     prose = "".join(md.split("```")[::2])  # fenced code (the focused space) shows text literally
-    assert "<script" not in prose and "&lt;script&gt;" in prose
+    assert not re.search(r"(?<!\\)<script", prose) and "\\<script>" in prose  # text, not a tag
     assert "\n## Possibly pruned too early\n" in md and "| 9 | 1 | 0.95 | 1 of 11 |" in md
     assert "| ValueError: NaN | 2 | 11, 12 |" in md
     assert {p.name for p in report.plots if p.png} == PLOTS
@@ -239,14 +239,14 @@ def test_the_report_reads_as_an_analysis_from_findings_to_next_steps(tmp_path):
         in summary
     )
     assert "The params that looked most important for val/f1 (fANOVA): " in summary
-    assert "lr (importance 0.2" in summary and "best on average at [0.01389, 0.1] (0.8)" in summary
+    assert "lr (importance 0.2" in summary and "best on average at [0.008085, 0.1] (0.8)" in summary
     assert "The evidence is weak: only 9 complete trials; at most 4 epochs per trial." in summary
     assert "trial 9 ranked 1 of 11 at epoch 1 when it was pruned" in summary
     assert "Next: retrain trial 7 in full" in summary
 
     # the search space with its distributions; escaped choices
     assert "| lr | 0.0001 .. 0.1 | log-uniform float |" in md and "| depth | 1 .. 8 | uniform int |" in md
-    assert "| opt | adamw, sgd, '&lt;script&gt;" in md
+    assert "| opt | adamw, sgd, '\\<script>" in md
 
     # every trial ranked: complete by value, pruned by their value at the pruned epoch, failed with reason
     ranked = md.split("## All trials, ranked\n", 1)[1].split("\n## ", 1)[0]
@@ -412,3 +412,13 @@ def test_two_sweeps_of_a_study_share_one_plotly_js_in_the_studys_dir(tmp_path):
         drawn = [p for p in plots if p.html]
         assert drawn and all('src="../../plotly.min.js"' in p.html.read_text() for p in drawn)
     assert [p.relative_to(study_dir) for p in study_dir.rglob("*.js")] == [Path("plotly.min.js")]
+
+
+def test_markdown_reads_a_placeholder_as_typed_and_renders_no_tag(tmp_path):
+    from sweeplab.reporting.document import Para, Table, to_markdown
+
+    md = to_markdown(
+        [Para("add input=submission input.root=<folder> & run"), Table(["a|b"], [["<b>x</b>"]])], tmp_path
+    )
+    assert "add input=submission input.root=\\<folder> & run" in md  # no &lt;folder&gt; in a terminal
+    assert "| \\<b>x\\</b> |" in md and "&lt;" not in md

@@ -211,3 +211,11 @@ def test_latest_points_at_the_newest_sweep_dir_and_a_real_folder_is_left_alone(t
     (tmp_path / "other" / "run").mkdir()
     link_latest(tmp_path / "other" / "run")
     assert not (tmp_path / "other" / "latest").is_symlink() and "is not a link" in caplog.text
+
+
+def test_quick_validation_leaves_a_key_the_space_searches_and_does_not_claim_it(compose_cfg, tmp_path):
+    searched = _plan(compose_cfg, tmp_path, ["hparams_search=optuna_fast"])  # data.batch_size: choice(32, 48)
+    assert "trainer.max_epochs=3" in searched.quick_overrides
+    assert not [o for o in searched.quick_overrides if o.startswith("data.batch_size=")]
+    fixed = _plan(compose_cfg, tmp_path, ["hparams_search=optuna_fast", "~search"])
+    assert "data.batch_size=32" in fixed.quick_overrides  # the preset's, when the batch size is not searched

@@ -76,6 +76,9 @@ class Bucket:
     best: float
 
 
+MIN_PER_BUCKET = 3  # the fewest trials a range of a numeric param's trend holds
+
+
 @dataclass
 class Trend:
     param: str
@@ -111,9 +114,12 @@ def param_trends(view: StudyView, n_buckets: int = 4) -> list[Trend]:
 
 
 def _quantile_trend(view: StudyView, name: str, rows: list[tuple[Any, float]], n_buckets: int) -> Trend:
+    """Up to `n_buckets` ranges of equal counts, each of at least MIN_PER_BUCKET trials: with fewer trials,
+    one range (a bucket of one trial is that trial, not a trend)."""
     xs = np.asarray([float(x) for x, _ in rows])
     ys = [y for _, y in rows]
-    edges = np.unique(np.quantile(xs, np.linspace(0.0, 1.0, n_buckets + 1)))
+    n_buckets = min(n_buckets, len(rows) // MIN_PER_BUCKET)
+    edges = np.unique(np.quantile(xs, np.linspace(0.0, 1.0, max(n_buckets, 1) + 1)))
     if edges.size < 2:
         return Trend(name, "quantiles", [_bucket(view, _num(edges[0]), ys)])
     index = np.clip(np.searchsorted(edges, xs, side="right") - 1, 0, edges.size - 2)

@@ -67,7 +67,7 @@ def cell(value: Any) -> str:
 
 
 def to_markdown(blocks: list[Block], base: Path) -> str:
-    """Markdown; user text is HTML-escaped too, since Markdown viewers render raw HTML."""
+    """Markdown; a `<` in any text is backslash-escaped, since Markdown viewers render raw HTML."""
     out: list[str] = []
     for block in blocks:
         if isinstance(block, Heading):
@@ -159,7 +159,9 @@ def _h(text: str) -> str:
 
 
 def _md(text: str) -> str:
-    return html.escape(str(text), quote=False).replace("\n", " ")
+    """Text as Markdown shows it, read raw or rendered: a `<` is backslash-escaped, so that no tag can start
+    (`input.root=\\<folder>` renders as typed; an HTML entity would read `&lt;folder&gt;` in a terminal)."""
+    return str(text).replace("\\", "\\\\").replace("<", "\\<").replace("\n", " ")
 
 
 def _md_cell(text: str) -> str:

@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.reporting.analysis import (
     IQR_FENCE,
+    MIN_PER_BUCKET,
     EarlyPruned,
     Evidence,
     KeyParam,
@@ -436,8 +437,9 @@ def trends(view: StudyView) -> list[Block]:
     blocks: list[Block] = [
         Heading("Per-parameter trends"),
         Para(
-            f"Complete trials grouped by each param (numbers: quartile buckets; others: per choice), with the "
-            f"mean and best {view.metric} in each group."
+            f"Complete trials grouped by each param (numbers: up to four ranges of equal counts, of at least "
+            f"{MIN_PER_BUCKET} trials each; others: per choice), with the mean and best {view.metric} in each "
+            "group."
         ),
     ]
     for trend in param_groups:
@@ -454,6 +456,9 @@ def trends(view: StudyView) -> list[Block]:
 def _trend_title(view: StudyView, trend: Trend) -> str:
     """A numeric param's heading, read off the buckets shown below it: which end did better, only where the
     buckets and Spearman's rho agree; else where the best mean lies (never a claim the buckets contradict)."""
+    if trend.kind == "quantiles" and len(trend.buckets) < 2:
+        n = trend.buckets[0].n if trend.buckets else 0
+        return f"{trend.param} ({n} complete trials: too few to split into ranges, no trend read)"
     if trend.spearman is None:
         return trend.param
     rho = f"Spearman rho {trend.spearman:+.2f} with {view.metric}"

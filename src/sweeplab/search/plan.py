@@ -112,7 +112,7 @@ def make_plan(
 
     focus = _focus(conf, root_dir)
     space = _space(conf, focus, arguments, job_cfg, group_options, compose)
-    quick_overrides = _quick_overrides(conf, job_cfg)
+    quick_overrides = _quick_overrides(conf, job_cfg, space.keys())
     if conf.check:
         check_configurations(conf.check, space, quick_overrides, compose)
 
@@ -295,9 +295,10 @@ QUICK_KEYS = {
 }
 
 
-def _quick_overrides(conf: SweeplabSweeperConf, job_cfg: DictConfig) -> list[str]:
+def _quick_overrides(conf: SweeplabSweeperConf, job_cfg: DictConfig, searched: set[str]) -> list[str]:
     """`quick_validation` as overrides of every trial's training (never of single runs); each must name a
-    key (or, for `++`, a node) of the app's config: they are sweeplab's train config's."""
+    key (or, for `++`, a node) of the app's config: they are sweeplab's train config's. A key the space
+    samples or fixes (`searched`) is the space's: quick validation leaves it, and does not claim it."""
     quick = conf.quick_validation
     if not quick.enabled:
         return []
@@ -307,6 +308,8 @@ def _quick_overrides(conf: SweeplabSweeperConf, job_cfg: DictConfig) -> list[str
         if value is None:
             continue
         key = override_key(target)
+        if key in searched:
+            continue
         where = key.rsplit(".", 1)[0] if target.startswith("++") else key
         if OmegaConf.select(job_cfg, where, default=_ABSENT, throw_on_missing=False) is _ABSENT:
             raise config_error(

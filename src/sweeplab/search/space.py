@@ -184,6 +184,14 @@ class SearchSpace:
                 return None
         return [dict(zip(values, combo, strict=True)) for combo in itertools.product(*values.values())]
 
+    def keys(self) -> set[str]:
+        """Every config key a trial's params or fixed values may set (conditional branches' included)."""
+        keys = {override_key(k) for k in (*self.distributions, *self.fixed)}
+        for branches in self.conditional.values():
+            for branch in branches.values():
+                keys |= {override_key(k) for k in (*branch.distributions, *branch.fixed)}
+        return keys
+
     def all_distributions(self) -> dict[str, BaseDistribution]:
         """Every param a trial may have, by param name (conditional ones qualified)."""
         out = dict(self.distributions)
