@@ -175,3 +175,37 @@ class WeightTrail(L.Callback):
                 checksum=_checksum(pl_module),
                 on=str(pl_module.device),
             )
+
+
+class BeatGaps(HydraCallback):
+    """A Hydra callback (`+hydra.callbacks.beats._target_=_probe.BeatGaps`): in each job's process, a thread
+    that does what a forked worker's watch thread does (sleep one beat interval, wake, again) and records how
+    late each wake-up came; at the job's end, the largest delay and the 99th percentile, in $SWEEPLAB_PROBE."""
+
+    def __init__(self) -> None:
+        self.gaps: list[float] = []
+        self.running = False
+
+    def on_job_start(self, config: Any, **kwargs: Any) -> None:
+        import threading
+
+        from sweeplab.search.executors import BEAT_S
+
+        self.gaps, self.running = [], True
+
+        def beat() -> None:
+            last = time.monotonic()
+            while self.running:
+                time.sleep(BEAT_S)
+                now = time.monotonic()
+                self.gaps.append(now - last - BEAT_S)
+                last = now
+
+        threading.Thread(target=beat, name="probe-beat", daemon=True).start()
+
+    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
+        self.running = False
+        gaps = sorted(self.gaps)
+        if gaps:
+            p99 = gaps[min(len(gaps) - 1, int(0.99 * len(gaps)))]
+            _record("beats", job=_job_number(), beats=len(gaps), max_delay=gaps[-1], p99_delay=p99)

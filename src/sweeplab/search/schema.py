@@ -163,9 +163,12 @@ class SweeplabSweeperConf:
     storage_retry: float = 600.0
     # seconds a forked worker (n_jobs > 1 under the basic launcher) may show no sign of life before it is
     # killed and its trial stored FAIL (interrupted, lost: stalled) and re-run: its own thread beats each
-    # second, so only a stopped, hung or GIL-deadlocked process goes silent, never a slow epoch. null: off.
-    # Trials run in the sweep's own process (n_jobs=1) or by another launcher (SLURM) are not watched.
-    stall_timeout: float | None = 600
+    # second, so only a stopped, hung or GIL-deadlocked process goes silent, never a slow epoch. 60: the
+    # latest beat measured on a 2-core machine loaded past its cores, 100 MB checkpoints saved meanwhile,
+    # came 0.018 s late (BENCHMARKS.md, benchmarks/beat_delays.py); 60 s is that margin thousands of times
+    # over, and a hung worker holds a study one minute, not ten. null: off. Trials run in the sweep's own
+    # process (n_jobs=1) or by another launcher (SLURM) are not watched.
+    stall_timeout: float | None = 60
     # true: start the next n_jobs trials only when the whole batch has ended (the stock plugin's way)
     synchronous: bool = False
     share_gpus: bool = False  # allow n_jobs * devices_per_trial > visible GPUs (workers then share GPUs)
