@@ -106,6 +106,38 @@ def test_a_storage_that_fails_again_soon_after_it_came_back_is_said_once(caplog)
     assert len(_said(caplog, "unreachable")) == 1 and len(_said(caplog, "back after")) == 1
 
 
+class FullDisk(Flaky):
+    """A SQLite storage on a full disk: its writes fail the first `fails` times, its reads answer throughout."""
+
+    def __init__(self, fails: int) -> None:
+        super().__init__(
+            fails, sa.OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
+        )
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: str) -> None:
+        self.get_trial(trial_id)
+
+    def get_trial_user_attrs(self, trial_id: int) -> dict:
+        return {}
+
+
+def test_a_full_disk_is_not_said_back_while_only_reads_work(caplog):
+    caplog.set_level(logging.WARNING, logger="sweeplab.sweep")
+    disk = FullDisk(fails=30)
+    storage = _retrying(disk)
+    writer = threading.Thread(target=storage.set_trial_user_attr, args=(1, "k", "v"))
+    writer.start()
+    while not _said(caplog, "unreachable"):
+        time.sleep(0.01)
+    while writer.is_alive():  # the sweep reads on (trials, attributes) while its write waits for the disk
+        assert storage.get_trial_user_attrs(1) == {}
+        assert not _said(caplog, "back after"), "said back while the disk was still full"
+        time.sleep(0.01)
+    assert disk.fails == 0
+    (back,) = _said(caplog, "back after")  # once the write went through
+    assert not back.endswith("back after 0 s")
+
+
 def test_past_its_window_a_storage_gives_up_with_one_line_and_then_tries_each_call_once(caplog):
     flaky = Flaky(fails=10**6)
     storage = _retrying(flaky, window_s=0.3)
@@ -416,12 +448,19 @@ def test_a_server_down_past_storage_retry_stops_the_sweep_in_one_line_and_the_sa
     assert POSTGRES, "SWEEPLAB_REQUIRE_POSTGRES is set: set SWEEPLAB_TEST_POSTGRES too"
     name = f"outage_{uuid.uuid4().hex[:8]}"
     n_trials = 4
-    args = [*_sweep_args(POSTGRES, name, n_trials), "hydra.sweeper.storage_retry=8"]
+    # heartbeats a minute apart, as by default: the sweep itself meets the outage only when its jobs report it
+    args = [
+        *_sweep_args(POSTGRES, name, n_trials),
+        "hydra.sweeper.storage_retry=8",
+        "hydra.sweeper.heartbeat_interval=60",
+    ]
     sweep, log = _start(args, tmp_path)
     try:
         _wait_for_running(POSTGRES, name, sweep)
         assert _pg("stop", "-m", "fast").returncode == 0
+        stopped = time.monotonic()
         rc = sweep.wait(timeout=180)
+        took = time.monotonic() - stopped
     finally:
         _pg_up()
         if sweep.poll() is None:
@@ -432,6 +471,13 @@ def test_a_server_down_past_storage_retry_stops_the_sweep_in_one_line_and_the_sa
     gave_up = [line for line in output.splitlines() if "gave up (hydra.sweeper.storage_retry=8)" in line]
     assert gave_up and all("sweeplab:***@" in line and "sweeplab-ci-pw" not in line for line in gave_up)
     assert "run the same command to resume" in gave_up[-1]
+    # one window (the jobs' or the sweep's, whichever waits first) and a short grace, not one after another
+    assert took < 8 + 6, (took, output[-3000:])  # 17 s when the sweep waited a window of its own after
+    # the closing line names every trial the sweep left RUNNING
+    left = optuna.load_study(study_name=name, storage=POSTGRES).get_trials(deepcopy=False)
+    running = sorted(t.number for t in left if t.state == TrialState.RUNNING)
+    closing = [line for line in output.splitlines() if "stay RUNNING there" in line]
+    assert running and closing and f"trials {running} stay RUNNING there" in closing[-1], output[-3000:]
     (tmp_path / "again").mkdir()
     resumed, again = _start(args, tmp_path / "again")
     _ended_cleanly(resumed, again, POSTGRES, name, n_trials)
@@ -473,3 +519,22 @@ def test_a_sqlite_study_on_a_disk_that_fills_up_for_a_while_finishes(tmp_path):
             sweep.kill()
             sweep.wait()
         subprocess.run(["umount", "-l", str(small)], capture_output=True)
+
+
+def test_a_sqlite_study_whose_write_ahead_log_is_damaged_mid_study_is_one_line_naming_the_file(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="c", storage=open_storage(url, heartbeat_interval=None, retry_s=5))
+    for _ in range(20):
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        study.tell(trial, 1.0)
+    wal = tmp_path / "s.db-wal"  # where a running study's latest pages are
+    with wal.open("r+b") as f:  # random bytes over the log's frames, its header kept
+        f.seek(32)
+        f.write(os.urandom(wal.stat().st_size))
+    with pytest.raises(SweeplabError) as raised:
+        study.tell(study.ask(), 1.0)
+    assert str(raised.value) == (
+        f"storage {url} is corrupt (database disk image is malformed): the sweep stopped and wrote nothing more "
+        f"to it; restore the file from a copy, or check it with: sqlite3 {tmp_path / 's.db'} 'PRAGMA integrity_check'"
+    )

@@ -66,6 +66,7 @@ class Outcome:
     pruned: bool = False
     config_error: bool = False  # a SweeplabError: every trial would fail alike
     lost: bool = False  # the process died without a result (SIGKILL, OOM killer): the trial runs again
+    storage_lost: bool = False  # the job waited its whole storage_retry window for the storage, in vain
 
     @classmethod
     def of(cls, ret: JobReturn) -> Outcome:
@@ -75,7 +76,7 @@ class Outcome:
         if not isinstance(raised, BaseException):
             return cls(error="RuntimeError: job failed")
         if isinstance(raised, StorageUnreachable):  # the job lost its storage: not the params' fault
-            return cls(error=one_line(raised), lost=True)
+            return cls(error=one_line(raised), lost=True, storage_lost=True)
         mistake = _config_mistake(raised)
         if mistake is not None:  # e.g. in a callback Hydra instantiated: its message, not Hydra's wrapper
             return cls(error=one_line(mistake), config_error=True)

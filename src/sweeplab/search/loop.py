@@ -36,7 +36,7 @@ from sweeplab.search.interrupts import Interrupted, interrupt_after, stop_signal
 from sweeplab.search.liveness import Heartbeats, owned_here, recover
 from sweeplab.search.opening import open_study
 from sweeplab.search.optuna_access import storage_of, trial_id
-from sweeplab.search.outage import StorageUnreachable
+from sweeplab.search.outage import StorageCorrupt, StorageUnreachable, given_up
 from sweeplab.search.plan import SweepPlan
 from sweeplab.search.pruning import describe, sampler_name
 from sweeplab.search.records import (
@@ -86,6 +86,8 @@ def run_study(
     try:
         stopped = StudySweep(plan, study, executor).run()
         study.set_user_attr(STUDY_STOPPED, stopped)
+    except StorageCorrupt:  # nothing more is read from or written to a damaged file, the WAL not folded in
+        raise
     except BaseException as exc:
         why = _stop_cause(exc)
         with stop_signals_ignored(), contextlib.suppress(Exception):  # the storage may be what failed
@@ -93,13 +95,17 @@ def run_study(
         if on_early_stop is not None:
             with stop_signals_ignored():
                 on_early_stop(study, why)
+        _fold_wal(plan)
         raise
-    finally:
-        try:
-            checkpoint(plan.storage_url)  # the .db file alone holds the study, even after Ctrl-C
-        except sqlite3.Error as exc:  # a full disk: the WAL keeps the study, and the sweep's error stands
-            log.warning("the study's write-ahead log was not folded into its file: %s", exc)
+    _fold_wal(plan)
     return study, stopped
+
+
+def _fold_wal(plan: SweepPlan) -> None:
+    try:
+        checkpoint(plan.storage_url)  # the .db file alone holds the study, even after Ctrl-C
+    except sqlite3.Error as exc:  # a full disk: the WAL keeps the study, and the sweep's error stands
+        log.warning("the study's write-ahead log was not folded into its file: %s", exc)
 
 
 def _stop_cause(exc: BaseException) -> str:
@@ -152,7 +158,8 @@ class StudySweep:
                         return ended
                     continue
                 for number, outcome in executor.wait_any(timeout=self.plan.conf.heartbeat_interval):
-                    self.tell(self.asked.pop(number), outcome)
+                    self.tell(self.asked[number], outcome)
+                    del self.asked[number]  # told: no longer this sweep's to close
         except BaseException as exc:  # a stop signal, a config error, too many failures: none left RUNNING
             self.close_open_trials(exc)
             raise
@@ -203,6 +210,8 @@ class StudySweep:
                 open_trials = [t for t in self.asked.values() if not self._finished(t)]
                 for trial in open_trials:
                     close_interrupted(self.study, trial_id(trial))
+            except StorageCorrupt:  # its one line says it all: nothing is written to a damaged file
+                return
             except StorageUnreachable:
                 log.error(
                     "sweep stopped: the storage is unreachable, so trials %s stay RUNNING there; the next "
@@ -307,6 +316,8 @@ class StudySweep:
         """Store the outcome of the trial's job; raise when it ends the sweep (a config error, too many
         failures)."""
         self.heartbeats.discard(trial_id(trial))
+        if outcome.storage_lost:  # the job waited a whole window already: the sweep does not wait another
+            given_up(self.study)
         if self._finished(trial):  # closed by another sweep that took it for dead: its re-run stands
             log.warning(
                 "trial %d was closed by another sweep while it ran (no heartbeat reached it); its outcome is "

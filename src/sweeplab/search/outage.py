@@ -26,7 +26,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.errors import SweeplabError, one_line
-from sweeplab.search.optuna_access import HeartbeatStorage, stale_ids_of
+from sweeplab.search.optuna_access import HeartbeatStorage, stale_ids_of, storage_of
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -53,6 +53,8 @@ _SQLITE_TRANSIENT = (
     "disk i/o error",
     "unable to open database file",
 )
+# ... of those, the ones that stop writes only (reads go on): only a write that works ends such an outage
+_SQLITE_WRITES_ONLY = ("database is locked", "database table is locked", "database or disk is full")
 # Messages of OperationalError that mean a mistake in the schema or the statement, on any database.
 _NOT_TRANSIENT = (
     "no such table",
@@ -67,6 +69,15 @@ _NOT_TRANSIENT = (
 class StorageUnreachable(SweeplabError):
     """The storage stayed unreachable past `hydra.sweeper.storage_retry`: the sweep stops, to be resumed by
     running the same command (a trial's job that raises it lost its storage, not a config problem)."""
+
+
+class StorageCorrupt(StorageUnreachable):
+    """The storage's file is damaged (SQLite: "database disk image is malformed"): nothing more is written to
+    it, the sweep stops in one line saying how to check or restore it."""
+
+
+# SQLite's words for a damaged file (its own or its write-ahead log)
+_SQLITE_CORRUPT = ("malformed", "not a database", "file is encrypted")
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -86,6 +97,14 @@ def _transient_message(exc: BaseException) -> bool:
     if "sqlite" in type(exc).__module__ or "sqlite" in text:
         return any(m in text for m in _SQLITE_TRANSIENT)
     return True
+
+
+def corrupt_cause(exc: BaseException) -> BaseException | None:
+    """The SQLite error in `exc`'s chain that says the database file is damaged, or None."""
+    for e in _chain(exc):
+        if type(e).__name__ == "DatabaseError" and "sqlite" in type(e).__module__:
+            return e if any(m in str(e).lower() for m in _SQLITE_CORRUPT) else None
+    return None
 
 
 def outage_cause(exc: BaseException) -> BaseException | None:
@@ -137,6 +156,7 @@ class Outage:
         self._since: float | None = None  # monotonic time of the current outage's first failure
         self._back_at: float | None = None  # ... and of the last outage's end
         self._relapse = False  # the current outage began within RELAPSE_S of the last one's end
+        self._writes_only = False  # the current outage stops writes only (a full disk): a read ends nothing
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -148,6 +168,12 @@ class Outage:
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
+    def give_up(self) -> None:
+        """Another process on this storage (a trial's job) waited a whole window for it in vain: calls here
+        are tried once, raising at the first failure, until one works."""
+        with self._lock:
+            self.gave_up = True
+
     def settled(self, seconds: float) -> bool:
         """No outage now, and none ended less than `seconds` ago: heartbeats written since can be trusted."""
         with self._lock:
@@ -155,18 +181,20 @@ class Outage:
                 return False
             return self._back_at is None or time.monotonic() - self._back_at >= seconds
 
-    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """`fn(*args, **kwargs)`, tried again while it fails with an outage (see the module's docstring)."""
+    def call(self, fn: Callable[..., T], *args: Any, reads: bool = False, **kwargs: Any) -> T:
+        """`fn(*args, **kwargs)`, tried again while it fails with an outage (see the module's docstring).
+        `reads`: `fn` only reads, so its working says nothing of an outage that stops writes only."""
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:
+            self._if_corrupt(exc)
             cause = outage_cause(exc)
             if cause is None or self.window_s <= 0:
                 raise
             if self.gave_up:
                 raise self._unreachable(cause, again=True) from None
             return self._wait_out(fn, args, kwargs, cause)
-        if self._since is not None or self.gave_up:
+        if (self._since is not None or self.gave_up) and not (reads and self._writes_only):
             self._back()
         return result
 
@@ -184,6 +212,7 @@ class Outage:
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
+                self._if_corrupt(exc)
                 new_cause = outage_cause(exc)
                 if new_cause is None:
                     raise
@@ -193,6 +222,18 @@ class Outage:
             self._back()
             return result
 
+    def _if_corrupt(self, exc: BaseException) -> None:
+        """Raise StorageCorrupt, in one line saying what to do, where `exc` says the file is damaged."""
+        cause = corrupt_cause(exc)
+        if cause is None:
+            return
+        path = self.label.removeprefix("sqlite:///")
+        raise StorageCorrupt(
+            f"storage {self.label} is corrupt ({one_line(cause, with_type=False)}): the sweep stopped and wrote "
+            f"nothing more to it; restore the file from a copy, or check it with: "
+            f"sqlite3 {path} 'PRAGMA integrity_check'"
+        ) from None
+
     def _begin(self, cause: BaseException) -> float:
         """The start of the outage `cause` belongs to; the first caller to see it says so in the log (not
         when the storage fails again within `RELAPSE_S` of coming back: the same outage)."""
@@ -200,6 +241,7 @@ class Outage:
             if self._since is None:
                 now = time.monotonic()
                 self._since = now
+                self._writes_only = any(m in str(cause).lower() for m in _SQLITE_WRITES_ONLY)
                 self._relapse = self._back_at is not None and now - self._back_at < RELAPSE_S
                 if not self._relapse:
                     log.warning(
@@ -242,7 +284,8 @@ class RetryingStorage(BaseStorage, HeartbeatStorage):
         self.outage = outage
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        return self.outage.call(getattr(self.delegate, name), *args, **kwargs)
+        reads = name.startswith(("get_", "_get_", "check_"))
+        return self.outage.call(getattr(self.delegate, name), *args, reads=reads, **kwargs)
 
     # -- studies
     def create_new_study(self, directions: Sequence[StudyDirection], study_name: str | None = None) -> int:
@@ -357,3 +400,10 @@ def settled(storage: BaseStorage, seconds: float) -> bool:
     (always, for a storage that does not retry): before that, heartbeats are late through no fault of their
     trials' sweeps."""
     return not isinstance(storage, RetryingStorage) or storage.outage.settled(seconds)
+
+
+def given_up(study: optuna.Study) -> None:
+    """The study's storage stayed out for a whole window in another process: this one stops waiting too."""
+    outage = getattr(storage_of(study), "outage", None)
+    if isinstance(outage, Outage):
+        outage.give_up()
