@@ -249,8 +249,8 @@ def test_a_plain_training_loop_reports_each_epoch_and_is_pruned(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_readmes_pruning_example_runs_and_is_pruned(tmp_path):
-    readme = (ROOT / "README.md").read_text()
+def test_the_docs_pruning_example_runs_and_is_pruned(tmp_path):
+    readme = (ROOT / "docs" / "any-app.md").read_text()
     example = (
         readme.split("**Pruning without Lightning.**", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     )

@@ -1,4 +1,4 @@
-"""The README's commands name tools its set-up installs."""
+"""The README's commands run as printed and name tools its set-up installs; its pages are linked."""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ import pytest
 
 from tests.conftest import ROOT
 
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
 
 def test_every_venv_tool_the_readme_names_is_installed_by_its_set_up_and_runs():
-    tools = sorted(set(re.findall(r"\.venv/bin/([A-Za-z0-9_.-]+)", (ROOT / "README.md").read_text())))
+    text = "".join(p.read_text() for p in DOCS)
+    tools = sorted(set(re.findall(r"\.venv/bin/([A-Za-z0-9_.-]+)", text)))
     assert "optuna-dashboard" in tools
     bin_dir = Path(sys.executable).parent  # the tests run in the README's venv
     for tool in tools:
@@ -70,3 +73,50 @@ def test_each_entry_points_help_lists_its_own_config_groups_only():
     assert {"model", "data", "trainer", "hparams_search", "search", "preset"} <= train
     assert predict == {"input", "ensemble", "tta"}
     assert not train & predict
+
+
+def test_the_readme_links_every_page_of_docs_and_each_link_resolves():
+    readme = (ROOT / "README.md").read_text()
+    linked = set(re.findall(r"\]\((docs/[^)]+\.md)\)", readme))
+    assert linked == {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}
+    for page in DOCS:
+        for target in re.findall(r"\]\(([^)#:]+\.md)\)", page.read_text()):
+            assert (page.parent / target).is_file(), f"{page.name} links {target}"
+
+
+@pytest.mark.slow
+def test_the_readmes_everyday_commands_compose_where_the_main_job_ran(tmp_path):
+    """Each everyday command, as printed, composes its config (`--cfg job`) in a directory where a study of the
+    main job's name ran (its preset exists there)."""
+    study = [
+        "-m",
+        "hparams_search=optuna_fast",
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.quick_validation.epochs=1",
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+        "+trainer.limit_test_batches=1",
+        "trainer.accelerator=cpu",
+        "callbacks.progress=null",
+    ]
+    ran = subprocess.run(
+        [sys.executable, str(ROOT / "runners/train.py"), *study], cwd=tmp_path, capture_output=True
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Everyday commands", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("  #")[0].split() for line in block.splitlines() if line.startswith("python ")]
+    assert len(commands) >= 8
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    for command in commands:
+        script = ROOT / command[1]
+        # --cfg composes one job: a multirun's -m goes, and a swept value is its first one
+        args = [re.sub(r"^([\w.]+=)([^,(]+),.*$", r"\1\2", a) for a in command[2:] if a != "-m"]
+        result = subprocess.run(
+            [sys.executable, str(script), *args, "--cfg", "job"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, (command, result.stderr[-1500:])

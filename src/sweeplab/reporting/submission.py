@@ -125,6 +125,6 @@ def _top_k_command(view: StudyView, predict: str, root_dir: Path) -> str | None:
     args = [f"study_name={view.name}", f"top_k={top_k}"]
     if view.storage_url != default_storage(view.name, root_dir):
         if has_password(view.storage_url) or "***" in view.storage_url:
-            return None  # a printed command would carry the password; the README says how to pass it
+            return None  # a printed command would carry the password; docs/parallel.md says how to pass it
         args.append(f"storage={view.storage_url}")
     return command_line(predict, *args)
