@@ -473,6 +473,13 @@ def test_a_server_down_past_storage_retry_stops_the_sweep_in_one_line_and_the_sa
     assert "run the same command to resume" in gave_up[-1]
     # one window (the jobs' or the sweep's, whichever waits first) and a short grace, not one after another
     assert took < 8 + 6, (took, output[-3000:])  # 17 s when the sweep waited a window of its own after
+    # the console said the jobs were waiting, before the sweep gave up
+    said = [
+        i
+        for i, line in enumerate(output.splitlines())
+        if "cannot reach the storage: they wait for it" in line
+    ]
+    assert said and said[0] < output.splitlines().index(gave_up[0]), output[-3000:]
     # the closing line names every trial the sweep left RUNNING
     left = optuna.load_study(study_name=name, storage=POSTGRES).get_trials(deepcopy=False)
     running = sorted(t.number for t in left if t.state == TrialState.RUNNING)

@@ -42,7 +42,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab.errors import SweeplabError, config_error, failure, one_line
-from sweeplab.search.outage import StorageUnreachable
+from sweeplab.search.outage import StorageUnreachable, on_wait
 from sweeplab.search.ranks import TRIAL_DIR_ENV, killed_rank, lost_rank
 from sweeplab.search.records import ATTR_UNTOLD, STALLED
 from sweeplab.search.threads import worker_threads
@@ -263,6 +263,7 @@ class _Running:
     conn: Connection
     started: float
     beat: Any  # the child's last sign of life (time.monotonic(), in memory shared with the child)
+    waiting: Any  # since when the child waits for its storage (time.monotonic(); 0: it does not)
 
 
 class ProcessPool:
@@ -287,6 +288,7 @@ class ProcessPool:
         # CPU threads per trial: the cores shared out, so k trials do not oversubscribe them
         self.threads = max(1, (os.cpu_count() or 1) // len(slots))
         self._fork = mp.get_context("fork")
+        self.storage_waiters: set[int] = set()  # trials whose jobs the console said wait for the storage
 
     def free_slot(self) -> int | None:
         busy = {r.slot for r in self.jobs.values()}
@@ -310,9 +312,10 @@ class ProcessPool:
         job_dir = self.sweep_dir / str(sweep_config.hydra.sweep.subdir)
         receive, send = self._fork.Pipe(duplex=False)
         beat = self._fork.RawValue("d", time.monotonic())
+        waiting = self._fork.RawValue("d", 0.0)
         # the child closes every read end it inherits, its own included: once the sweep is gone, sending
         # its outcome fails rather than filling a pipe nobody reads
-        watch = _Watch(os.getpid(), beat, [receive, *(r.conn for r in self.jobs.values())])
+        watch = _Watch(os.getpid(), beat, [receive, *(r.conn for r in self.jobs.values())], waiting)
         process = self._fork.Process(
             target=_child,
             args=(
@@ -330,7 +333,7 @@ class ProcessPool:
         )
         process.start()
         send.close()
-        self.jobs[number] = _Running(number, slot, process, receive, time.monotonic(), beat)
+        self.jobs[number] = _Running(number, slot, process, receive, time.monotonic(), beat, waiting)
         device = f" on {gpus(self.slots[slot])}" if self.slots[slot] is not None else ""
         log.info("trial %d started in worker %d (pid %d)%s", number, slot, process.pid, device)
 
@@ -341,11 +344,26 @@ class ProcessPool:
         while self.jobs:
             left = POLL_S if deadline is None else max(0.0, min(POLL_S, deadline - time.monotonic()))
             ready = wait([r.process.sentinel for r in self.jobs.values()], timeout=left)
+            self._say_storage_waits()
             done = [self._ended(r) for r in list(self.jobs.values()) if r.process.sentinel in ready]
             done += self._stop_stalled()
             if done or (deadline is not None and time.monotonic() >= deadline):
                 return done
         return []
+
+    def _say_storage_waits(self) -> None:
+        """On the console, once: the trials whose jobs wait for the storage (their own log says why); and once
+        again when a job that waited reaches it again (one that ended waiting is said by its outcome)."""
+        waiting = {n for n, r in self.jobs.items() if r.waiting.value}
+        if waiting and not self.storage_waiters:
+            log.warning(
+                "the jobs of trials %s cannot reach the storage: they wait for it (hydra.sweeper.storage_retry; "
+                "their worker.log says why)",
+                sorted(waiting),
+            )
+        elif not waiting and any(n in self.jobs for n in self.storage_waiters):
+            log.warning("the jobs reach the storage again")
+        self.storage_waiters = waiting | (self.storage_waiters if waiting else set())
 
     def _ended(self, run: _Running, stalled: str | None = None) -> tuple[int, Outcome]:
         """Reap a child that exited (or was killed as `stalled`): what it sent, else how it died."""
@@ -401,8 +419,8 @@ class _Watch:
     """A child's tie to its sweep: the beat the sweep reads (`stall_timeout`), the sweep's pid (the child
     ends when it is gone), and the pipes' read ends the child inherited, which it closes."""
 
-    def __init__(self, sweep_pid: int, beat: Any, inherited: list[Connection]) -> None:
-        self.sweep_pid, self.beat, self.inherited = sweep_pid, beat, inherited
+    def __init__(self, sweep_pid: int, beat: Any, inherited: list[Connection], waiting: Any = None) -> None:
+        self.sweep_pid, self.beat, self.inherited, self.waiting = sweep_pid, beat, inherited, waiting
         self.finishing = False  # the job returned: the main thread tells its outcome, the watch only beats
         self._lock = threading.Lock()
 
@@ -412,7 +430,12 @@ class _Watch:
             with contextlib.suppress(OSError):
                 conn.close()
         self.inherited = []
+        if self.waiting is not None:
+            on_wait(self._waiting)
         threading.Thread(target=self._run, name="sweeplab-worker-watch", daemon=True).start()
+
+    def _waiting(self, waiting: bool) -> None:
+        self.waiting.value = time.monotonic() if waiting else 0.0
 
     def sweep_alive(self) -> bool:
         """An orphan is adopted by another process: its parent is the sweep exactly while the sweep lives."""

@@ -66,6 +66,22 @@ _NOT_TRANSIENT = (
 )
 
 
+# Called with True as this process starts waiting out an outage, with False as the storage is back: how a
+# forked worker tells its sweep, whose console would otherwise show nothing while the study waits
+_wait_listeners: list[Callable[[bool], None]] = []
+
+
+def on_wait(listener: Callable[[bool], None]) -> None:
+    """Call `listener(True)` when this process starts waiting for its storage, `listener(False)` when the
+    storage is back."""
+    _wait_listeners.append(listener)
+
+
+def _tell_listeners(waiting: bool) -> None:
+    for listener in _wait_listeners:
+        listener(waiting)
+
+
 class StorageUnreachable(SweeplabError):
     """The storage stayed unreachable past `hydra.sweeper.storage_retry`: the sweep stops, to be resumed by
     running the same command (a trial's job that raises it lost its storage, not a config problem)."""
@@ -250,6 +266,7 @@ class Outage:
                         one_line(cause),
                         self.window_s,
                     )
+                    _tell_listeners(True)
             return self._since
 
     def _back(self) -> None:
@@ -258,6 +275,7 @@ class Outage:
                 now = time.monotonic()
                 if not self._relapse:
                     log.warning("storage %s back after %.0f s", self.label, now - self._since)
+                    _tell_listeners(False)
                 self._back_at = now
             self._since = None
             self.gave_up = False
