@@ -42,7 +42,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab.errors import SweeplabError, config_error, failure, one_line
-from sweeplab.search.outage import StorageUnreachable, on_wait
+from sweeplab.search.outage import StorageUnreachable, off_wait, on_wait
 from sweeplab.search.ranks import TRIAL_DIR_ENV, killed_rank, lost_rank
 from sweeplab.search.records import ATTR_UNTOLD, STALLED
 from sweeplab.search.threads import worker_threads
@@ -175,8 +175,13 @@ class LauncherBatches:
         assert self.quiet_dir is not None
         self.quiet_dir.mkdir(parents=True, exist_ok=True)
         spill = self.quiet_dir / f"{number}.{WORKER_LOG}"
-        with output_to(spill):
-            (ret,) = self.launch([overrides], number)
+        with output_to(spill) as console:
+            told = _ConsoleWaits(console, number)
+            on_wait(told)  # the job's storage waits, which its own log holds, said on the console too
+            try:
+                (ret,) = self.launch([overrides], number)
+            finally:
+                off_wait(told)
         job_dir = OmegaConf.select(ret.hydra_cfg or {}, "hydra.runtime.output_dir", default=None)
         if job_dir is not None and Path(job_dir).is_dir():
             with open(Path(job_dir) / WORKER_LOG, "ab") as out, open(spill, "rb") as spilled:
@@ -190,24 +195,47 @@ class LauncherBatches:
         return []
 
 
+class _ConsoleWaits:
+    """Says on the console (file descriptor `fd`, the sweep's stderr while a job's output goes to its log)
+    when the job of trial `number`, run in the sweep's process, starts and ends waiting for the storage."""
+
+    FORMAT = logging.Formatter("[%(asctime)s][HYDRA] %(message)s")  # as the sweep's own console lines
+
+    def __init__(self, fd: int | None, number: int) -> None:
+        self.fd, self.number = fd, number
+
+    def __call__(self, waiting: bool) -> None:
+        if self.fd is None:
+            return
+        text = (
+            f"the job of trial {self.number} cannot reach the storage: it waits for it "
+            "(hydra.sweeper.storage_retry; its worker.log says why)"
+            if waiting
+            else f"the job of trial {self.number} reaches the storage again"
+        )
+        record = logging.LogRecord(log.name, logging.WARNING, __file__, 0, text, None, None)
+        with contextlib.suppress(OSError):
+            os.write(self.fd, (self.FORMAT.format(record) + "\n").encode())
+
+
 @contextlib.contextmanager
-def output_to(path: Path) -> Iterator[None]:
+def output_to(path: Path) -> Iterator[int | None]:
     """This process's stdout and stderr appended to `path` for the block: file descriptors 1 and 2, so that
     prints, progress bars, logging handlers made before the block (Lightning's own) and C libraries all
-    go there, whatever Python objects they hold."""
+    go there, whatever Python objects they hold. Yields a descriptor of the console's stderr (None: none)."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
     try:
         saved = (os.dup(1), os.dup(2))
     except OSError:  # no stdout or stderr to redirect (a daemon's closed descriptors): nothing to hide
-        yield
+        yield None
         return
     out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         os.dup2(out, 1)
         os.dup2(out, 2)
-        yield
+        yield saved[1]
     finally:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):

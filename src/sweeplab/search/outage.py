@@ -15,6 +15,7 @@ immediate one-line error (`storage.open_storage`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -75,6 +76,12 @@ def on_wait(listener: Callable[[bool], None]) -> None:
     """Call `listener(True)` when this process starts waiting for its storage, `listener(False)` when the
     storage is back."""
     _wait_listeners.append(listener)
+
+
+def off_wait(listener: Callable[[bool], None]) -> None:
+    """Stop calling `listener` (see `on_wait`)."""
+    with contextlib.suppress(ValueError):
+        _wait_listeners.remove(listener)
 
 
 def _tell_listeners(waiting: bool) -> None:
