@@ -116,7 +116,10 @@ def measure(s: Setting, work: Path, timeout: float | None = None) -> tuple[list[
     """Images/s of the hand-written loop (run before and after) and of the study trial, each in a fresh
     process; the commands' output under `work`. RunFailed if one fails or all take over `timeout` s."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    left = lambda: None if deadline is None else max(1.0, deadline - time.monotonic())  # noqa: E731
+
+    def left() -> float | None:
+        return None if deadline is None else max(1.0, deadline - time.monotonic())
+
     work.mkdir(parents=True, exist_ok=True)
     loop_cmd = [sys.executable, __file__, "--loop-only", s.model] + [
         f"--{k.replace('_', '-')}={v}" for k, v in asdict(s).items() if k != "model"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from hydra.errors import CompactHydraException
@@ -45,17 +45,24 @@ _MEMORY_SIGNS = (
 MEMORY_HINT = "lower the batch size or image size, or run fewer trials at once (hydra.sweeper.n_jobs)"
 
 
+def chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then what it was raised from or while handling, and so on (each once)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
 def out_of_memory(exc: BaseException) -> bool:
     """Whether `exc` (or what caused it) says that host or GPU memory ran out."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-            return True
-        if any(sign in str(exc).lower() for sign in _MEMORY_SIGNS):
-            return True
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    return False
+    return any(
+        isinstance(e, MemoryError)
+        or type(e).__name__ == "OutOfMemoryError"
+        or any(sign in str(e).lower() for sign in _MEMORY_SIGNS)
+        for e in chain(exc)
+    )
 
 
 def failure(exc: BaseException) -> str:

@@ -126,6 +126,15 @@ def group_line(override: str, key: str, groups: dict[str, list[str]]) -> str | N
     return f"{override}: {key} is not a config group (did you mean {near[0]}=...? its options: {options})"
 
 
+def replaced_section_line(key: str, value: Any) -> str:
+    """`models=resnet5`: a section of the config (a mapping) replaced by a plain value on the command line,
+    said as the config group its name misspells where it misspells one."""
+    given = f"{key}={value}"
+    return group_line(given, key, config_groups()) or (
+        f"{given}: {key} is a section of the config, not a value; set its keys ({key}.<key>=...)"
+    )
+
+
 def missing_generated_line(exc: BaseException, overrides: Sequence[str]) -> str | None:
     """`preset=optimized/<study>` run from another directory than the study's: the configs a study generates
     are read from studies/conf/ of the directory a command runs in; say where, and how to point at them."""

@@ -41,7 +41,7 @@ from hydra.core.utils import JobReturn, JobStatus, run_job
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sweeplab.errors import SweeplabError, config_error, failure, one_line
+from sweeplab.errors import SweeplabError, chain, config_error, failure, one_line
 from sweeplab.search.outage import StorageUnreachable, off_wait, on_wait
 from sweeplab.search.ranks import TRIAL_DIR_ENV, killed_rank, lost_rank
 from sweeplab.search.records import ATTR_UNTOLD, STALLED
@@ -90,14 +90,7 @@ class Outcome:
 def _config_mistake(raised: BaseException) -> SweeplabError | None:
     """The SweeplabError that `raised` is or wraps (Hydra's InstantiationException wraps what a `_target_`
     raised, and keeps only its first line in view)."""
-    seen: set[int] = set()
-    exc: BaseException | None = raised
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, SweeplabError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
+    return next((e for e in chain(raised) if isinstance(e, SweeplabError)), None)
 
 
 class Executor(Protocol):

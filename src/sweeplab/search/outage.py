@@ -19,14 +19,14 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Container, Iterator, Sequence
+from collections.abc import Callable, Container, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeplab.errors import SweeplabError, one_line
+from sweeplab.errors import SweeplabError, chain, one_line
 from sweeplab.search.optuna_access import HeartbeatStorage, stale_ids_of, storage_of
 
 if TYPE_CHECKING:
@@ -103,16 +103,6 @@ class StorageCorrupt(StorageUnreachable):
 _SQLITE_CORRUPT = ("malformed", "not a database", "file is encrypted")
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """`exc`, then what it was raised from or while handling, and so on."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
 def _transient_message(exc: BaseException) -> bool:
     text = str(exc).lower()
     if any(m in text for m in _NOT_TRANSIENT):
@@ -124,7 +114,7 @@ def _transient_message(exc: BaseException) -> bool:
 
 def corrupt_cause(exc: BaseException) -> BaseException | None:
     """The SQLite error in `exc`'s chain that says the database file is damaged, or None."""
-    for e in _chain(exc):
+    for e in chain(exc):
         if type(e).__name__ == "DatabaseError" and "sqlite" in type(e).__module__:
             return e if any(m in str(e).lower() for m in _SQLITE_CORRUPT) else None
     return None
@@ -142,7 +132,7 @@ def outage_cause(exc: BaseException) -> BaseException | None:
     errors, a corrupt file and Optuna's own errors are not."""
     from sqlalchemy import exc as sa
 
-    for e in _chain(exc):
+    for e in chain(exc):
         if isinstance(e, StorageUnreachable):
             return None  # waited out already
         if isinstance(e, optuna.exceptions.StorageInternalError | SweeplabError):

@@ -20,7 +20,7 @@ from hydra.core.utils import run_job
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sweeplab.errors import SweeplabError
+from sweeplab.errors import SweeplabError, chain
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +98,11 @@ def leave_with_parent(who: str) -> None:
 def killed_rank(raised: BaseException | None) -> str | None:
     """A rank that Lightning's ddp_spawn launcher started and a signal killed, said as a reason, from the
     error the launcher raised (torch's `ProcessExitedException` names the signal); None otherwise."""
-    seen: set[int] = set()
-    while raised is not None and id(raised) not in seen:
-        signal_name = getattr(raised, "signal_name", None)
+    for e in () if raised is None else chain(raised):
+        signal_name = getattr(e, "signal_name", None)
         if signal_name:
-            index, pid = getattr(raised, "error_index", "?"), getattr(raised, "error_pid", "?")
+            index, pid = getattr(e, "error_index", "?"), getattr(e, "error_pid", "?")
             return f"DDP rank {index} of the trial (pid {pid}) was killed by {signal_name}"
-        seen.add(id(raised))
-        raised = raised.__cause__ or raised.__context__
     return None
 
 

@@ -43,7 +43,7 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial
 
 from sweeplab.errors import SweeplabError, config_error, did_you_mean
-from sweeplab.hydra_errors import config_groups, group_line
+from sweeplab.hydra_errors import replaced_section_line
 
 _MISSING = object()
 GIVEN = "|"  # a conditional param's name: "<key>|<parent>=<value>"
@@ -69,10 +69,7 @@ def _replaced_section(job_cfg: DictConfig, key: str) -> str | None:
         if value is _MISSING:
             return None
         if not OmegaConf.is_config(value):
-            given = f"{prefix}={value}"
-            return group_line(given, prefix, config_groups()) or (
-                f"{given}: replaced the section of the config that holds {key}; set its keys ({prefix}.<key>=...)"
-            )
+            return replaced_section_line(prefix, value)
     return None
 
 

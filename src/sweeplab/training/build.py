@@ -21,7 +21,7 @@ from sweeplab.config import instantiate_node, unexpected_argument
 from sweeplab.data import ImageDataModule
 from sweeplab.data.datamodule import check_folds
 from sweeplab.errors import SweeplabError, config_error, one_line
-from sweeplab.hydra_errors import config_groups, group_line
+from sweeplab.hydra_errors import replaced_section_line
 from sweeplab.models import ImageClassifier
 from sweeplab.models.backbone import check_input_size
 from sweeplab.search.schema import TARGET as SWEEPER_TARGET
@@ -92,11 +92,7 @@ def check_sections(cfg: DictConfig) -> None:
     for key in SECTIONS:
         value = cfg.get(key)
         if value is not None and not isinstance(value, DictConfig):
-            given = f"{key}={value}"
-            raise SweeplabError(
-                group_line(given, key, config_groups())
-                or f"{given}: {key} is a section of the config, not a value; set its keys ({key}.<key>=...)"
-            )
+            raise SweeplabError(replaced_section_line(key, value))
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab.data.datamodule import check_folds
+from sweeplab.errors import chain
 from sweeplab.search.ranks import follower
 from sweeplab.search.records import ATTR_FOLD_VALUES, ATTR_MAX_EPOCHS, ATTR_TEST
 from sweeplab.search.trial import current_trial
@@ -58,24 +59,12 @@ def train(cfg: DictConfig) -> float | list[float]:
         # The failed fit's frames (the model, its optimizer, a batch's activations: on a GPU, the memory an
         # out-of-memory error left) hang on the exception's traceback, which lives on with the job's result,
         # in a reference cycle: their locals go now, so the next trial in this process starts without them.
-        _clear_frames(exc)
+        for one in chain(exc):
+            traceback.clear_frames(one.__traceback__)
         release_memory(freeze=False)  # the exception and its traceback are not the process's to keep
         raise
     release_memory()
     return value
-
-
-def _clear_frames(exc: BaseException) -> None:
-    """The locals of every finished frame on the tracebacks of `exc` and of the exceptions it chains."""
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [exc]
-    while pending:
-        one = pending.pop()
-        if one is None or id(one) in seen:
-            continue
-        seen.add(id(one))
-        traceback.clear_frames(one.__traceback__)
-        pending += [one.__cause__, one.__context__]
 
 
 def release_memory(freeze: bool = True) -> None:
