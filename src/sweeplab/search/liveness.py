@@ -79,7 +79,11 @@ class Heartbeats:
             self.owned.discard(trial_id)
 
     def close(self) -> None:
+        """Stop beating; a beat already being written is waited for (briefly: the storage may be out), so
+        that none lands after this returns."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2 * (self.interval or 1))
 
     def _beat(self) -> None:
         assert self.interval
