@@ -177,6 +177,22 @@ def test_a_tutorial_app_is_swept_and_its_best_trial_retrained_as_printed(tmp_pat
 
 
 @pytest.mark.slow
+def test_each_trial_of_a_parallel_study_runs_in_a_process_not_forked_from_the_threaded_sweep(tmp_path):
+    args = ["hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=4", "hydra.sweeper.report=false"]
+    result, trials = _app("lineage", args, tmp_path, study="lineage")
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials), result.stderr[-2000:]
+    (sweep_dir,) = sweep_dirs(tmp_path)
+    records = [json.loads((sweep_dir / str(t.number) / "lineage.json").read_text()) for t in trials]
+    sweep_pid = trials[0].user_attrs["pid"]  # the sweep that owned the trials
+    assert len({r["pid"] for r in records}) == 4  # one process per trial
+    for record in records:
+        # forked from a fork server the sweep started by exec, which runs no threads: never from the sweep
+        assert record["parent"] != sweep_pid and record["grandparent"] == sweep_pid
+        assert "multiprocessing.forkserver" in record["parent_cmdline"] and record["parent_threads"] == 1
+        assert record["cwd"] == str(tmp_path)  # in the sweep's working directory, as its jobs were
+
+
+@pytest.mark.slow
 def test_two_apps_in_one_directory_keep_their_own_studies_and_two_objectives_need_no_extra_keys(tmp_path):
     for name in ("sphere", "pareto"):
         _app(name, ["hydra.sweeper.n_trials=4", "hydra.sweeper.report=false"], tmp_path)

@@ -3,6 +3,7 @@ anything is written; the engine's parts keep to their side (no Lightning in the 
 
 from __future__ import annotations
 
+import inspect
 import multiprocessing as mp
 import os
 import re
@@ -16,7 +17,7 @@ from omegaconf import OmegaConf
 
 from sweeplab.config import typed
 from sweeplab.errors import SweeplabError
-from sweeplab.search.executors import LauncherBatches
+from sweeplab.search.executors import LauncherBatches, _TaskRef, pack_task
 from sweeplab.search.liveness import link_latest
 from sweeplab.search.plan import make_plan
 from sweeplab.search.schema import GuardConf, SweeplabSweeperConf
@@ -219,3 +220,30 @@ def test_quick_validation_leaves_a_key_the_space_searches_and_does_not_claim_it(
     assert not [o for o in searched.quick_overrides if o.startswith("data.batch_size=")]
     fixed = _plan(compose_cfg, tmp_path, ["hparams_search=optuna_fast", "~search"])
     assert "data.batch_size=32" in fixed.quick_overrides  # the preset's, when the batch size is not searched
+
+
+def _unpacked_and_called(packed: bytes, send) -> None:
+    from sweeplab.search.executors import _unpack_task
+
+    context, task = _unpack_task(packed)
+    send.send((context, task(OmegaConf.create({"x": 3.0, "y": 1, "z": 4.0}))))
+
+
+def test_a_task_function_travels_to_a_fresh_process_by_name_when_hydra_main_wraps_it_else_by_value():
+    from tests.apps.sphere import sphere  # as @hydra.main left it: the app's name for its wrapper
+
+    task = inspect.unwrap(sphere)  # what Hydra hands a sweeper
+    assert _TaskRef.of(task) == _TaskRef("tests.apps.sphere", "sphere")
+    offset = 2.0
+
+    def local(cfg) -> float:  # reachable by no name: it travels with cloudpickle
+        return cfg.x * offset
+
+    assert _TaskRef.of(local) is None
+    spawn = mp.get_context("spawn")  # a fresh interpreter, as a trial's process is
+    for fn, expected in ((local, 6.0), (task, 2.0)):
+        receive, send = spawn.Pipe(duplex=False)
+        child = spawn.Process(target=_unpacked_and_called, args=(pack_task("the context", fn), send))
+        child.start()
+        assert receive.recv() == ("the context", expected)
+        child.join(120)

@@ -1,8 +1,9 @@
 """What `runners/train.py` imports when a run or a sweep starts, not when the script loads: `--help`, `--cfg`,
 `--info` and tab completion then answer without loading torch, Lightning and timm. `Preload` (a Hydra
-callback of the root config) loads them as a run or a sweep starts, so a sweep's forked workers inherit
-them; `load` gives the entry point its function. predict.py and report.py import at load time: loaded this
-late, a report's SQLite connection stays open at exit and leaves -wal and -shm files beside the study."""
+callback of the root config) loads them as a run or a sweep starts, and a sweep's fork server with them
+(the process its trials are forked from); `load` gives the entry point its function. predict.py and
+report.py import at load time: loaded this late, a report's SQLite connection stays open at exit and
+leaves -wal and -shm files beside the study."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from sweeplab.search import naming  # noqa: F401
 
 
 class Preload(Callback):
-    """Import `modules` as a run or a sweep starts (before the sweeper plans or forks its workers)."""
+    """Import `modules` as a run or a sweep starts (before the sweeper plans or starts its workers)."""
 
     def __init__(self, modules: list[str]) -> None:
         self.modules = list(modules)

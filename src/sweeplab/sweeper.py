@@ -24,7 +24,14 @@ from sweeplab.hydra_errors import composing, full_error, say_and_exit
 from sweeplab.reporting import write_study_report
 from sweeplab.reporting.export import Flattener
 from sweeplab.reporting.files import write_files
-from sweeplab.search.executors import LauncherBatches, ProcessPool, assign_devices, gpus, visible_devices
+from sweeplab.search.executors import (
+    LauncherBatches,
+    ProcessPool,
+    assign_devices,
+    gpus,
+    start_trial_server,
+    visible_devices,
+)
 from sweeplab.search.interrupts import EXIT_INTERRUPTED, Interrupted, stop_handlers
 from sweeplab.search.liveness import claim_sweep_dir, link_latest, release_sweep_dir
 from sweeplab.search.loop import run_study
@@ -36,7 +43,6 @@ from sweeplab.search.records import counted, state_counts
 from sweeplab.search.schema import SweeplabSweeperConf
 from sweeplab.search.space import format_value, override_key
 from sweeplab.search.storage import STORAGE_ENV, has_password, masked, open_storage
-from sweeplab.search.threads import single_threaded_sweep
 from sweeplab.search.view import StudyView
 
 log = logging.getLogger("sweeplab.sweep")
@@ -85,8 +91,8 @@ class StudySweeper:
         # started again by a DDP launcher as an extra rank of a trial: that trial's job, as the rank
         if run_as_rank(self.hydra_context, self.task_function, self.config):
             return
-        if self._forks_workers():  # before the check's torch ops: a forked worker could not use threads
-            single_threaded_sweep()
+        if self._forks_workers():  # the trials' fork server imports torch & co. while the plan is checked
+            start_trial_server()
         root_dir = str(self.config.hydra.runtime.cwd)
         plan = make_plan(
             self.keys, self.config, arguments, self.group_options, root_dir=root_dir, compose=self.compose
@@ -195,7 +201,7 @@ class StudySweeper:
         return assign_devices(conf.n_jobs, visible_devices(), conf.share_gpus, conf.devices_per_trial)
 
     def _forks_workers(self) -> bool:
-        """The sweep will fork worker processes (`_worker_devices`), as far as its raw config says (a wrong
+        """The sweep will start worker processes (`_worker_devices`), as far as its raw config says (a wrong
         value is refused by the plan, next)."""
         sweeper = self.config.hydra.sweeper
         try:
@@ -208,7 +214,7 @@ class StudySweeper:
         """The workers of `_worker_devices`, or batches through the launcher."""
         if slots is None:
             # a job in this process writes to the sweep's console: its output goes to its worker.log, as a
-            # forked worker's does (`hydra.verbose=true` keeps it on the console)
+            # worker process's does (`hydra.verbose=true` keeps it on the console)
             quiet = isinstance(self.launcher, BasicLauncher) and not self.config.hydra.get("verbose")
             sweep_dir = Path(str(self.config.hydra.sweep.dir))
             return LauncherBatches(self.launcher.launch, conf.n_jobs, sweep_dir if quiet else None)

@@ -1,5 +1,5 @@
 """Decoded images, cached twice: in this process's memory (trials of one process share them) and on disk
-as memory-mapped uint8 arrays, so that forked trial workers, reruns, retrains, folds and predict runs on
+as memory-mapped uint8 arrays, so that trials' worker processes, reruns, retrains, folds and predict runs on
 the same files and size read the map instead of decoding again.
 
 A disk entry is `<name>.npy` (the images, `np.lib.format`) plus `<name>.json` (its header, written last:

@@ -2,42 +2,54 @@
 
 - `LauncherBatches`: batches of up to n_jobs through any Hydra launcher (the basic one runs them in this
   process; SLURM, joblib and the like elsewhere). A launcher returns when its slowest job ends.
-- `ProcessPool` (n_jobs > 1 under the basic launcher): each trial is a Hydra job in its own forked
-  process, and a slot is refilled as soon as its trial ends (complete, pruned, failed or killed), with no
-  batch barrier. A forked child starts at once with everything the sweeper imported, runs the job as
-  Hydra's basic launcher would (`run_job`: output dir, `.hydra/`, logging, callbacks), sends back a small
-  outcome and exits, so whatever it allocated (GPU memory included) is freed with the process. The
-  sweeper itself never touches CUDA, so the children may.
+- `ProcessPool` (n_jobs > 1 under the basic launcher): each trial is a Hydra job in a process of its own,
+  and a slot is refilled as soon as its trial ends (complete, pruned, failed or killed), with no batch
+  barrier. The process runs the job as Hydra's launchers do (`run_job`: output dir, `.hydra/`, logging,
+  callbacks), sends back a small outcome and exits, so whatever it allocated (GPU memory included) is
+  freed with the process.
 
-A forked worker never outlives its sweep and never hangs it: a thread of the worker beats into memory it
-shares with the sweep every second and ends the worker once the sweep's process is gone; the sweep kills a
-worker whose beat stops for `hydra.sweeper.stall_timeout` (stopped, hung, deadlocked while holding the
-GIL), and its trial runs again. Ctrl-C is the sweep's alone (a worker ignores it; the sweep stops its
-workers); SIGTERM stops a worker at once, as killed by it.
+A trial's process is started clean: it is forked from a fork server, a process started by exec (never a
+fork of the sweep, whose threads may hold a lock and which may have touched CUDA) that imported the heavy
+packages the sweep has loaded (torch, Lightning, timm...) once, so that a trial still starts in a fraction
+of a second. The job's config travels pickled, the task function and Hydra's state with cloudpickle (as
+Hydra's submitit launcher ships them), the sweep's environment, working directory and command line with
+them.
+
+A worker never outlives its sweep and never hangs it: a thread of the worker beats into memory it shares
+with the sweep every second and ends the worker once the sweep's process is gone (a pipe whose only writer
+is the sweep reads end-of-file); the sweep kills a worker whose beat stops for `hydra.sweeper.stall_timeout`
+(stopped, hung, deadlocked while holding the GIL), and its trial runs again. Ctrl-C is the sweep's alone (a
+worker ignores it; the sweep stops its workers); SIGTERM stops a worker at once, as killed by it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
+import inspect
 import logging
 import multiprocessing as mp
 import os
+import pickle
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
+import cloudpickle
 import optuna
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus, run_job
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -45,7 +57,6 @@ from sweeplab.errors import SweeplabError, chain, config_error, failure, one_lin
 from sweeplab.search.outage import StorageUnreachable, off_wait, on_wait
 from sweeplab.search.ranks import TRIAL_DIR_ENV, killed_rank, lost_rank
 from sweeplab.search.records import ATTR_UNTOLD, STALLED
-from sweeplab.search.threads import worker_threads
 from sweeplab.search.trial import job_trial
 
 log = logging.getLogger("sweeplab.sweep")
@@ -55,6 +66,22 @@ STOP_GRACE_S = 5.0  # after SIGTERM, how long a child may take before SIGKILL
 BEAT_S = 1.0  # how often a child's watch thread beats and looks for its sweep
 POLL_S = 2.0  # the longest the sweep waits for its children without looking for stalled ones
 EXIT_ORPHANED = 3  # a child's exit status when its sweep's process is gone
+# Packages a trial's process finds imported when it starts, where the sweep has loaded them: the fork server
+# imports them once (a trial of a PyTorch app would otherwise spend seconds importing them)
+PRELOADED = (
+    "numpy",
+    "torch",
+    "torchvision",
+    "torchmetrics",
+    "lightning",
+    "pytorch_lightning",
+    "timm",
+    "sklearn",
+    "optuna",
+    "sqlalchemy",
+    "hydra",
+    "omegaconf",
+)
 
 
 @dataclass
@@ -125,7 +152,7 @@ class LauncherBatches:
 
     def __init__(self, launch: Launch, n_jobs: int, quiet_dir: Path | None = None) -> None:
         """`quiet_dir`: the launcher runs jobs in this process (Hydra's basic launcher), one at a time, and
-        each job's output goes to `worker.log` in its job dir, as a forked worker's does; the sweep dir
+        each job's output goes to `worker.log` in its job dir, as a worker process's does; the sweep dir
         holds it where a job made no dir. None: the launcher's and the jobs' output stay as they are."""
         self.launch, self.n_jobs, self.quiet_dir = launch, n_jobs, quiet_dir
         self.queued: dict[int, list[str]] = {}
@@ -278,6 +305,10 @@ def assign_devices(n_jobs: int, devices: list[str], share: bool, per_trial: int 
 
 @dataclass
 class _Running:
+    """A trial's process. It is the fork server's child, not the sweep's: whether it still runs is known
+    from a pidfd (Linux), which holds even when the fork server itself was killed (a SIGTERM to the whole
+    process group), and the fork server reports its exit status while it lives."""
+
     number: int
     slot: int
     process: Any
@@ -285,10 +316,49 @@ class _Running:
     started: float
     beat: Any  # the child's last sign of life (time.monotonic(), in memory shared with the child)
     waiting: Any  # since when the child waits for its storage (time.monotonic(); 0: it does not)
+    pidfd: int | None = None  # readable once the process has ended
+
+    def __post_init__(self) -> None:
+        if self.pidfd is None and hasattr(os, "pidfd_open"):
+            with contextlib.suppress(OSError):
+                self.pidfd = os.pidfd_open(self.process.pid)
+
+    @property
+    def ended_when_ready(self) -> Any:
+        """What `multiprocessing.connection.wait` finds ready once the process has ended."""
+        return self.pidfd if self.pidfd is not None else self.process.sentinel
+
+    def alive(self) -> bool:
+        if self.pidfd is None:
+            return self.process.is_alive()
+        return not wait([self.pidfd], timeout=0)
+
+    def send(self, signum: int) -> None:
+        """`signum` to the process while it runs (never to a later process given its pid)."""
+        if self.pidfd is None:
+            if self.process.is_alive():
+                with contextlib.suppress(OSError):
+                    os.kill(self.process.pid, signum)
+            return
+        with contextlib.suppress(ProcessLookupError, OSError):
+            signal.pidfd_send_signal(self.pidfd, signum)
+
+    def reap(self, timeout: float | None = None) -> bool:
+        """Wait up to `timeout` for the process to end; whether it has."""
+        if self.pidfd is not None and not wait([self.pidfd], timeout=timeout):
+            return False
+        self.process.join(timeout)
+        return not self.alive()
+
+    def close(self) -> None:
+        self.conn.close()
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
 
 class ProcessPool:
-    """Runs trials as forked Hydra jobs, at most `len(slots)` at a time."""
+    """Runs trials as Hydra jobs in processes of their own, at most `len(slots)` at a time."""
 
     def __init__(
         self,
@@ -298,8 +368,7 @@ class ProcessPool:
         slots: list[str | None],
         stall_timeout: float | None = None,
     ) -> None:
-        if sys.platform == "win32" or "fork" not in mp.get_all_start_methods():
-            raise SweeplabError("hydra.sweeper.n_jobs > 1 needs the fork start method (Linux, macOS)")
+        start_trial_server()
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
         self.slots = slots
         self.stall_timeout = stall_timeout  # seconds a child may not beat before it is killed; None: never
@@ -308,7 +377,10 @@ class ProcessPool:
         self.jobs: dict[int, _Running] = {}  # by trial number
         # CPU threads per trial: the cores shared out, so k trials do not oversubscribe them
         self.threads = max(1, (os.cpu_count() or 1) // len(slots))
-        self._fork = mp.get_context("fork")
+        self._server = mp.get_context("forkserver")
+        self._task = pack_task(hydra_context, task_function)
+        # a trial's process reads end-of-file here once the sweep's process is gone (it alone holds `_alive`)
+        self._sweep_gone, self._alive = self._server.Pipe(duplex=False)
         self.storage_waiters: set[int] = set()  # trials whose jobs the console said wait for the storage
 
     def free_slot(self) -> int | None:
@@ -323,7 +395,7 @@ class ProcessPool:
         return self.free_slot() is not None
 
     def start(self, number: int, overrides: list[str]) -> None:
-        """Compose job `number` here (errors surface in the sweeper) and fork it into a free slot."""
+        """Compose job `number` here (errors surface in the sweeper) and start its process in a free slot."""
         slot = self.free_slot()
         assert slot is not None, "no free slot"
         sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
@@ -331,26 +403,22 @@ class ProcessPool:
             sweep_config.hydra.job.id = number
             sweep_config.hydra.job.num = number
         job_dir = self.sweep_dir / str(sweep_config.hydra.sweep.subdir)
-        receive, send = self._fork.Pipe(duplex=False)
-        beat = self._fork.RawValue("d", time.monotonic())
-        waiting = self._fork.RawValue("d", 0.0)
-        # the child closes every read end it inherits, its own included: once the sweep is gone, sending
-        # its outcome fails rather than filling a pipe nobody reads
-        watch = _Watch(os.getpid(), beat, [receive, *(r.conn for r in self.jobs.values())], waiting)
-        process = self._fork.Process(
-            target=_child,
-            args=(
-                send,
-                self.hydra_context,
-                self.task_function,
-                sweep_config,
-                self.slots[slot],
-                self.threads,
-                job_dir,
-                watch,
-            ),
-            name=f"sweeplab-trial-{number}",
-            daemon=False,
+        receive, send = self._server.Pipe(duplex=False)
+        beat = self._server.RawValue("d", time.monotonic())
+        waiting = self._server.RawValue("d", 0.0)
+        start = _Start(
+            task=self._task,
+            config=sweep_config,
+            device=self.slots[slot],
+            threads=self.threads,
+            job_dir=job_dir,
+            env=dict(os.environ),
+            cwd=os.getcwd(),
+            argv=list(sys.argv),
+        )
+        watch = _Watch(os.getpid(), beat, self._sweep_gone, waiting)
+        process = self._server.Process(
+            target=_child, args=(send, start, watch), name=f"sweeplab-trial-{number}", daemon=False
         )
         process.start()
         send.close()
@@ -364,9 +432,9 @@ class ProcessPool:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.jobs:
             left = POLL_S if deadline is None else max(0.0, min(POLL_S, deadline - time.monotonic()))
-            ready = wait([r.process.sentinel for r in self.jobs.values()], timeout=left)
+            ready = wait([r.ended_when_ready for r in self.jobs.values()], timeout=left)
             self._say_storage_waits()
-            done = [self._ended(r) for r in list(self.jobs.values()) if r.process.sentinel in ready]
+            done = [self._ended(r) for r in list(self.jobs.values()) if r.ended_when_ready in ready]
             done += self._stop_stalled()
             if done or (deadline is not None and time.monotonic() >= deadline):
                 return done
@@ -394,8 +462,8 @@ class ProcessPool:
                 outcome = run.conn.recv()
             except EOFError:
                 outcome = None
-        run.process.join()
-        run.conn.close()
+        run.reap()
+        run.close()
         if outcome is None:
             outcome = Outcome(error=stalled or _death(run.process.exitcode), lost=True)
         del self.jobs[run.number]
@@ -408,9 +476,9 @@ class ProcessPool:
         done = []
         for run in list(self.jobs.values()):
             silent = time.monotonic() - run.beat.value
-            if silent < self.stall_timeout or not run.process.is_alive():
+            if silent < self.stall_timeout or not run.alive():
                 continue
-            run.process.kill()
+            run.send(signal.SIGKILL)
             why = (
                 f"{STALLED}: no sign of life from the trial's process (pid {run.process.pid}) for "
                 f"{silent:.0f}s, more than hydra.sweeper.stall_timeout={self.stall_timeout:g} (stopped, hung "
@@ -423,34 +491,102 @@ class ProcessPool:
         """SIGTERM every child, SIGKILL those still alive after a grace period; returns their trial numbers."""
         numbers = list(self.jobs)
         for run in self.jobs.values():
-            if run.process.is_alive():
-                run.process.terminate()
+            run.send(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
         for run in self.jobs.values():
-            run.process.join(max(0.0, deadline - time.monotonic()))
-            if run.process.is_alive():
-                run.process.kill()
-                run.process.join()
-            run.conn.close()
+            if not run.reap(max(0.0, deadline - time.monotonic())):
+                run.send(signal.SIGKILL)
+                run.reap()
+            run.close()
         self.jobs.clear()
         return numbers
 
 
-class _Watch:
-    """A child's tie to its sweep: the beat the sweep reads (`stall_timeout`), the sweep's pid (the child
-    ends when it is gone), and the pipes' read ends the child inherited, which it closes."""
+def start_trial_server() -> None:
+    """Start the fork server that trials' processes are forked from, if it is not running: at the start of a
+    sweep, so that it imports the heavy packages while the sweep checks its plan. It is started by exec, so
+    the threads and CUDA state of this process never reach it."""
+    loaded = {name.partition(".")[0] for name in sys.modules}
+    preload = [name for name in PRELOADED if name in loaded]
+    preload += sorted(n for n in sys.modules if n.startswith("sweeplab.") and n.count(".") == 1)
+    forkserver.set_forkserver_preload([*preload, __name__])
+    forkserver.ensure_running()
 
-    def __init__(self, sweep_pid: int, beat: Any, inherited: list[Connection], waiting: Any = None) -> None:
-        self.sweep_pid, self.beat, self.inherited, self.waiting = sweep_pid, beat, inherited, waiting
+
+@dataclass(frozen=True)
+class _TaskRef:
+    """A task function by where it is defined (`module.qualname`, as `@hydra.main` wraps it), so the
+    trial's process uses the function of the app's module it imports, and classes the app defines next to
+    it stay the same classes there (DDP spawn pickles the model by reference to them)."""
+
+    module: str
+    qualname: str
+
+    @classmethod
+    def of(cls, fn: TaskFunction) -> _TaskRef | None:
+        module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+        if not module or "<" in qualname:
+            return None
+        ref = cls(module, qualname)
+        try:
+            return ref if ref.resolve() is fn else None
+        except Exception:
+            return None
+
+    def resolve(self) -> TaskFunction:
+        found: Any = sys.modules.get(self.module) or importlib.import_module(self.module)
+        for part in self.qualname.split("."):
+            found = getattr(found, part)
+        return inspect.unwrap(found)
+
+
+def pack_task(hydra_context: HydraContext, task_function: TaskFunction) -> bytes:
+    """Hydra's context, the task function and Hydra's singletons (its config store, plugins), as Hydra's
+    own launchers ship them to a job's process: pickled by reference where they can be, else with
+    cloudpickle (a task function or a config class defined in a script)."""
+    state = Singleton.get_state()
+    ref = _TaskRef.of(task_function)
+    try:
+        return pickle.dumps((hydra_context, ref or task_function, state))
+    except Exception:
+        return cloudpickle.dumps((hydra_context, task_function, state))
+
+
+def _unpack_task(task: bytes) -> tuple[HydraContext, TaskFunction]:
+    hydra_context, task_function, state = pickle.loads(task)  # noqa: S301 -- this trial's sweep packed it
+    Singleton.set_state(state)
+    setup_globals()
+    if isinstance(task_function, _TaskRef):
+        task_function = task_function.resolve()
+    return hydra_context, task_function
+
+
+@dataclass
+class _Start:
+    """What a trial's process takes from its sweep as it starts."""
+
+    task: bytes  # `pack_task`
+    config: DictConfig  # the job's, composed by the sweep
+    device: str | None  # CUDA_VISIBLE_DEVICES; None: the CPU
+    threads: int  # torch's CPU threads: the cores shared out among the workers
+    job_dir: Path
+    env: dict[str, str]  # the sweep's environment, working directory and command line as the trial started
+    cwd: str
+    argv: list[str]
+
+
+class _Watch:
+    """A child's tie to its sweep: the beat the sweep reads (`stall_timeout`), and a pipe from the sweep
+    that reads end-of-file once the sweep's process is gone (the child then ends)."""
+
+    def __init__(self, sweep_pid: int, beat: Any, sweep_gone: Connection, waiting: Any = None) -> None:
+        self.sweep_pid, self.beat, self.sweep_gone, self.waiting = sweep_pid, beat, sweep_gone, waiting
         self.finishing = False  # the job returned: the main thread tells its outcome, the watch only beats
-        self._lock = threading.Lock()
+        self._lock: threading.Lock | None = None
 
     def start(self) -> None:
-        """In the child: close the inherited read ends, then beat and watch from a daemon thread."""
-        for conn in self.inherited:
-            with contextlib.suppress(OSError):
-                conn.close()
-        self.inherited = []
+        """In the child: beat and watch from a daemon thread."""
+        self._lock = threading.Lock()
         if self.waiting is not None:
             on_wait(self._waiting)
         threading.Thread(target=self._run, name="sweeplab-worker-watch", daemon=True).start()
@@ -459,15 +595,20 @@ class _Watch:
         self.waiting.value = time.monotonic() if waiting else 0.0
 
     def sweep_alive(self) -> bool:
-        """An orphan is adopted by another process: its parent is the sweep exactly while the sweep lives."""
-        return os.getppid() == self.sweep_pid
+        """The sweep never writes to the pipe: it is readable once the sweep's end of it is closed."""
+        try:
+            return not self.sweep_gone.poll()
+        except OSError:
+            return False
 
     def finish(self) -> None:
+        assert self._lock is not None
         with self._lock:
             self.finishing = True
 
     def _run(self) -> None:
         """Each second: a beat (a stopped or GIL-deadlocked process stops beating), and the sweep looked for."""
+        assert self._lock is not None
         while True:
             self.beat.value = time.monotonic()
             with self._lock:
@@ -480,49 +621,48 @@ class _Watch:
             time.sleep(BEAT_S)
 
 
-def _child(
-    send: Connection,
-    hydra_context: HydraContext,
-    task_function: TaskFunction,
-    sweep_config: DictConfig,
-    device: str | None,
-    threads: int,
-    job_dir: Path,
-    watch: _Watch,
-) -> None:
-    """The forked trial: leave Ctrl-C to the sweeper, pin the GPU, run the job, report, exit without cleanup."""
+def _child(send: Connection, start: _Start, watch: _Watch) -> None:
+    """The trial's process: take the sweep's environment, leave Ctrl-C to the sweeper, pin the GPU, run the
+    job, report, exit without cleanup."""
     code = 0
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the sweeper stops its children itself
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the sweep's handler, inherited
-        if device is not None:
-            os.environ["CUDA_VISIBLE_DEVICES"] = device  # read when CUDA initialises, in this process
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.environ.clear()
+        os.environ.update(start.env)
+        if start.device is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = start.device  # read when CUDA initialises, in this process
         # the job's own DDP ranks, started by running the sweep's command again, find their trial here
-        os.environ[TRIAL_DIR_ENV] = str(job_dir)
-        worker_threads(threads)
-        job_dir.mkdir(parents=True, exist_ok=True)
-        out = os.open(job_dir / WORKER_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.environ[TRIAL_DIR_ENV] = str(start.job_dir)
+        os.chdir(start.cwd)
+        sys.argv = list(start.argv)
+        torch = sys.modules.get("torch")
+        if torch is not None:  # else the app's torch takes OMP_NUM_THREADS from the environment
+            torch.set_num_threads(start.threads)
+        start.job_dir.mkdir(parents=True, exist_ok=True)
+        out = os.open(start.job_dir / WORKER_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(out, 1)
         os.dup2(out, 2)
         # a handler, not SIG_DFL: Lightning then calls it after its own SIGTERM handler rather than instead
         signal.signal(signal.SIGTERM, _stop_now)
         watch.start()
+        hydra_context, task_function = _unpack_task(start.task)
         ret = run_job(
             hydra_context=hydra_context,
             task_function=task_function,
-            config=sweep_config,
+            config=start.config,
             job_dir_key="hydra.sweep.dir",
             job_subdir_key="hydra.sweep.subdir",
         )
         watch.finish()
         outcome = Outcome.of(ret)
-        lost = lost_rank(job_dir) or killed_rank(
+        lost = lost_rank(start.job_dir) or killed_rank(
             ret._return_value if ret.status == JobStatus.FAILED else None
         )
         if outcome.error is not None and not outcome.lost and lost is not None:
             # the job's error is its rank 0 losing that peer: run the params again
             outcome = Outcome(error=f"RankLost: {lost} ({outcome.error})", lost=True)
-        _tell(send, outcome, watch, sweep_config)
+        _tell(send, outcome, watch, start.config)
     except BaseException as exc:  # the child must always report and exit
         code = 1
         with contextlib.suppress(Exception):
@@ -530,7 +670,7 @@ def _child(
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        # never run the sweeper's atexit handlers or finalisers (its storage connections) in a child
+        # never run atexit handlers or finalisers (storage connections, the fork server's copies) in a child
         os._exit(code)
 
 

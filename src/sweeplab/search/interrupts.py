@@ -8,7 +8,7 @@ together or not at all, so the stop signals are held across them.
 For the duration of a sweep, SIGINT (Ctrl-C) and SIGTERM (how SLURM, Kubernetes and systemd stop a job)
 both raise `Interrupted` in the main thread. It is not a KeyboardInterrupt on purpose: Lightning turns a
 KeyboardInterrupt inside `fit` into `sys.exit(1)`, while any other BaseException is raised again after its
-teardown, so a trial the sweep runs in its own process (n_jobs=1) stops the same way as a forked one.
+teardown, so a trial the sweep runs in its own process (n_jobs=1) stops the same way as one in a worker process.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Trial N runs as Hydra job N (so output dirs follow trial numbers and never collide on resume); the job
 finds its trial through the storage and reports every epoch (`sweeplab.search.trial`). An executor
-(`sweeplab.search.executors`) runs the jobs: forked workers, or batches through any Hydra launcher.
+(`sweeplab.search.executors`) runs the jobs: worker processes, or batches through any Hydra launcher.
 What the loop consults lives beside it: `opening` (the study), `stopping` (stop rules), `rescue`,
 `coordination` (sweeps sharing the study) and `status` (the console line).
 """

@@ -68,7 +68,7 @@ _NOT_TRANSIENT = (
 
 
 # Called with True as this process starts waiting out an outage, with False as the storage is back: how a
-# forked worker tells its sweep, whose console would otherwise show nothing while the study waits
+# worker process tells its sweep, whose console would otherwise show nothing while the study waits
 _wait_listeners: list[Callable[[bool], None]] = []
 
 

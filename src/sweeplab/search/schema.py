@@ -161,7 +161,7 @@ class SweeplabSweeperConf:
     # disk), retrying with backoff, before stopping with a one-line error (resume with the same command);
     # 0: stop at the first failed storage call. Opening the storage at the start never waits.
     storage_retry: float = 600.0
-    # seconds a forked worker (n_jobs > 1 under the basic launcher) may show no sign of life before it is
+    # seconds a worker process (n_jobs > 1 under the basic launcher) may show no sign of life before it is
     # killed and its trial stored FAIL (interrupted, lost: stalled) and re-run: its own thread beats each
     # second, so only a stopped, hung or GIL-deadlocked process goes silent, never a slow epoch. 60: the
     # latest beat measured on a 2-core machine loaded past its cores, 100 MB checkpoints saved meanwhile,

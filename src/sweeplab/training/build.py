@@ -104,7 +104,7 @@ def check_config(cfg: DictConfig) -> None:
     check_devices(cfg)
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
-        cfg.trainer.accelerator = "cpu"  # the sweeper never touches CUDA: its forked workers may
+        cfg.trainer.accelerator = "cpu"  # the sweeper never touches CUDA: the GPUs are for its trials
     optimized_mode(cfg)
     check_folds(cfg.data.get("folds"))
     data_log = logging.getLogger("sweeplab.data")
