@@ -189,7 +189,7 @@ class BeatGaps(HydraCallback):
     def on_job_start(self, config: Any, **kwargs: Any) -> None:
         import threading
 
-        from sweeplab.search.executors import BEAT_S
+        from sweeplab.launching.executors import BEAT_S
 
         self.gaps, self.running = [], True
 

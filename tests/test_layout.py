@@ -25,6 +25,7 @@ LAYERS = {
     "sweeplab.data": 1,
     "sweeplab.models": 1,
     "sweeplab.search": 2,
+    "sweeplab.launching": 2,  # the study's side and the process side call each other's way
     "sweeplab.training": 3,
     "sweeplab.reporting": 4,
     "sweeplab.predict": 4,
@@ -41,6 +42,7 @@ FORBIDDEN = {
 # The modules a trial passes through, under src/.
 TRIAL_PATH = (
     "sweeplab/search/",
+    "sweeplab/launching/",
     "sweeplab/training/",
     "sweeplab/sweeper.py",
     "sweeplab/hydra_errors.py",

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 import sweeplab
 from sweeplab.errors import SweeplabError
-from sweeplab.search.executors import Outcome
+from sweeplab.launching.executors import Outcome
 from sweeplab.search.records import (
     ATTR_CHECKPOINTS,
     ATTR_EPOCHS,

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from sweeplab.errors import SweeplabError
-from sweeplab.search.executors import assign_devices
+from sweeplab.launching.executors import assign_devices
 from sweeplab.search.liveness import Heartbeats, recover
 from sweeplab.search.records import (
     ATTR_FAIL_REASON,

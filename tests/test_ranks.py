@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from sweeplab.search.ranks import lost_rank
+from sweeplab.launching.ranks import lost_rank
 
 
 def test_only_a_killed_rank_makes_a_failed_trial_lost_not_another_killed_child(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from sweeplab.search.interrupts import EXIT_INTERRUPTED
+from sweeplab.launching.interrupts import EXIT_INTERRUPTED
 from sweeplab.search.liveness import (
     SWEEP_LOCK,
     claim_sweep_dir,

@@ -193,7 +193,7 @@ def _finished_study(values: list[float]) -> optuna.Study:
 
 
 def _sweep(plan, study):
-    from sweeplab.search.executors import LauncherBatches
+    from sweeplab.launching.executors import LauncherBatches
     from sweeplab.search.loop import StudySweep
 
     return StudySweep(plan, study, LauncherBatches(lambda overrides, idx: [], plan.n_jobs))
@@ -237,7 +237,7 @@ def test_hydra_discovers_the_installed_sweeper_plugin():
 
 
 def test_ctrl_c_stores_the_running_trial_as_interrupted_and_queues_its_params(plan_for):
-    from sweeplab.search.executors import LauncherBatches
+    from sweeplab.launching.executors import LauncherBatches
     from sweeplab.search.loop import StudySweep
     from sweeplab.search.records import ATTR_FAIL_REASON, ATTR_RETRY_OF, INTERRUPTED
 

@@ -21,10 +21,7 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from sweeplab.errors import SweeplabError, config_error, one_line
 from sweeplab.hydra_errors import composing, full_error, say_and_exit
-from sweeplab.reporting import write_study_report
-from sweeplab.reporting.export import Flattener
-from sweeplab.reporting.files import write_files
-from sweeplab.search.executors import (
+from sweeplab.launching.executors import (
     LauncherBatches,
     ProcessPool,
     assign_devices,
@@ -32,13 +29,16 @@ from sweeplab.search.executors import (
     start_trial_server,
     visible_devices,
 )
-from sweeplab.search.interrupts import EXIT_INTERRUPTED, Interrupted, stop_handlers
+from sweeplab.launching.interrupts import EXIT_INTERRUPTED, Interrupted, stop_handlers
+from sweeplab.launching.ranks import run_as_rank
+from sweeplab.reporting import write_study_report
+from sweeplab.reporting.export import Flattener
+from sweeplab.reporting.files import write_files
 from sweeplab.search.liveness import claim_sweep_dir, link_latest, release_sweep_dir
 from sweeplab.search.loop import run_study
 from sweeplab.search.naming import path_safe  # importing it registers ${sweeplab.study_dir:...}
 from sweeplab.search.opening import choose_study
 from sweeplab.search.plan import QUIET_CONSOLE, SweepPlan, make_plan
-from sweeplab.search.ranks import run_as_rank
 from sweeplab.search.records import counted, state_counts
 from sweeplab.search.schema import SweeplabSweeperConf
 from sweeplab.search.space import format_value, override_key
@@ -71,7 +71,7 @@ class StudySweeper:
 
     def sweep(self, arguments: list[str]) -> None:
         """Run the sweep with SIGINT and SIGTERM as clean stops: the loop stops the workers and closes the
-        open trials (`search.interrupts`), then the sweep exits 128 + signum with one line, no traceback.
+        open trials (`launching.interrupts`), then the sweep exits 128 + signum with one line, no traceback.
         Returns None, as the stock plugin's sweep does: what the study found is in its storage and files."""
         with stop_handlers():
             try:

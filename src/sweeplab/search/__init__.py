@@ -8,8 +8,7 @@ In the order a trial passes through them:
 - `opening`: create the study, or load it and check it against the plan
 - `loop`: ask → start → wait → tell until the study has its trials, consulting `stopping` (the stop
   rules), `rescue` (pruned trials run again), `coordination` (sweeps sharing the study) and `status`
-  (the console line)
-- `executors`: run a trial's job, in a process of its own or through any Hydra launcher
+  (the console line); `sweeplab.launching` runs each trial's job
 - `trial`: in the job, the trial it is and its heartbeats (`training.callbacks.PruningCallback` reports)
 
 Beside them: `records` (every attribute sweeplab stores and the counting rules), `storage` (where a study

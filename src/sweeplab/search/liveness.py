@@ -30,7 +30,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.errors import SweeplabError, one_line
-from sweeplab.search.interrupts import block_stop_signals
+from sweeplab.launching.interrupts import block_stop_signals
 from sweeplab.search.optuna_access import rdb_backend, stale_trial_ids, storage_of, trial_id
 from sweeplab.search.outage import settled
 from sweeplab.search.records import ATTR_HOST, ATTR_PID, ATTR_UNTOLD, close_interrupted

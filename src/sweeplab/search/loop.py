@@ -2,7 +2,7 @@
 
 Trial N runs as Hydra job N (so output dirs follow trial numbers and never collide on resume); the job
 finds its trial through the storage and reports every epoch (`sweeplab.search.trial`). An executor
-(`sweeplab.search.executors`) runs the jobs: worker processes, or batches through any Hydra launcher.
+(`sweeplab.launching.executors`) runs the jobs: worker processes, or batches through any Hydra launcher.
 What the loop consults lives beside it: `opening` (the study), `stopping` (stop rules), `rescue`,
 `coordination` (sweeps sharing the study) and `status` (the console line).
 """
@@ -21,6 +21,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.errors import SweeplabError, one_line
+from sweeplab.launching.executors import Executor, Outcome
+from sweeplab.launching.interrupts import Interrupted, interrupt_after, stop_signals_ignored
 from sweeplab.search import checkpoints, pauses
 from sweeplab.search.coordination import (
     OtherSweeps,
@@ -31,8 +33,6 @@ from sweeplab.search.coordination import (
     surplus,
     twin,
 )
-from sweeplab.search.executors import Executor, Outcome
-from sweeplab.search.interrupts import Interrupted, interrupt_after, stop_signals_ignored
 from sweeplab.search.liveness import Heartbeats, owned_here, recover
 from sweeplab.search.opening import open_study
 from sweeplab.search.optuna_access import storage_of, trial_id

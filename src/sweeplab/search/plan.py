@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweeplab.config import typed
 from sweeplab.errors import SweeplabError, config_error, one_line
-from sweeplab.search.interrupts import stop_signals_blocked
+from sweeplab.launching.interrupts import stop_signals_blocked
 from sweeplab.search.naming import path_safe, study_name
 from sweeplab.search.pruning import build_pruner, build_sampler
 from sweeplab.search.records import ranked, searched_space

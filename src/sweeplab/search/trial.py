@@ -22,10 +22,10 @@ import optuna
 from omegaconf import OmegaConf
 
 from sweeplab.config import plain
+from sweeplab.launching.ranks import follower
 from sweeplab.search.optuna_access import storage_of, study_id
 from sweeplab.search.outage import DEFAULT_RETRY_S, Outage
 from sweeplab.search.pruning import build_pruner
-from sweeplab.search.ranks import follower
 from sweeplab.search.records import (
     ATTR_CHECKPOINTS,
     ATTR_OUTPUT_DIR,

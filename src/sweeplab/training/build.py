@@ -118,7 +118,7 @@ def check_config(cfg: DictConfig) -> None:
 
 def check_devices(cfg: DictConfig) -> None:
     """A study's trial trains on `hydra.sweeper.devices_per_trial` devices of one machine: that many GPUs are
-    given to its worker, whose DDP ranks join the trial (`sweeplab.search.ranks`). A trainer asking for
+    given to its worker, whose DDP ranks join the trial (`sweeplab.launching.ranks`). A trainer asking for
     another count would start ranks the sweep cannot place, so it is refused in one line. Lightning's
     default launcher (`ddp`) and `ddp_spawn` are supported; the forking launchers (`ddp_fork`,
     `ddp_notebook`) are refused: their ranks would share the worker's open storage connection."""

@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
 from sweeplab.errors import SweeplabError, did_you_mean, one_line
-from sweeplab.search.ranks import follower
+from sweeplab.launching.ranks import follower
 from sweeplab.search.records import ATTR_EPOCHS, ATTR_MAX_EPOCHS, ATTR_PRUNE_REFUSED
 from sweeplab.training.spawned import Origin
 
@@ -141,7 +141,7 @@ class PruningCallback(L.Callback):
 
     A trial trained with DDP (`hydra.sweeper.devices_per_trial` > 1): rank 0 reports and asks the pruner
     once per epoch; its decision is broadcast, so every rank stops after the same epoch and saves the paused
-    checkpoint together (the ranks started again by Lightning have no trial: `sweeplab.search.ranks`).
+    checkpoint together (the ranks started again by Lightning have no trial: `sweeplab.launching.ranks`).
     Under `ddp_spawn` the callback is pickled into the ranks with its trial's address: rank 0 opens the trial
     there (`sweeplab.training.spawned`).
     """

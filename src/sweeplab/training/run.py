@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab.data.datamodule import check_folds
 from sweeplab.errors import chain
-from sweeplab.search.ranks import follower
+from sweeplab.launching.ranks import follower
 from sweeplab.search.records import ATTR_FOLD_VALUES, ATTR_MAX_EPOCHS, ATTR_TEST
 from sweeplab.search.trial import current_trial
 from sweeplab.training.build import (

@@ -19,7 +19,7 @@ from typing import Any
 
 import lightning.pytorch as L
 
-from sweeplab.search.ranks import leave_with_parent
+from sweeplab.launching.ranks import leave_with_parent
 
 HANDBACK_FILE = ".sweeplab_handback.pkl"  # in the fit's dir: rank 0's record, for the launching process
 

@@ -54,8 +54,8 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab.errors import SweeplabError, chain, config_error, failure, one_line
+from sweeplab.launching.ranks import TRIAL_DIR_ENV, killed_rank, lost_rank
 from sweeplab.search.outage import StorageUnreachable, off_wait, on_wait
-from sweeplab.search.ranks import TRIAL_DIR_ENV, killed_rank, lost_rank
 from sweeplab.search.records import ATTR_UNTOLD, STALLED
 from sweeplab.search.trial import job_trial
 
