@@ -30,7 +30,7 @@ from sweeplab.launching.executors import (
     visible_devices,
 )
 from sweeplab.launching.interrupts import EXIT_INTERRUPTED, Interrupted, stop_handlers
-from sweeplab.launching.ranks import run_as_rank
+from sweeplab.launching.ranks import refuse_rank_sweep
 from sweeplab.reporting import write_study_report
 from sweeplab.reporting.export import Flattener
 from sweeplab.reporting.files import write_files
@@ -88,9 +88,7 @@ class StudySweeper:
                 say_and_exit(exc)
 
     def _sweep(self, arguments: list[str]) -> None:
-        # started again by a DDP launcher as an extra rank of a trial: that trial's job, as the rank
-        if run_as_rank(self.hydra_context, self.task_function, self.config):
-            return
+        refuse_rank_sweep()  # started again by a DDP launcher for a trial run in this process
         if self._forks_workers():  # the trials' fork server imports torch & co. while the plan is checked
             start_trial_server()
         root_dir = str(self.config.hydra.runtime.cwd)
