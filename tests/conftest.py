@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -164,3 +165,22 @@ def load_trials(root: Path, study_name: str) -> list:
 
     storage = f"sqlite:///{root / 'studies' / study_name}.db"
     return optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
+
+
+def age_trials(db: Path, seconds: float) -> None:
+    """Every heartbeat and start time in the SQLite study file `db` moved `seconds` into the past: time
+    passing for the grace periods that judge trials dead, without a test waiting for it (or racing it)."""
+    shift = (f"-{seconds:g} seconds",)
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, ?)", shift)
+        con.execute("UPDATE trials SET datetime_start = datetime(datetime_start, ?)", shift)
+    con.close()
+
+
+def fresh_heartbeats(db: Path, within: float) -> bool:
+    """Every heartbeat in `db` was written at most `within` seconds ago (by the database's clock)."""
+    with sqlite3.connect(db) as con:
+        ages = con.execute("SELECT strftime('%s', 'now') - strftime('%s', heartbeat) FROM trial_heartbeats")
+        fresh = all(age <= within for (age,) in ages)
+    con.close()
+    return fresh

@@ -28,7 +28,16 @@ from sweeplab.search.records import (
     counted,
 )
 from sweeplab.search.storage import open_storage
-from tests.conftest import QUICK, ROOT, default_sigint, load_trials, sweep, sweep_dirs
+from tests.conftest import (
+    QUICK,
+    ROOT,
+    age_trials,
+    default_sigint,
+    fresh_heartbeats,
+    load_trials,
+    sweep,
+    sweep_dirs,
+)
 
 PARALLEL = ["-m", "hparams_search=optuna_fast", "hydra.sweeper.n_jobs=2", *QUICK]
 
@@ -256,22 +265,21 @@ def test_three_sweeps_with_two_workers_each_share_one_postgresql_study_without_l
 
 def test_a_trial_whose_heartbeat_stops_is_failed_and_rerun_once(tmp_path):
     # 1 s heartbeats (below the sweeper's minimum, which guards against slow writers) keep the test short
-    storage = open_storage(f"sqlite:///{tmp_path / 'hb.db'}", heartbeat_interval=1)
+    db = tmp_path / "hb.db"
+    storage = open_storage(f"sqlite:///{db}", heartbeat_interval=1)
     study = optuna.create_study(study_name="hb", storage=storage)
     trial = study.ask({"x": FloatDistribution(0.0, 1.0)})
     beating = Heartbeats(study, 1)
     beating.add(trial._trial_id)
     study._storage.set_trial_user_attr(trial._trial_id, "host", "another-machine")
-    time.sleep(3)
+    age_trials(db, 10)  # its last beat is older than the grace period (2 intervals) ...
+    deadline = time.monotonic() + 30
+    while not fresh_heartbeats(db, within=1) and time.monotonic() < deadline:
+        time.sleep(0.1)  # ... until the sweep's thread beats again
     assert recover(study) == []  # beating: alive, to a sweep on any machine
     beating.close()  # as if its sweep or machine died: no more heartbeats
-    time.sleep(3)  # > grace period of 2 intervals (SQLite stamps beats to the second)
-    recovered = recover(study)
-    deadline = time.monotonic() + 20  # a loaded machine may have delayed the last beat's write
-    while not recovered and time.monotonic() < deadline:
-        time.sleep(0.5)
-        recovered = recover(study)
-    assert recovered == [trial.number]
+    age_trials(db, 10)
+    assert recover(study) == [trial.number]
     assert recover(study) == []  # a second sweep finding it does nothing
     closed = study.trials[trial.number]
     assert closed.state == TrialState.FAIL and closed.user_attrs[ATTR_FAIL_REASON] == INTERRUPTED

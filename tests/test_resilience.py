@@ -34,7 +34,7 @@ from sweeplab.search.records import (
     counted,
 )
 from sweeplab.search.storage import open_storage
-from tests.conftest import ROOT, default_sigint, sweep_dirs
+from tests.conftest import ROOT, age_trials, default_sigint, sweep_dirs
 
 APPS = ROOT / "tests" / "apps"
 CURVE = [str(APPS / "curve.py"), "-m", "hydra.sweeper.report=false"]
@@ -278,7 +278,7 @@ def test_a_trial_its_sweep_owns_is_never_taken_for_dead_by_it(tmp_path):
     trial = study.ask()
     storage.record_heartbeat(trial._trial_id)  # one beat, then silence: its sweep is busy, or gone
     storage.set_trial_user_attr(trial._trial_id, ATTR_HOST, "elsewhere")
-    time.sleep(3)
+    age_trials(tmp_path / "own.db", 10)
     assert recover(study, alive={trial._trial_id}) == []
     assert list(dead_trials(study)) == [trial._trial_id]  # to any other sweep it is dead
 
@@ -288,7 +288,7 @@ def test_a_trial_whose_sweep_died_before_owning_it_is_dead_after_the_grace_perio
     study = optuna.create_study(study_name="unowned", storage=storage)
     trial = study.ask({"x": FloatDistribution(0.0, 1.0)})  # no heartbeat, no owner: its sweep died here
     assert dead_trials(study) == {}  # it may be a sweep that owns it a moment later
-    time.sleep(2.5)
+    age_trials(tmp_path / "unowned.db", 10)
     assert recover(study) == [trial.number]
     (rerun,) = study.get_trials(states=(TrialState.WAITING,))
     assert rerun.system_attrs["fixed_params"] == trial.params

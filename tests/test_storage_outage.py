@@ -29,7 +29,7 @@ from sweeplab.search.outage import Outage, RetryingStorage, StorageUnreachable, 
 from sweeplab.search.records import ATTR_HOST, ATTR_PID, counted
 from sweeplab.search.schema import SweeplabSweeperConf
 from sweeplab.search.storage import open_storage
-from tests.conftest import ROOT, default_sigint
+from tests.conftest import ROOT, age_trials, default_sigint
 
 CURVE = ROOT / "tests" / "apps" / "curve.py"
 POSTGRES = os.environ.get("SWEEPLAB_TEST_POSTGRES")
@@ -261,12 +261,12 @@ def test_after_an_outage_stale_heartbeats_do_not_kill_trials_until_a_grace_perio
     dead_pid = _a_pid_that_is_gone()
     storage.set_trial_user_attr(gone_here._trial_id, ATTR_HOST, os.uname().nodename)
     storage.set_trial_user_attr(gone_here._trial_id, ATTR_PID, dead_pid)
-    time.sleep(3)  # both heartbeats are stale (grace period: 2 s) ...
+    age_trials(tmp_path / "hb.db", 10)  # both heartbeats are stale (grace period: 2 s) ...
     flaky = Flaky(fails=1)
     storage.outage.call(flaky.get_trial, 0)  # ... and this process just saw the storage go and come back
     # a sweep elsewhere could not write its heartbeats either: not dead yet; a gone owner here still is
     assert list(dead_trials(study)) == [gone_here._trial_id]
-    time.sleep(2.2)
+    storage.outage.clock = lambda: time.monotonic() + 2.2  # the storage has been back for a grace period
     assert set(dead_trials(study)) == {elsewhere._trial_id, gone_here._trial_id}
 
 

@@ -162,9 +162,13 @@ class Outage:
         window_s: float = DEFAULT_RETRY_S,
         first_wait_s: float = FIRST_WAIT_S,
         max_wait_s: float = MAX_WAIT_S,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """`clock` and `sleep`: the time the window and the waits are measured in (tests pass their own)."""
         self.label, self.window_s = label, float(window_s)
         self.first_wait_s, self.max_wait_s = first_wait_s, max_wait_s
+        self.clock, self.sleep = clock, sleep
         self.gave_up = False  # the last outage outlasted the window: calls are tried once until one works
         self._since: float | None = None  # monotonic time of the current outage's first failure
         self._back_at: float | None = None  # ... and of the last outage's end
@@ -192,7 +196,7 @@ class Outage:
         with self._lock:
             if self._since is not None:
                 return False
-            return self._back_at is None or time.monotonic() - self._back_at >= seconds
+            return self._back_at is None or self.clock() - self._back_at >= seconds
 
     def call(self, fn: Callable[..., T], *args: Any, reads: bool = False, **kwargs: Any) -> T:
         """`fn(*args, **kwargs)`, tried again while it fails with an outage (see the module's docstring).
@@ -215,12 +219,12 @@ class Outage:
         pause = self.first_wait_s
         since = self._begin(cause)
         while True:
-            left = since + self.window_s - time.monotonic()
+            left = since + self.window_s - self.clock()
             if left <= 0:
                 with self._lock:
                     self.gave_up = True
                 raise self._unreachable(cause) from None
-            time.sleep(min(pause, left))
+            self.sleep(min(pause, left))
             pause = min(2 * pause, self.max_wait_s)
             try:
                 result = fn(*args, **kwargs)
@@ -252,7 +256,7 @@ class Outage:
         when the storage fails again within `RELAPSE_S` of coming back: the same outage)."""
         with self._lock:
             if self._since is None:
-                now = time.monotonic()
+                now = self.clock()
                 self._since = now
                 self._writes_only = any(m in str(cause).lower() for m in _SQLITE_WRITES_ONLY)
                 self._relapse = self._back_at is not None and now - self._back_at < RELAPSE_S
@@ -269,7 +273,7 @@ class Outage:
     def _back(self) -> None:
         with self._lock:
             if self._since is not None:
-                now = time.monotonic()
+                now = self.clock()
                 if not self._relapse:
                     log.warning("storage %s back after %.0f s", self.label, now - self._since)
                     _tell_listeners(False)
