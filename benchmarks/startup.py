@@ -49,7 +49,9 @@ def main() -> None:
         "train.py -m (1st trial)": [*study, "hydra.sweeper.n_trials=1"],
         "train.py -m n_jobs=2 (1st trial)": [*study, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2"],
     }
-    paths = {name: str(BENCH) for name in ("train.py (one run)", *studies, "hand-written")}
+    # this checkout's src/ first on the path too, as the baseline's is: both import alike
+    here = os.pathsep.join([str(ROOT / "src"), str(BENCH)])
+    paths = {name: here for name in ("train.py (one run)", *studies, "hand-written")}
     commands = {
         "train.py (one run)": sweeplab("trainer.max_epochs=1", *SHORT, *PLAIN, *PROBE),
         **{name: sweeplab(*overrides) for name, overrides in studies.items()},

@@ -12,13 +12,19 @@ class: sweeplab reads them with `data=image_folder` (decoded once per process, k
 hand-written script with torchvision's `ImageFolder` + `DataLoader(num_workers=--workers)`, which
 decodes and resizes every image in every epoch of every trial, as its tutorials do.
 
+`--n-jobs K` runs sweeplab's studies K trials at a time (each trial in a process of its own); `--baseline
+DIR` adds the report-off study as run from another checkout (its `src/` first on the path), in the same
+rounds, so that a change is measured before and after in one run.
+
     python benchmarks/study_overhead.py --trials 6 --epochs 3
     python benchmarks/study_overhead.py --trials 6 --epochs 3 --folder-px 128
+    python benchmarks/study_overhead.py --trials 6 --epochs 3 --n-jobs 2 --baseline /path/to/other/checkout
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -43,6 +49,8 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=2, help="the hand-written script's DataLoader workers (image folder)"
     )
+    parser.add_argument("--n-jobs", type=int, default=1, help="sweeplab's trials at a time")
+    parser.add_argument("--baseline", type=Path, help="another checkout whose study runs alongside")
     args = parser.parse_args()
     lrs = [f"{1e-3 * (i + 1):.0e}" for i in range(args.trials)]
 
@@ -70,6 +78,7 @@ def main() -> None:
     def study(report: bool) -> list[str]:
         return sweeplab(
             *grid_study(lrs, report),
+            f"hydra.sweeper.n_jobs={args.n_jobs}",
             f"trainer.max_epochs={args.epochs}",
             "data.batch_size=64",
             "trainer.accelerator=cpu",
@@ -93,19 +102,33 @@ def main() -> None:
             *hand_data,
         ],
     }
+    paths: dict[str, str] = {}
+    if args.baseline is not None:
+        base_dir = args.baseline.resolve()
+        plain = study(False)
+        commands["baseline, report off"] = [plain[0], str(base_dir / "runners" / "train.py"), *plain[2:]]
+        paths["baseline, report off"] = str(base_dir / "src")
     names = list(commands)
     times: dict[str, list[float]] = {n: [] for n in names}
     with tmp_dir:
         for r in range(args.rounds):
             for i, name in enumerate(names + names[::-1]):
                 cwd = Path(tmp) / f"r{r}-{i}"
-                times[name].append(timed(commands[name], cwd, Path(tmp) / f"r{r}-{i}.log"))
+                env = (
+                    {"PYTHONPATH": os.pathsep.join([paths[name], os.environ.get("PYTHONPATH", "")])}
+                    if name in paths
+                    else None
+                )
+                times[name].append(timed(commands[name], cwd, Path(tmp) / f"r{r}-{i}.log", env=env))
                 print(f"  {name}: {times[name][-1]:.1f}s", flush=True)
     mean = {n: statistics.mean(t) for n, t in times.items()}
     base = mean["hand-written"]
     print(f"machine: {machine()}")
     source = f"an image folder of {args.folder_px}px PNGs" if folder else "digits in memory"
-    print(f"{args.trials} trials x {args.epochs} epochs on {source}, {2 * args.rounds} runs of each")
+    print(
+        f"{args.trials} trials x {args.epochs} epochs on {source}, {args.n_jobs} at a time, "
+        f"{2 * args.rounds} runs of each"
+    )
     for name in names:
         print(f"{name:>22}: {mean[name]:6.1f}s  ratio to hand-written {mean[name] / base:.2f}")
 

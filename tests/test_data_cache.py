@@ -69,6 +69,7 @@ def _build_in_child(root: str, cache_dir: str, barrier, results) -> None:
     results.put((cache_stats().get("images_decoded", 0), int(data.images.sum())))
 
 
+@pytest.mark.slow  # processes of their own: the whole suite runs it, `-m "not slow"` leaves it out
 def test_two_processes_building_the_same_cache_end_with_one_valid_cache(tmp_path):
     root, cache_dir = _folder(tmp_path / "imgs"), tmp_path / "cache"
     barrier, results = CTX.Barrier(2), CTX.Queue()
@@ -124,6 +125,7 @@ def _datamodule_in_child(results) -> None:
     results.put((dm.data_stats["images_decoded"], dm.data_stats["cache"], int(dm.data.images.sum())))
 
 
+@pytest.mark.slow  # processes of their own: the whole suite runs it, `-m "not slow"` leaves it out
 def test_a_second_datamodule_in_a_new_process_decodes_nothing(_private_cache_dir):
     clear_cache()
     first = ImageDataModule(DigitsSource(), img_size=12)

@@ -73,6 +73,7 @@ def test_a_sweep_started_again_as_a_ddp_rank_stops_in_one_line_rather_than_sweep
     refuse_rank_sweep()
 
 
+@pytest.mark.slow  # processes of their own: the whole suite runs it, `-m "not slow"` leaves it out
 def test_a_rank_names_its_pid_in_its_trials_dir_and_rank_zero_or_a_plain_run_does_not(tmp_path, monkeypatch):
     join = RankJoin()
     monkeypatch.delenv(TRIAL_DIR_ENV, raising=False)

@@ -324,6 +324,7 @@ SECTIONS = [
 
 
 @needs_browser
+@pytest.mark.slow  # a browser of its own: the whole suite runs it, `-m "not slow"` leaves it out
 def test_report_html_renders_in_a_headless_browser_with_every_section_and_no_table_cut_at_1280_or_800_px(
     tmp_path,
 ):

@@ -17,9 +17,9 @@ import pytest
 from optuna.trial import TrialState
 
 from sweeplab.errors import SweeplabError
+from sweeplab.launching import executors
 from sweeplab.launching.executors import Outcome
 from sweeplab.launching.interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED
-from sweeplab.search import executors
 from sweeplab.search.records import (
     ATTR_FAIL_REASON,
     ATTR_LOST,

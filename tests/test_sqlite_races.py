@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
@@ -60,6 +61,7 @@ def _new_study(tmp_path: Path) -> tuple[str, optuna.Study]:
     return url, optuna.create_study(study_name="race", storage=open_storage(url))
 
 
+@pytest.mark.slow  # processes of their own: the whole suite runs it, `-m "not slow"` leaves it out
 def test_a_dead_trial_found_by_several_sweeps_at_once_is_closed_and_queued_again_once(tmp_path):
     url, study = _new_study(tmp_path)
     ids = [trial_id(study.ask(SPACE)) for _ in range(TRIALS)]
@@ -73,6 +75,7 @@ def test_a_dead_trial_found_by_several_sweeps_at_once_is_closed_and_queued_again
     assert sorted(t.user_attrs[ATTR_RETRY_OF] for t in queued) == list(range(TRIALS))
 
 
+@pytest.mark.slow  # processes of their own: the whole suite runs it, `-m "not slow"` leaves it out
 def test_a_queued_trial_is_started_by_one_sweep_when_several_ask_at_once(tmp_path):
     url, study = _new_study(tmp_path)
     for i in range(TRIALS):

@@ -14,7 +14,12 @@ from tests.conftest import CONF, SEED_004_COMMAND, fast
 
 # Small enough for a CPU test, big enough for every model's total stride (ViT/Swin are built for it).
 MODEL_IMG = {"swin_base": 32, "test_vit": 32}
-MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+# the base-sized models take seconds a step on a CPU: the whole suite trains them, `-m "not slow"` leaves them out
+HEAVY = {"convnext_base", "swin_base"}
+MODELS = [
+    pytest.param(m, marks=pytest.mark.slow) if m in HEAVY else m
+    for m in sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+]
 
 
 def test_a_run_writes_its_metrics_and_a_second_run_reads_the_decode_cache(compose_cfg, tmp_path):
@@ -126,6 +131,7 @@ def test_callbacks_progress_null_leaves_no_progress_bar_at_all(compose_cfg):
     assert trainer.progress_bar_callback is None
 
 
+@pytest.mark.slow  # processes of their own: the whole suite runs it, `-m "not slow"` leaves it out
 def test_lightnings_pytree_deprecation_is_not_shown_to_users():
     import subprocess
     import sys

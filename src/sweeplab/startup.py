@@ -30,6 +30,10 @@ class Preload(Callback):
         self._load()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from sweeplab.launching.executors import start_trial_server, trials_in_processes
+
+        if trials_in_processes(config):  # their fork server imports the modules alongside this process
+            start_trial_server(self.modules)
         self._load()
 
     def _load(self) -> None:

@@ -27,6 +27,7 @@ from sweeplab.launching.executors import (
     assign_devices,
     gpus,
     start_trial_server,
+    trials_in_processes,
     visible_devices,
 )
 from sweeplab.launching.interrupts import EXIT_INTERRUPTED, Interrupted, stop_handlers
@@ -89,7 +90,7 @@ class StudySweeper:
 
     def _sweep(self, arguments: list[str]) -> None:
         refuse_rank_sweep()  # started again by a DDP launcher for a trial run in this process
-        if self._forks_workers():  # the trials' fork server imports torch & co. while the plan is checked
+        if trials_in_processes(self.config):  # the trials' fork server imports torch & co. meanwhile
             start_trial_server()
         root_dir = str(self.config.hydra.runtime.cwd)
         plan = make_plan(
@@ -197,16 +198,6 @@ class StudySweeper:
         if not basic or (conf.n_jobs == 1 and conf.devices_per_trial == 1):
             return None
         return assign_devices(conf.n_jobs, visible_devices(), conf.share_gpus, conf.devices_per_trial)
-
-    def _forks_workers(self) -> bool:
-        """The sweep will start worker processes (`_worker_devices`), as far as its raw config says (a wrong
-        value is refused by the plan, next)."""
-        sweeper = self.config.hydra.sweeper
-        try:
-            many = int(sweeper.get("n_jobs") or 1) > 1 or int(sweeper.get("devices_per_trial") or 1) > 1
-        except (TypeError, ValueError):
-            return False
-        return many and isinstance(self.launcher, BasicLauncher)
 
     def _executor(self, conf: SweeplabSweeperConf, slots: list[str | None] | None) -> Any:
         """The workers of `_worker_devices`, or batches through the launcher."""

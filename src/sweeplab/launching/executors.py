@@ -402,8 +402,7 @@ class ProcessPool:
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = number
             sweep_config.hydra.job.num = number
-        job_dir = self.sweep_dir / str(sweep_config.hydra.sweep.subdir)
-        with open_dict(sweep_config):
+            job_dir = self.sweep_dir / str(sweep_config.hydra.sweep.subdir)
             sweep_config.hydra.run.dir = str(job_dir)  # where the trial's DDP ranks, plain runs of it, write
         receive, send = self._server.Pipe(duplex=False)
         beat = self._server.RawValue("d", time.monotonic())
@@ -504,14 +503,31 @@ class ProcessPool:
         return numbers
 
 
-def start_trial_server() -> None:
-    """Start the fork server that trials' processes are forked from, if it is not running: at the start of a
-    sweep, so that it imports the heavy packages while the sweep checks its plan. It is started by exec, so
-    the threads and CUDA state of this process never reach it."""
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+
+
+def trials_in_processes(config: DictConfig) -> bool:
+    """A sweep of this config (`hydra.sweeper` sweeplab's) runs its trials in worker processes: n_jobs > 1 or
+    trials on several devices, under Hydra's basic launcher (as far as the raw config says: a wrong value
+    is refused by the plan)."""
+    hydra = config.get("hydra") or {}
+    sweeper, launcher = hydra.get("sweeper") or {}, hydra.get("launcher") or {}
+    try:
+        many = int(sweeper.get("n_jobs") or 1) > 1 or int(sweeper.get("devices_per_trial") or 1) > 1
+    except (TypeError, ValueError):
+        return False
+    return many and launcher.get("_target_") == BASIC_LAUNCHER
+
+
+def start_trial_server(preload: Sequence[str] = ()) -> None:
+    """Start the fork server that trials' processes are forked from, if it is not running, with `preload` and
+    the heavy packages this process has loaded imported there: as early as a sweep can, so that it imports
+    them while the sweep does its own work. It is started by exec, so the threads and CUDA state of this
+    process never reach it."""
     loaded = {name.partition(".")[0] for name in sys.modules}
-    preload = [name for name in PRELOADED if name in loaded]
-    preload += sorted(n for n in sys.modules if n.startswith("sweeplab.") and n.count(".") == 1)
-    forkserver.set_forkserver_preload([*preload, __name__])
+    modules = [name for name in PRELOADED if name in loaded]
+    modules += sorted(n for n in sys.modules if n.startswith("sweeplab.") and n.count(".") == 1)
+    forkserver.set_forkserver_preload(["sweeplab.launching.server_imports", *modules, *preload, __name__])
     forkserver.ensure_running()
 
 
@@ -628,6 +644,8 @@ def _child(send: Connection, start: _Start, watch: _Watch) -> None:
     job, report, exit without cleanup."""
     code = 0
     try:
+        gc.freeze()  # what the fork server imported lives as long as the process: no collection walks it
+        gc.enable()  # off in the fork server while it imported (`server_imports`)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the sweeper stops its children itself
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.environ.clear()

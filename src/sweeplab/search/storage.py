@@ -258,3 +258,12 @@ def checkpoint(url: str) -> None:
     if path is not None and path.is_file():
         with contextlib.closing(sqlite3.connect(path, timeout=60)) as db:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def warm() -> None:
+    """Import what opening a storage imports on first use (SQLAlchemy's ORM, alembic, the SQLite dialect),
+    by creating a study storage in memory: a process that will open the real one later then spends no time
+    on it (the trials' fork server calls it once for every trial it starts)."""
+    engine_kwargs = {"poolclass": sqlalchemy.pool.StaticPool}
+    storage = optuna.storages.RDBStorage("sqlite:///:memory:", engine_kwargs=engine_kwargs)
+    storage.engine.dispose()
