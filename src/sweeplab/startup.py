@@ -7,6 +7,7 @@ leaves -wal and -shm files beside the study."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import sys
@@ -30,10 +31,12 @@ class Preload(Callback):
         self._load()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from sweeplab.launching.executors import start_trial_server, trials_in_processes
+        from sweeplab.errors import SweeplabError
 
-        if trials_in_processes(config):  # their fork server imports the modules alongside this process
-            start_trial_server(self.modules)
+        executors = load("sweeplab.launching.executors")  # Optuna and SQLAlchemy: as the modules below
+        if executors.trials_in_processes(config):  # their fork server imports the modules alongside
+            with contextlib.suppress(SweeplabError):  # no fork server here: the sweeper says so in one line
+                executors.start_trial_server(self.modules)
         self._load()
 
     def _load(self) -> None:

@@ -11,9 +11,10 @@
 A trial's process is started clean: it is forked from a fork server, a process started by exec (never a
 fork of the sweep, whose threads may hold a lock and which may have touched CUDA) that imported the heavy
 packages the sweep has loaded (torch, Lightning, timm...) once, so that a trial still starts in a fraction
-of a second. The job's config travels pickled, the task function and Hydra's state with cloudpickle (as
-Hydra's submitit launcher ships them), the sweep's environment and working directory with them; its
-command line is the trial's own (`ranks.rank_command`), which a DDP launcher runs for the other ranks.
+of a second. The job's config, Hydra's state and the task function travel pickled, as Hydra's own launchers
+ship them (the function by its name in the app's module, or with cloudpickle where it has none), the
+sweep's environment and working directory with them; the process's command line is the trial's own
+(`ranks.rank_command`), which a DDP launcher runs for the other ranks.
 
 A worker never outlives its sweep and never hangs it: a thread of the worker beats into memory it shares
 with the sweep every second and ends the worker once the sweep's process is gone (a pipe whose only writer
@@ -524,6 +525,11 @@ def start_trial_server(preload: Sequence[str] = ()) -> None:
     the heavy packages this process has loaded imported there: as early as a sweep can, so that it imports
     them while the sweep does its own work. It is started by exec, so the threads and CUDA state of this
     process never reach it."""
+    if "forkserver" not in mp.get_all_start_methods():
+        raise SweeplabError(
+            "hydra.sweeper.n_jobs > 1 and devices_per_trial > 1 need worker processes started by a fork "
+            "server (Linux, macOS); run one trial at a time here"
+        )
     loaded = {name.partition(".")[0] for name in sys.modules}
     modules = [name for name in PRELOADED if name in loaded]
     modules += sorted(n for n in sys.modules if n.startswith("sweeplab.") and n.count(".") == 1)
