@@ -31,7 +31,7 @@ from sweeplab.launching.executors import (
     visible_devices,
 )
 from sweeplab.launching.interrupts import EXIT_INTERRUPTED, Interrupted, stop_handlers
-from sweeplab.launching.ranks import refuse_rank_sweep
+from sweeplab.launching.ranks import run_as_rank
 from sweeplab.reporting import write_study_report
 from sweeplab.reporting.export import Flattener
 from sweeplab.reporting.files import write_files
@@ -89,7 +89,9 @@ class StudySweeper:
                 say_and_exit(exc)
 
     def _sweep(self, arguments: list[str]) -> None:
-        refuse_rank_sweep()  # started again by a DDP launcher for a trial run in this process
+        # started again by a DDP launcher as an extra rank of a trial: that trial's job, as the rank
+        if run_as_rank(self.hydra_context, self.task_function, self.config):
+            return
         if trials_in_processes(self.config):  # the trials' fork server imports torch & co. meanwhile
             start_trial_server()
         root_dir = str(self.config.hydra.runtime.cwd)

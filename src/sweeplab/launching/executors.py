@@ -12,9 +12,9 @@ A trial's process is started clean: it is forked from a fork server, a process s
 fork of the sweep, whose threads may hold a lock and which may have touched CUDA) that imported the heavy
 packages the sweep has loaded (torch, Lightning, timm...) once, so that a trial still starts in a fraction
 of a second. The job's config, Hydra's state and the task function travel pickled, as Hydra's own launchers
-ship them (the function by its name in the app's module, or with cloudpickle where it has none), the
-sweep's environment and working directory with them; the process's command line is the trial's own
-(`ranks.rank_command`), which a DDP launcher runs for the other ranks.
+ship them (the function by its name in the app's module, or with cloudpickle where it has none), with the
+sweep's environment, working directory and command line (which a DDP launcher runs again for the trial's
+other ranks: `ranks.run_as_rank`).
 
 A worker never outlives its sweep and never hangs it: a thread of the worker beats into memory it shares
 with the sweep every second and ends the worker once the sweep's process is gone (a pipe whose only writer
@@ -55,7 +55,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab.errors import SweeplabError, chain, config_error, failure, one_line
-from sweeplab.launching.ranks import TRIAL_DIR_ENV, killed_rank, lost_rank, rank_command
+from sweeplab.launching.ranks import TRIAL_DIR_ENV, killed_rank, lost_rank
 from sweeplab.search.outage import StorageUnreachable, off_wait, on_wait
 from sweeplab.search.records import ATTR_UNTOLD, STALLED
 from sweeplab.search.trial import job_trial
@@ -404,7 +404,6 @@ class ProcessPool:
             sweep_config.hydra.job.id = number
             sweep_config.hydra.job.num = number
             job_dir = self.sweep_dir / str(sweep_config.hydra.sweep.subdir)
-            sweep_config.hydra.run.dir = str(job_dir)  # where the trial's DDP ranks, plain runs of it, write
         receive, send = self._server.Pipe(duplex=False)
         beat = self._server.RawValue("d", time.monotonic())
         waiting = self._server.RawValue("d", 0.0)
@@ -416,7 +415,7 @@ class ProcessPool:
             job_dir=job_dir,
             env=dict(os.environ),
             cwd=os.getcwd(),
-            argv=rank_command(sweep_config, sys.argv),
+            argv=list(sys.argv),
         )
         watch = _Watch(os.getpid(), beat, self._sweep_gone, waiting)
         process = self._server.Process(
@@ -594,9 +593,9 @@ class _Start:
     device: str | None  # CUDA_VISIBLE_DEVICES; None: the CPU
     threads: int  # torch's CPU threads: the cores shared out among the workers
     job_dir: Path
-    env: dict[str, str]  # the sweep's environment and working directory as the trial started
+    env: dict[str, str]  # the sweep's environment, working directory and command line as the trial started
     cwd: str
-    argv: list[str]  # the trial's own command (`ranks.rank_command`)
+    argv: list[str]
 
 
 class _Watch:
@@ -658,7 +657,7 @@ def _child(send: Connection, start: _Start, watch: _Watch) -> None:
         os.environ.update(start.env)
         if start.device is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = start.device  # read when CUDA initialises, in this process
-        # the job's own DDP ranks, started by running this process's command (the trial's), join it here
+        # the job's own DDP ranks, started by running the sweep's command again, find their trial here
         os.environ[TRIAL_DIR_ENV] = str(start.job_dir)
         os.chdir(start.cwd)
         sys.argv = list(start.argv)

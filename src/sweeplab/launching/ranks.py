@@ -1,57 +1,32 @@
-"""A trial that trains on several devices: the extra DDP ranks Lightning starts run the trial's own command.
+"""A trial that trains on several devices: the extra DDP ranks Lightning starts join the trial, never sweep.
 
-Lightning's default DDP launcher starts ranks 1..k-1 by running the process's command again (under Hydra
-with `hydra.run.dir`, `hydra.job.name=train_ddp_process_k` and `hydra.output_subdir=null` added). A
-trial's process therefore carries, as its `sys.argv`, the command that runs that trial as one plain Hydra
-run (`rank_command`): the app, its config flags, the sweep's Hydra overrides that shape the job, the
-trial's own overrides, and `RankJoin` as a Hydra callback; its `hydra.run.dir` is the trial's dir. A rank
-is then an ordinary run of the app with the trial's config, in the trial's dir, never a sweep. It finds
-`TRIAL_DIR_ENV` in the environment its worker set: it reports nothing (rank 0 alone does;
-`PruningCallback` sends the pruner's decision to every rank, `sweeplab.training.callbacks`), and
-`RankJoin` ties it to its trial.
-
-Two ties stay, because Lightning has neither: each rank names its pid in the trial's dir, so that its
-worker tells a rank killed by a signal (the trial is lost and runs again) from a trial whose params failed
-(`lost_rank`); and each rank ends when the process that started it is gone (`leave_with_parent`), since a
-rank whose rank 0 was killed would otherwise wait in a collective until the backend's timeout (30 minutes
-for NCCL and gloo).
+Lightning's default DDP launcher starts rank k by running the process's command again (under Hydra with
+`hydra.job.name=train_ddp_process_k`); in a study that command is the sweep's own `-m` command. The worker
+that runs a trial names the trial's job dir in `TRIAL_DIR_ENV`, which the ranks inherit, and the sweep a
+rank starts runs that job once, with the trial's own overrides (`.hydra/overrides.yaml`), as the rank: it
+asks no trial and writes nothing to the study. Rank 0 alone reports to the trial; `PruningCallback` sends
+the pruner's decision to every rank (`sweeplab.training.callbacks`).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from hydra.core.utils import run_job
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab.errors import SweeplabError, chain
-from sweeplab.search.space import override_key
 
 log = logging.getLogger(__name__)
 
 TRIAL_DIR_ENV = "SWEEPLAB_TRIAL_DIR"  # set by the worker that runs a trial: its job dir
 EXIT_ORPHANED_RANK = 75  # a rank whose rank 0 is gone: the trial ended without it
 RANK_PID_GLOB = ".rank_*.pid"  # in the trial's dir: each extra rank's pid, for its worker (`lost_rank`)
-# Hydra overrides of the sweep that a single run of a trial must not repeat: the sweep's own, and those a
-# DDP launcher adds to the rank's command
-_SWEEP_ONLY = (
-    "hydra.sweeper",
-    "hydra/sweeper",
-    "hydra.launcher",
-    "hydra/launcher",
-    "hydra.sweep",
-    "hydra.mode",
-    "hydra.run.dir",
-    "hydra.job.name",
-    "hydra.output_subdir",
-    "hydra.callbacks.sweeplab_rank",
-)
 
 
 def local_rank() -> int:
@@ -67,50 +42,40 @@ def follower() -> bool:
     return bool(os.environ.get(TRIAL_DIR_ENV)) and local_rank() > 0
 
 
-def rank_command(job: DictConfig, argv: list[str]) -> list[str]:
-    """The trial's own command, as the sys.argv of its process (`argv`: the sweep's): what a DDP launcher
-    runs again for the trial's other ranks."""
-    hydra_overrides = [o for o in job.hydra.overrides.hydra if not override_key(o).startswith(_SWEEP_ONLY)]
-    return [
-        argv[0],
-        *_config_flags(argv[1:]),
-        *hydra_overrides,
-        *job.hydra.overrides.task,
-        f"+hydra.callbacks.sweeplab_rank._target_={RankJoin.__module__}.{RankJoin.__qualname__}",
-    ]
-
-
-def _config_flags(args: list[str]) -> list[str]:
-    """Hydra's flags that choose the primary config (--config-path, --config-name, --config-dir)."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    for short, long in (("-cp", "--config-path"), ("-cn", "--config-name"), ("-cd", "--config-dir")):
-        parser.add_argument(short, long, dest=long)
-    known, _ = parser.parse_known_args(args)
-    return [f"{flag}={value}" for flag, value in vars(known).items() if value is not None]
-
-
-def refuse_rank_sweep() -> None:
-    """A sweep started as a DDP rank: a trial ran in the sweep's own process with a trainer on several
-    devices, whose launcher ran the sweep's command again. One line, rather than a second sweep."""
+def run_as_rank(hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> bool:
+    """In a sweep started again by a DDP launcher: run the trial's job as this rank and return True; False
+    in a sweep of its own. A rank with no trial to join (the trial ran in the sweep's own process) stops
+    with one line rather than start a second sweep."""
     rank = local_rank()
-    if rank > 0:
+    if rank == 0:
+        return False
+    where = os.environ.get(TRIAL_DIR_ENV)
+    if not where:
         raise SweeplabError(
             f"this sweep was started again as DDP rank {rank} of a trial that runs in the sweep's own process; "
             "set hydra.sweeper.devices_per_trial to the trial's device count (each trial then runs in a "
-            "worker process whose ranks run the trial's own command)"
+            "worker process whose ranks join it)"
         )
-
-
-class RankJoin(Callback):
-    """A Hydra callback on the command of a trial's extra DDP ranks: the rank names its pid in the trial's
-    dir and ends when the process that started it is gone. Does nothing on rank 0 or outside a trial."""
-
-    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        where, rank = os.environ.get(TRIAL_DIR_ENV), local_rank()
-        if not where or rank == 0:
-            return
-        (Path(where) / f".rank_{rank}.pid").write_text(str(os.getpid()))
-        leave_with_parent(f"rank {rank}")
+    job_dir = Path(where)
+    task = [str(o) for o in OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")]
+    saved = OmegaConf.load(job_dir / ".hydra" / "hydra.yaml").hydra
+    job = hydra_context.config_loader.load_sweep_config(config, task)
+    with open_dict(job):
+        job.hydra.sweep.dir = str(job_dir.parent)
+        job.hydra.sweep.subdir = job_dir.name
+        job.hydra.job.id = saved.job.id
+        job.hydra.job.num = saved.job.num
+    (job_dir / f".rank_{rank}.pid").write_text(str(os.getpid()))
+    leave_with_parent(f"rank {rank}")
+    ret = run_job(
+        hydra_context=hydra_context,
+        task_function=task_function,
+        config=job,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
+    ret.return_value  # noqa: B018 -- a failed job raises its error here: this rank exits non-zero
+    return True
 
 
 def leave_with_parent(who: str) -> None:
