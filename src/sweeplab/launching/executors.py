@@ -370,7 +370,7 @@ class ProcessPool:
         stall_timeout: float | None = None,
     ) -> None:
         start_trial_server()
-        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+        self.hydra_context, self.config = hydra_context, config  # the task function travels packed (`_task`)
         self.slots = slots
         self.stall_timeout = stall_timeout  # seconds a child may not beat before it is killed; None: never
         # resolved once here, so ${now:...} is cached in the master config and every job copies that cache
