@@ -17,7 +17,8 @@ from omegaconf import OmegaConf
 
 from sweeplab.config import typed
 from sweeplab.errors import SweeplabError
-from sweeplab.launching.executors import LauncherBatches, _TaskRef, pack_task
+from sweeplab.launching.executors import LauncherBatches
+from sweeplab.launching.jobs import _TaskRef, pack_task
 from sweeplab.search.liveness import link_latest
 from sweeplab.search.plan import make_plan
 from sweeplab.search.schema import GuardConf, SweeplabSweeperConf
@@ -224,9 +225,9 @@ def test_quick_validation_leaves_a_key_the_space_searches_and_does_not_claim_it(
 
 
 def _unpacked_and_called(packed: bytes, send) -> None:
-    from sweeplab.launching.executors import _unpack_task
+    from sweeplab.launching.jobs import unpack_task
 
-    context, task = _unpack_task(packed)
+    context, task = unpack_task(packed)
     send.send((context, task(OmegaConf.create({"x": 3.0, "y": 1, "z": 4.0}))))
 
 

@@ -27,12 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib
-import inspect
 import logging
 import multiprocessing as mp
 import os
-import pickle
 import signal
 import sys
 import threading
@@ -46,15 +43,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-import cloudpickle
 import optuna
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, run_job
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab.errors import SweeplabError, chain, config_error, failure, one_line
+from sweeplab.launching.jobs import pack_task, unpack_task
 from sweeplab.launching.ranks import TRIAL_DIR_ENV, killed_rank, lost_rank
 from sweeplab.search.outage import StorageUnreachable, off_wait, on_wait
 from sweeplab.search.records import ATTR_UNTOLD, STALLED
@@ -536,54 +532,6 @@ def start_trial_server(preload: Sequence[str] = ()) -> None:
     forkserver.ensure_running()
 
 
-@dataclass(frozen=True)
-class _TaskRef:
-    """A task function by where it is defined (`module.qualname`, as `@hydra.main` wraps it), so the
-    trial's process uses the function of the app's module it imports, and classes the app defines next to
-    it stay the same classes there (DDP spawn pickles the model by reference to them)."""
-
-    module: str
-    qualname: str
-
-    @classmethod
-    def of(cls, fn: TaskFunction) -> _TaskRef | None:
-        module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
-        if not module or "<" in qualname:
-            return None
-        ref = cls(module, qualname)
-        try:
-            return ref if ref.resolve() is fn else None
-        except Exception:
-            return None
-
-    def resolve(self) -> TaskFunction:
-        found: Any = sys.modules.get(self.module) or importlib.import_module(self.module)
-        for part in self.qualname.split("."):
-            found = getattr(found, part)
-        return inspect.unwrap(found)
-
-
-def pack_task(hydra_context: HydraContext, task_function: TaskFunction) -> bytes:
-    """Hydra's context, the task function and Hydra's singletons (its config store, plugins), as Hydra's
-    own launchers ship them to a job's process: pickled by reference where they can be, else with
-    cloudpickle (a task function or a config class defined in a script)."""
-    state = Singleton.get_state()
-    ref = _TaskRef.of(task_function)
-    try:
-        return pickle.dumps((hydra_context, ref or task_function, state))
-    except Exception:
-        return cloudpickle.dumps((hydra_context, task_function, state))
-
-
-def _unpack_task(task: bytes) -> tuple[HydraContext, TaskFunction]:
-    hydra_context, task_function, state = pickle.loads(task)  # noqa: S301 -- this trial's sweep packed it
-    Singleton.set_state(state)
-    setup_globals()
-    if isinstance(task_function, _TaskRef):
-        task_function = task_function.resolve()
-    return hydra_context, task_function
-
-
 @dataclass
 class _Start:
     """What a trial's process takes from its sweep as it starts."""
@@ -671,7 +619,7 @@ def _child(send: Connection, start: _Start, watch: _Watch) -> None:
         # a handler, not SIG_DFL: Lightning then calls it after its own SIGTERM handler rather than instead
         signal.signal(signal.SIGTERM, _stop_now)
         watch.start()
-        hydra_context, task_function = _unpack_task(start.task)
+        hydra_context, task_function = unpack_task(start.task)
         ret = run_job(
             hydra_context=hydra_context,
             task_function=task_function,
