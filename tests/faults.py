@@ -72,6 +72,7 @@ class RecordRank(L.Callback):
             else trainer.optimizers[0].param_groups[0]["lr"],
             "value": None if value is None else float(value),
             "epochs": trainer.current_epoch,
+            "command": [a.decode() for a in Path("/proc/self/cmdline").read_bytes().split(b"\0") if a],
         }
         out = Path(self.out) / f"rank_{trainer.global_rank}.json"
         out.write_text(json.dumps(record))

@@ -128,7 +128,10 @@ def test_hydra_full_error_set_to_anything_but_1_keeps_errors_one_line(tmp_path, 
 
 @pytest.mark.slow
 def test_a_config_error_the_sweeper_finds_is_one_line_naming_each_override_once(tmp_path):
-    result = run_cli(["-m", "hparams_search=optuna_fast", "trainer.devices=2"], cwd=tmp_path)
+    result = run_cli(
+        ["-m", "hparams_search=optuna_fast", "trainer.devices=2", "hydra.sweeper.devices_per_trial=1"],
+        cwd=tmp_path,
+    )
     assert result.returncode == 1
     (line,) = [x for x in result.stderr.splitlines() if x.strip()]  # no hint to set HYDRA_FULL_ERROR
     assert line.startswith(
@@ -138,7 +141,9 @@ def test_a_config_error_the_sweeper_finds_is_one_line_naming_each_override_once(
     assert "data.batch_size" in keys and "trainer.max_epochs" in keys and len(keys) == len(set(keys))
     assert not (tmp_path / "studies").exists()
     traced = run_cli(
-        ["-m", "hparams_search=optuna_fast", "trainer.devices=2"], cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"}
+        ["-m", "hparams_search=optuna_fast", "trainer.devices=2", "hydra.sweeper.devices_per_trial=1"],
+        cwd=tmp_path,
+        env={"HYDRA_FULL_ERROR": "1"},
     )
     assert traced.returncode == 1 and "Traceback" in traced.stderr
 

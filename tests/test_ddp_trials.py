@@ -1,8 +1,8 @@
 """Trials that train on several devices: Lightning's DDP (gloo, 2 CPU processes per trial) inside a study.
 
-Each trial is one training over 2 ranks. Under `ddp` rank 1 is started by Lightning running the sweep's
-command again, joins the trial (never sweeps), trains the trial's params, and follows rank 0's pruning
-decision. Under `ddp_spawn` both ranks are processes Lightning spawns from the pickled trainer: rank 0
+Each trial is one training over 2 ranks. Under `ddp` rank 1 is started by Lightning running the trial's own
+command (`python -m sweeplab.launching.ranks <job dir>`, never the sweep's), trains the trial's params, and
+follows rank 0's pruning decision. Under `ddp_spawn` both ranks are processes Lightning spawns from the pickled trainer: rank 0
 opens the trial from its address, and hands the fit's record back to the worker."""
 
 from __future__ import annotations
@@ -17,22 +17,24 @@ from pathlib import Path
 
 import pytest
 
+import sweeplab.launching.ranks
+from sweeplab.launching.ranks import RANK_JOB
 from sweeplab.search.records import ATTR_PAUSED, ATTR_RESCUE_OF, ATTR_RESUMED
-from tests.conftest import QUICK, ROOT, default_sigint, sweep, sweep_dirs
+from tests.conftest import QUICK, ROOT, default_sigint, load_trials, sweep, sweep_dirs
 
 pytestmark = pytest.mark.slow
 
 DDP = [
     "-m",
     "hparams_search=optuna_fast",
-    "hydra.sweeper.devices_per_trial=2",
-    "trainer.devices=2",
+    "trainer.devices=2",  # the preset gives each trial as many devices (hydra.sweeper.devices_per_trial)
     "hydra.sweeper.quick_validation.enabled=false",
     "hydra.sweeper.report=false",
     "+callbacks.ranks._target_=tests.faults.RecordRank",
     *QUICK,
 ]
 ENV = {"PYTHONPATH": str(ROOT)}
+RANKS_ENTRY = Path(sweeplab.launching.ranks.__file__).parent  # the command of a trial's extra rank
 BOTH = pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])  # Lightning's default launcher, and spawn
 
 
@@ -97,6 +99,11 @@ def test_every_ddp_trial_pruned_at_its_first_report_is_stored_once_pruned_after_
         assert [r["epochs"] for r in seen] == [1, 1]
         for log in rank_logs(strategy):
             assert (sweep_dir / str(trial.number) / log).is_file()
+        if strategy == "ddp":  # Lightning ran the trial's own command for rank 1, never the sweep's
+            command = seen[1]["command"]
+            assert command[1:3] == [str(RANKS_ENTRY), str(sweep_dir / str(trial.number))], command
+            assert all(a.startswith("hydra.") for a in command[3:]), command
+        assert not (sweep_dir / str(trial.number) / RANK_JOB).exists()
         metrics = json.loads((sweep_dir / str(trial.number) / "metrics.json").read_text())
         assert (metrics["epochs_run"], metrics["pruned_at_epoch"]) == (1, 1)  # rank 0's record, handed back
     assert len(list((tmp_path / "studies").glob("*.db"))) == 1
@@ -258,4 +265,34 @@ def test_a_k_fold_ddp_trial_trains_its_folds_on_both_ranks_which_stop_together(
         assert [r["world_size"] for r in ranks(sweep_dir / str(trial.number))] == [2, 2]
         folds = sorted(p.name for p in (sweep_dir / str(trial.number)).glob("fold_*"))
         assert folds == [f"fold_{i}" for i in range(len(steps))]  # a pruned trial's ranks start no 2nd fold
+    assert no_process_left(tmp_path) == []
+
+
+@BOTH
+def test_the_ranks_of_an_app_run_as_a_module_run_the_trials_own_command_and_each_trial_completes(
+    tmp_path, strategy
+):
+    """`python -m app`: Lightning would run `-m app` again for rank 1; the trial's command is its own."""
+    args = ["-m", "tests.apps.lit", "-m", "epochs=1", "step_s=0", "devices=2", f"strategy={strategy}"]
+    result = subprocess.run(
+        [sys.executable, *args, "hydra.sweeper.devices_per_trial=2"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **ENV},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = load_trials(tmp_path, "lit")
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"], [
+        (t.state, t.user_attrs) for t in trials
+    ]
+    jobs = sorted(p.parent for p in tmp_path.glob("multirun/**/rank_0.cmd"))
+    assert [j.name for j in jobs] == ["0", "1"]
+    for job in jobs:
+        if strategy == "ddp":  # a rank that ddp_spawn starts runs the fit alone, not the app after it
+            command = (job / "rank_1.cmd").read_text().split("\n")
+            assert command[1:3] == [str(RANKS_ENTRY), str(job)], command
+            assert "tests.apps.lit" not in command  # never the sweep's command
+        assert not (job / RANK_JOB).exists()
     assert no_process_left(tmp_path) == []

@@ -192,6 +192,30 @@ def test_worker_i_of_a_study_with_k_devices_per_trial_gets_gpus_i_k_to_i_k_plus_
         assign_devices(1, ["0", "1"], share=True, per_trial=4)
 
 
+@pytest.mark.parametrize(
+    ("preset", "devices", "per_trial"),
+    [
+        *[(preset, "2", 2) for preset in ("optuna", "optuna_multi", "optuna_focused", "optuna_ultimate")],
+        *[
+            ("optuna_fast", devices, n)
+            for devices, n in (("[0,1,2]", 3), ("'0,1'", 2), ("auto", 1), ("-1", 1))
+        ],
+    ],
+)
+def test_a_study_preset_gives_each_trial_as_many_devices_as_trainer_devices_asks_for(
+    compose_cfg, preset, devices, per_trial
+):
+    cfg = compose_cfg([f"hparams_search={preset}", f"trainer.devices={devices}"], keep_hydra=True)
+    assert cfg.hydra.sweeper.devices_per_trial == per_trial
+
+
+def test_devices_per_trial_given_on_the_command_line_wins_over_trainer_devices(compose_cfg):
+    cfg = compose_cfg(
+        ["hparams_search=optuna", "trainer.devices=2", "hydra.sweeper.devices_per_trial=1"], keep_hydra=True
+    )
+    assert cfg.hydra.sweeper.devices_per_trial == 1  # the trial's own check then refuses the pair
+
+
 @pytest.mark.slow
 def test_a_study_whose_workers_need_more_gpus_than_visible_is_refused_before_anything_is_written(tmp_path):
     result = sweep(

@@ -292,7 +292,7 @@ def test_a_grid_smaller_than_n_trials_runs_each_point_once_and_stops(tmp_path):
         (["data.img_size=2"], [], r"^data\.img_size=2: too small for test_resnet"),
         (["data=image_folder", "data.root=/nonexistent"], [], r"^data\.root='/nonexistent': no such folder"),
         (
-            ["trainer.devices=2", "trainer.strategy=ddp"],
+            ["trainer.devices=2", "trainer.strategy=ddp", "hydra.sweeper.devices_per_trial=1"],
             [],
             r"^trainer\.devices=2: a trial of this study trains on hydra\.sweeper\.devices_per_trial=1 device"
             r"\(s\); set hydra\.sweeper\.devices_per_trial=2 \(",

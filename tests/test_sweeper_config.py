@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import multiprocessing as mp
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -249,3 +250,15 @@ def test_a_task_function_travels_to_a_fresh_process_by_name_when_hydra_main_wrap
         child.start()
         assert receive.recv() == ("the context", expected)
         child.join(120)
+
+
+def test_a_named_task_function_travels_by_name_beside_resolvers_that_need_cloudpickle():
+    from tests.apps.sphere import sphere
+
+    task = inspect.unwrap(sphere)
+    OmegaConf.register_new_resolver("sweeplab_test_twice", lambda x: 2 * x)  # Hydra ships it: a closure
+    try:
+        _, sent, _ = pickle.loads(pack_task("the context", task))
+    finally:
+        OmegaConf.clear_resolver("sweeplab_test_twice")
+    assert sent == _TaskRef("tests.apps.sphere", "sphere")  # the app's classes stay the same classes

@@ -144,3 +144,27 @@ def positive_int(cfg: Mapping[str, Any], key: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise config_error(key, value, "must be an integer >= 1")
     return value
+
+
+def device_count(devices: Any) -> int | None:
+    """How many devices a Lightning `devices` value asks for; None for auto and -1 (all the process may use)."""
+    if OmegaConf.is_list(devices) or isinstance(devices, list | tuple):
+        return len(devices)
+    text = str(devices).strip()
+    if text in ("auto", "-1"):
+        return None
+    if "," in text.strip(","):
+        return len([d for d in text.split(",") if d.strip()])
+    try:
+        return int(text.strip(","))
+    except ValueError:
+        return None  # not a count: Lightning's own error names it
+
+
+def _devices_per_trial(devices: Any) -> int:
+    """`${sweeplab.devices_per_trial:${trainer.devices}}`: the devices a study's trial trains on, as many as
+    the trainer asks for (1 for auto and -1: a trial's process is given one device)."""
+    return device_count(devices) or 1
+
+
+OmegaConf.register_new_resolver("sweeplab.devices_per_trial", _devices_per_trial, replace=True)

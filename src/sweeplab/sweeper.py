@@ -31,7 +31,7 @@ from sweeplab.launching.executors import (
     visible_devices,
 )
 from sweeplab.launching.interrupts import EXIT_INTERRUPTED, Interrupted, stop_handlers
-from sweeplab.launching.ranks import run_as_rank
+from sweeplab.launching.ranks import refuse_rank_sweep
 from sweeplab.reporting import write_study_report
 from sweeplab.reporting.export import Flattener
 from sweeplab.reporting.files import write_files
@@ -89,9 +89,7 @@ class StudySweeper:
                 say_and_exit(exc)
 
     def _sweep(self, arguments: list[str]) -> None:
-        # started again by a DDP launcher as an extra rank of a trial: that trial's job, as the rank
-        if run_as_rank(self.hydra_context, self.task_function, self.config):
-            return
+        refuse_rank_sweep()
         if trials_in_processes(self.config):  # the trials' fork server imports torch & co. meanwhile
             start_trial_server()
         root_dir = str(self.config.hydra.runtime.cwd)
@@ -217,7 +215,9 @@ class StudySweeper:
             f", {per_trial} devices per trial" if per_trial > 1 else "",
             ", ".join(f"worker {i} on {gpus(d) if d is not None else 'CPU'}" for i, d in enumerate(slots)),
         )
-        return ProcessPool(self.hydra_context, self.task_function, self.config, slots, conf.stall_timeout)
+        return ProcessPool(
+            self.hydra_context, self.task_function, self.config, slots, conf.stall_timeout, per_trial
+        )
 
     def compose(self, overrides: list[str]) -> DictConfig:
         """A job's config for `overrides`, composed as the launcher composes trials (run mode, on the search

@@ -1,6 +1,7 @@
 """A Lightning fit with slow steps, for sweeps stopped while a trial is inside `Trainer.fit`.
 
-When a step has started, `fitting` is written into the job's dir: a test waits for it, then signals.
+When a step has started, `fitting` is written into the job's dir: a test waits for it, then signals. After
+the fit each rank writes its command line to `rank_<global rank>.cmd` in the job's dir.
 """
 
 import time
@@ -40,12 +41,16 @@ def lit(cfg: DictConfig) -> float:
     trainer = pl.Trainer(
         max_epochs=cfg.epochs,
         accelerator="cpu",
+        devices=cfg.devices,
+        strategy=cfg.strategy,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
     )
     trainer.fit(model, data)
+    command = Path("/proc/self/cmdline").read_bytes().replace(b"\0", b"\n")
+    (Path(HydraConfig.get().runtime.output_dir) / f"rank_{trainer.global_rank}.cmd").write_bytes(command)
     return float(trainer.callback_metrics["loss"])
 
 

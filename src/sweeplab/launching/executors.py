@@ -13,8 +13,8 @@ fork of the sweep, whose threads may hold a lock and which may have touched CUDA
 packages the sweep has loaded (torch, Lightning, timm...) once, so that a trial still starts in a fraction
 of a second. The job's config, Hydra's state and the task function travel pickled, as Hydra's own launchers
 ship them (the function by its name in the app's module, or with cloudpickle where it has none), with the
-sweep's environment, working directory and command line (which a DDP launcher runs again for the trial's
-other ranks: `ranks.run_as_rank`).
+sweep's environment and working directory. A trial on several devices makes its command its own, which a DDP
+launcher runs again for the trial's other ranks (`ranks`).
 
 A worker never outlives its sweep and never hangs it: a thread of the worker beats into memory it shares
 with the sweep every second and ends the worker once the sweep's process is gone (a pipe whose only writer
@@ -51,7 +51,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab.errors import SweeplabError, chain, config_error, failure, one_line
 from sweeplab.launching.jobs import pack_task, unpack_task
-from sweeplab.launching.ranks import TRIAL_DIR_ENV, killed_rank, lost_rank
+from sweeplab.launching.ranks import RANK_JOB, TRIAL_DIR_ENV, as_rank_parent, killed_rank, lost_rank
 from sweeplab.search.outage import StorageUnreachable, off_wait, on_wait
 from sweeplab.search.records import ATTR_UNTOLD, STALLED
 from sweeplab.search.trial import job_trial
@@ -364,10 +364,11 @@ class ProcessPool:
         config: DictConfig,
         slots: list[str | None],
         stall_timeout: float | None = None,
+        devices_per_trial: int = 1,
     ) -> None:
         start_trial_server()
         self.hydra_context, self.config = hydra_context, config  # the task function travels packed (`_task`)
-        self.slots = slots
+        self.slots, self.devices_per_trial = slots, devices_per_trial
         self.stall_timeout = stall_timeout  # seconds a child may not beat before it is killed; None: never
         # resolved once here, so ${now:...} is cached in the master config and every job copies that cache
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -412,6 +413,7 @@ class ProcessPool:
             env=dict(os.environ),
             cwd=os.getcwd(),
             argv=list(sys.argv),
+            ranks=self.devices_per_trial > 1,
         )
         watch = _Watch(os.getpid(), beat, self._sweep_gone, waiting)
         process = self._server.Process(
@@ -544,6 +546,7 @@ class _Start:
     env: dict[str, str]  # the sweep's environment, working directory and command line as the trial started
     cwd: str
     argv: list[str]
+    ranks: bool = False  # the job trains on several devices: a DDP launcher starts its other ranks
 
 
 class _Watch:
@@ -605,8 +608,7 @@ def _child(send: Connection, start: _Start, watch: _Watch) -> None:
         os.environ.update(start.env)
         if start.device is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = start.device  # read when CUDA initialises, in this process
-        # the job's own DDP ranks, started by running the sweep's command again, find their trial here
-        os.environ[TRIAL_DIR_ENV] = str(start.job_dir)
+        os.environ[TRIAL_DIR_ENV] = str(start.job_dir)  # the job's own DDP ranks inherit it: they follow
         os.chdir(start.cwd)
         sys.argv = list(start.argv)
         torch = sys.modules.get("torch")
@@ -619,6 +621,10 @@ def _child(send: Connection, start: _Start, watch: _Watch) -> None:
         # a handler, not SIG_DFL: Lightning then calls it after its own SIGTERM handler rather than instead
         signal.signal(signal.SIGTERM, _stop_now)
         watch.start()
+        if (
+            start.ranks
+        ):  # before Hydra's singletons are restored, which import the plugins' config classes again
+            as_rank_parent(start.job_dir, start.task, start.config)
         hydra_context, task_function = unpack_task(start.task)
         ret = run_job(
             hydra_context=hydra_context,
@@ -628,6 +634,7 @@ def _child(send: Connection, start: _Start, watch: _Watch) -> None:
             job_subdir_key="hydra.sweep.subdir",
         )
         watch.finish()
+        (start.job_dir / RANK_JOB).unlink(missing_ok=True)
         outcome = Outcome.of(ret)
         lost = lost_rank(start.job_dir) or killed_rank(
             ret._return_value if ret.status == JobStatus.FAILED else None

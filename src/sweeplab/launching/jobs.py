@@ -47,13 +47,14 @@ class _TaskRef:
 def pack_task(hydra_context: HydraContext, task_function: TaskFunction) -> bytes:
     """Hydra's context, the task function and Hydra's singletons (its config store, plugins), as Hydra's
     own launchers ship them to a job's process: pickled by reference where they can be, else with
-    cloudpickle (a task function or a config class defined in a script)."""
+    cloudpickle (a task function with no importable name, a resolver registered by a closure, a config
+    class defined in a script); a task function with a name goes by its name either way."""
     state = Singleton.get_state()
-    ref = _TaskRef.of(task_function)
+    packed = (hydra_context, _TaskRef.of(task_function) or task_function, state)
     try:
-        return pickle.dumps((hydra_context, ref or task_function, state))
+        return pickle.dumps(packed)
     except Exception:
-        return cloudpickle.dumps((hydra_context, task_function, state))
+        return cloudpickle.dumps(packed)
 
 
 def unpack_task(task: bytes) -> tuple[HydraContext, TaskFunction]:

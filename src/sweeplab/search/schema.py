@@ -172,7 +172,8 @@ class SweeplabSweeperConf:
     # true: start the next n_jobs trials only when the whole batch has ended (the stock plugin's way)
     synchronous: bool = False
     share_gpus: bool = False  # allow n_jobs * devices_per_trial > visible GPUs (workers then share GPUs)
-    # devices one trial trains on (the job's own DDP ranks, e.g. trainer.devices=2 trainer.strategy=ddp):
+    # devices one trial trains on (the job's own DDP ranks, e.g. trainer.devices=2 trainer.strategy=ddp; the
+    # train app's study presets follow trainer.devices):
     # worker i gets GPUs [i*k, (i+1)*k); > 1 runs every trial in a worker process, n_jobs=1 included
     devices_per_trial: int = 1
     # at the end: plots, report.md/html and the best trial as preset=optimized/<study> (result files always)

@@ -17,7 +17,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sweeplab.config import instantiate_node, unexpected_argument
+from sweeplab.config import device_count, instantiate_node, unexpected_argument
 from sweeplab.data import ImageDataModule
 from sweeplab.data.datamodule import check_folds
 from sweeplab.errors import SweeplabError, config_error, one_line
@@ -138,7 +138,7 @@ def check_devices(cfg: DictConfig) -> None:
             "a study's trial trains on one machine; run trials side by side on several machines instead "
             "(the same command and storage on each)",
         )
-    asked = _device_count(devices)  # None: auto or -1, which in a worker means the devices it was given
+    asked = device_count(devices)  # None: auto or -1, which in a worker means the devices it was given
     if asked is not None and asked != per_trial:
         raise config_error(
             "trainer.devices",
@@ -155,21 +155,6 @@ def check_devices(cfg: DictConfig) -> None:
             "a trial's forked ranks would share its worker's storage connection; use trainer.strategy=ddp "
             "(Lightning's default launcher) or ddp_spawn",
         )
-
-
-def _device_count(devices: Any) -> int | None:
-    """How many devices `trainer.devices` asks for; None for auto and -1 (all the process may use)."""
-    if OmegaConf.is_list(devices) or isinstance(devices, list | tuple):
-        return len(devices)
-    text = str(devices).strip()
-    if text in ("auto", "-1"):
-        return None
-    if "," in text.strip(","):
-        return len([d for d in text.split(",") if d.strip()])
-    try:
-        return int(text.strip(","))
-    except ValueError:
-        return None  # not a count: Lightning's own error names it
 
 
 def optimized_mode(cfg: DictConfig) -> str:
