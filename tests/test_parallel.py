@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from sweeplab.errors import SweeplabError
 from sweeplab.launching.executors import assign_devices
+from sweeplab.search.coordination import writes_report
 from sweeplab.search.liveness import Heartbeats, recover
 from sweeplab.search.records import (
     ATTR_FAIL_REASON,
+    ATTR_HOST,
     ATTR_LOST,
+    ATTR_PID,
     ATTR_RETRY_OF,
     ATTR_WORKER_PID,
     INTERRUPTED,
@@ -358,3 +363,36 @@ def test_each_worker_sees_only_its_own_gpu(tmp_path):
     sweep_dir = sweep_dirs(tmp_path, "gpus")[-1]
     seen = {(sweep_dir / str(n) / "device.txt").read_text() for n in range(4)}
     assert seen == {"3", "5"}
+
+
+def _asked(number: int, finished_s: int, host: str, pid: int) -> FrozenTrial:
+    """A finished trial asked by the sweep `pid` on `host`, finished `finished_s` seconds in."""
+    start = datetime(2026, 1, 1)
+    return FrozenTrial(
+        number=number,
+        state=TrialState.COMPLETE,
+        value=float(number),
+        datetime_start=start,
+        datetime_complete=start + timedelta(seconds=finished_s),
+        params={},
+        distributions={},
+        user_attrs={ATTR_HOST: host, ATTR_PID: pid},
+        system_attrs={},
+        intermediate_values={},
+        trial_id=number,
+        values=None,
+    )
+
+
+def test_of_the_sweeps_that_share_a_study_only_the_one_that_finished_its_last_trial_writes_the_report():
+    here = socket.gethostname()
+    theirs = [_asked(0, 5, here, os.getpid()), _asked(1, 9, "node2", 4242)]
+    assert writes_report(theirs) == (
+        False,
+        "the sweep that finished the study's last trial (1; pid 4242 on node2)",
+    )
+    ours = [_asked(0, 9, here, os.getpid()), _asked(1, 5, "node2", 4242)]
+    assert writes_report(ours) == (True, "this sweep")
+    assert writes_report([]) == (True, "this sweep")
+    same_pid_elsewhere = [_asked(0, 9, "node2", os.getpid())]
+    assert writes_report(same_pid_elsewhere)[0] is False

@@ -35,6 +35,7 @@ from sweeplab.launching.ranks import refuse_rank_sweep
 from sweeplab.reporting import write_study_report
 from sweeplab.reporting.export import Flattener
 from sweeplab.reporting.files import write_files
+from sweeplab.search.coordination import writes_report
 from sweeplab.search.liveness import claim_sweep_dir, link_latest, release_sweep_dir
 from sweeplab.search.loop import run_study
 from sweeplab.search.naming import path_safe  # importing it registers ${sweeplab.study_dir:...}
@@ -142,15 +143,17 @@ class StudySweeper:
         view = StudyView(study, masked(plan.storage_url))
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         retrain = None
-        if plan.conf.report:
+        report, by = writes_report(view.trials) if plan.conf.report else (False, "")
+        if plan.conf.report and not report:  # a study shared by sweeps that end together: one report
+            log.info("the study's plots and report: written by %s", by)
+        if report:
             # a study's sweeps in a folder of their own (`${sweeplab.study_dir:...}`) share its plotly.min.js
             study_dir = sweep_dir.parent if sweep_dir.parent.name == path_safe(view.name) else None
             flattener = Flattener(self.compose, plan.script)
-            report = write_study_report(view, sweep_dir, flattener, root_dir, js_dir=study_dir)
-            retrain = report.retrain
+            retrain = write_study_report(view, sweep_dir, flattener, root_dir, js_dir=study_dir).retrain
         else:
             write_files(view, sweep_dir, retrain=None)
-        _log_summary(view, stopped, sweep_dir, retrain, plan.n_trials)
+        _log_summary(view, stopped, sweep_dir, retrain, plan.n_trials, report)
 
     def _files_of(self, study: Any, plan: SweepPlan, why: str) -> None:
         """The sweep stopped on an error or a signal: the result files of the trials the study has (no plots
@@ -248,7 +251,9 @@ class StudySweeper:
         return options(name.replace(".", "/")) or None
 
 
-def _log_summary(view: StudyView, stopped: str, sweep_dir: Path, retrain: str | None, n_trials: int) -> None:
+def _log_summary(
+    view: StudyView, stopped: str, sweep_dir: Path, retrain: str | None, n_trials: int, report: bool
+) -> None:
     counts = state_counts(counted(view.trials))
     uncounted = sum(t.state.is_finished() for t in view.trials) - sum(counts.values())
     early = sum(counts.values()) < n_trials
@@ -270,4 +275,4 @@ def _log_summary(view: StudyView, stopped: str, sweep_dir: Path, retrain: str | 
             log.info("Pareto trial %d: values %s params %s", t.number, t.values, t.params)
     if retrain:
         log.info("retrain it: %s", retrain)
-    log.info("results, plots and report: %s", sweep_dir)
+    log.info("results%s: %s", ", plots and report" if report else "", sweep_dir)

@@ -23,6 +23,7 @@ from sweeplab.search.records import (
     ATTR_FAIL_REASON,
     ATTR_FOCUS_BEST,
     ATTR_HOST,
+    ATTR_PID,
     ATTR_RESCUE_OF,
     ATTR_RETRY_OF,
     SURPLUS,
@@ -150,3 +151,17 @@ class OtherSweeps:
             self.waited_for = numbers
         time.sleep(min(self.heartbeat_interval or WAIT_S, WAIT_S))
         return True
+
+
+def writes_report(trials: Collection[FrozenTrial]) -> tuple[bool, str]:
+    """Whether this sweep writes the study's report, and who does: of the sweeps that share a study and end
+    together, the one that asked the trial that finished last, so that the study gets one report, not one per
+    sweep (every sweep decides alike from the same trials). A sweep alone on its study always writes it."""
+    asked = [t for t in trials if t.state.is_finished() and t.datetime_complete and ATTR_PID in t.user_attrs]
+    if not asked:
+        return True, "this sweep"
+    last = max(asked, key=lambda t: (t.datetime_complete, t.number))
+    host, pid = last.user_attrs.get(ATTR_HOST), last.user_attrs[ATTR_PID]
+    if owned_here() == {ATTR_HOST: host, ATTR_PID: pid}:
+        return True, "this sweep"
+    return False, f"the sweep that finished the study's last trial ({last.number}; pid {pid} on {host})"
