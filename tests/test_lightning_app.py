@@ -46,6 +46,7 @@ class Trial:
 
     number = 0
     pause_keep = 0
+    resumable = False
 
     def __init__(self, prune_at: int) -> None:
         self.prune_at = prune_at

@@ -198,6 +198,7 @@ class StudySweep:
             return None
         close_surplus_waiting(self.study)
         pauses.remove_all(self.study, "the study ended")
+        pauses.remove_resumables(self.study)
         checkpoints.keep_best(self.study, self.plan.conf.checkpoints.keep)
         return self.exhausted or done_reason(self.plan.n_trials, self.study.get_trials(deepcopy=False))
 
@@ -208,8 +209,10 @@ class StudySweep:
             stopped = self.executor.stop_all()
             try:
                 open_trials = [t for t in self.asked.values() if not self._finished(t)]
+                # a trial stopped by SIGTERM (preemption, scancel) resumes where it was; Ctrl-C's starts over
+                ctrl_c = isinstance(exc, KeyboardInterrupt) or getattr(exc, "name", "") == "SIGINT"
                 for trial in open_trials:
-                    close_interrupted(self.study, trial_id(trial))
+                    close_interrupted(self.study, trial_id(trial), resumable=not ctrl_c)
             except StorageCorrupt:  # its one line says it all: nothing is written to a damaged file
                 return
             except StorageUnreachable:

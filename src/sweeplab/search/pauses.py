@@ -13,7 +13,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from sweeplab.search.pruning import rescue_candidates
-from sweeplab.search.records import ATTR_PAUSED, ATTR_RESCUE_OF, STUDY_PAUSED_REMOVED
+from sweeplab.search.records import ATTR_PAUSED, ATTR_RESCUE_OF, ATTR_RESUMABLE, STUDY_PAUSED_REMOVED
 
 log = logging.getLogger("sweeplab.sweep")
 
@@ -61,6 +61,16 @@ def remove_all(study: optuna.Study, why: str) -> None:
     if kept:
         study.set_user_attr(STUDY_PAUSED_REMOVED, removed)
         log.info("removed the paused checkpoints of trials %s: %s", [t.number for t in kept], why)
+
+
+def remove_resumables(study: optuna.Study) -> None:
+    """The study has ended: the states interrupted trials saved (`resume_interrupted`) have been resumed by
+    their re-runs, or never will be."""
+    for trial in study.get_trials(deepcopy=False):
+        saved = trial.user_attrs.get(ATTR_RESUMABLE)
+        path = Path(str(saved.get("checkpoint") or "")) if trial.state.is_finished() and saved else None
+        if path is not None and path.name:
+            path.unlink(missing_ok=True)  # another machine's disk: left there
 
 
 def _remove(trial: FrozenTrial, why: str, removed: dict[str, str]) -> None:

@@ -44,8 +44,12 @@ ATTR_RESCUE_OF = "rescue_of"  # on a rescue trial: the number of the pruned tria
 ATTR_PAUSED = "paused"
 # the checkpoint files the trial's fits saved (recorded by PruningCallback): hydra.sweeper.checkpoints.keep
 ATTR_CHECKPOINTS = "checkpoints"
-# on a rescue: {trial, step, checkpoint} it resumed from, or {trial, reason} why it trained from scratch
+# on a rescue, or the re-run of an interrupted trial: {trial, step, checkpoint} it resumed from, or {trial,
+# reason} why it trained from scratch
 ATTR_RESUMED = "resumed"
+# on a running trial: {checkpoint, step, epoch, fold} of its last finished epoch, saved with the whole training
+# state (hydra.sweeper.resume_interrupted); the re-run of the trial, once interrupted, resumes there
+ATTR_RESUMABLE = "resumable"
 ATTR_FOCUS_BEST = "best_of"  # on the first trial of a focused study: the study whose best params it re-runs
 ATTR_CONFIG_ERROR = "config_error"  # the trial's job rejected the config: the study stopped, nothing counted
 # a result the trial's worker computed when its sweep was gone (so never told): what it was, and why
@@ -171,13 +175,18 @@ def close_interrupted(
     requeue: bool = True,
     how: str | None = None,
     reason: str = INTERRUPTED,
+    resumable: bool = True,
 ) -> bool:
-    """Store a trial that never finished as FAIL ("interrupted") and queue its params to run again first.
+    """Store a trial that never finished as FAIL ("interrupted") and queue its params to run again first;
+    the re-run resumes from the trial's last finished epoch where it saved one, unless not `resumable`
+    (Ctrl-C: the user stopped it).
 
     Safe when several sweeps find the same trial: only the one whose state change lands requeues it.
     """
     storage = storage_of(study)
     try:
+        if not resumable:
+            storage.set_trial_user_attr(trial_id, ATTR_RESUMABLE, None)
         storage.set_trial_user_attr(trial_id, ATTR_FAIL_REASON, reason)
         if how:
             storage.set_trial_user_attr(trial_id, ATTR_LOST, how)

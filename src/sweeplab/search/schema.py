@@ -146,6 +146,10 @@ class SweeplabSweeperConf:
     focus: dict[str, Any] = field(default_factory=dict)  # {} or {from: <study>}
     rescue: RescueConf = field(default_factory=RescueConf)
     pause: PauseConf = field(default_factory=PauseConf)
+    # each epoch, a running trial saves its whole training state (one file, replaced): when the trial is
+    # interrupted (SIGTERM, preemption, a node lost, a worker killed), its re-run resumes from its last finished
+    # epoch instead of the first; Ctrl-C's trials start over. false: no file, re-runs start over
+    resume_interrupted: bool = True
     checkpoints: CheckpointsConf = field(default_factory=CheckpointsConf)
     study_suffix: str = ""
     # seconds for this invocation of the study: after it no new trial starts, the running ones end (a hung

@@ -32,7 +32,9 @@ from sweeplab.search.records import (
     ATTR_PAUSED,
     ATTR_PRUNED_AT,
     ATTR_RESCUE_OF,
+    ATTR_RESUMABLE,
     ATTR_RESUMED,
+    ATTR_RETRY_OF,
     ATTR_WORKER_PID,
     STUDY_PAUSED_REMOVED,
 )
@@ -64,6 +66,7 @@ class StudyTrial:
     trial: optuna.Trial
     pause_keep: int = 0  # > 0: when pruned, the job keeps a checkpoint to resume from (pause.keep)
     address: TrialAddress | None = None  # how another process opens this trial (Lightning's ddp_spawn)
+    resumable: bool = False  # each epoch, the job saves its state for a re-run (resume_interrupted)
 
     @property
     def number(self) -> int:
@@ -116,16 +119,36 @@ class StudyTrial:
         """The checkpoint of the epoch this trial was pruned at: a rescue resumes it there."""
         self.set(ATTR_PAUSED, {"checkpoint": str(checkpoint), "step": step, "epoch": epoch, "fold": fold})
 
+    def record_resumable(
+        self, checkpoint: Path | None, step: int = 0, epoch: int = 0, fold: int | None = None
+    ) -> None:
+        """The state this trial saved at its last finished epoch (None: none any more, the fit ended)."""
+        where = (
+            {"checkpoint": str(checkpoint), "step": step, "epoch": epoch, "fold": fold}
+            if checkpoint
+            else None
+        )
+        self.set(ATTR_RESUMABLE, where)
+
+    def _numbered(self, number: int) -> optuna.trial.FrozenTrial:
+        storage = storage_of(self.study)
+        return storage.get_trial(
+            storage.get_trial_id_from_study_id_trial_number(study_id(self.study), number)
+        )
+
     def resume_point(self) -> ResumePoint | None:
-        """For a rescue: the pruned trial it re-runs and where to resume it; None for any other trial."""
+        """For the re-run of an interrupted trial that saved its state: the trial and its last finished
+        epoch; for a rescue: the pruned trial it re-runs and where to resume it; None for any other trial."""
+        retry = self.trial.user_attrs.get(ATTR_RETRY_OF)
+        if retry is not None:
+            interrupted = self._numbered(int(retry))
+            saved = interrupted.user_attrs.get(ATTR_RESUMABLE)
+            if saved:
+                return self._resume_at(interrupted, saved)
         if not self.rescue:
             return None
         number = int(self.trial.user_attrs[ATTR_RESCUE_OF])
-        storage = storage_of(self.study)
-        original = storage.get_trial(
-            storage.get_trial_id_from_study_id_trial_number(study_id(self.study), number)
-        )
-        values = {int(k): float(v) for k, v in original.intermediate_values.items()}
+        original = self._numbered(number)
         paused = original.user_attrs.get(ATTR_PAUSED)
         if not paused:
             return ResumePoint(number, {}, None, reason=f"trial {number} kept no checkpoint (pause.keep=0)")
@@ -134,6 +157,12 @@ class StudyTrial:
             return ResumePoint(
                 number, {}, None, reason=f"trial {number}'s checkpoint was removed ({removed})"
             )
+        return self._resume_at(original, paused)
+
+    def _resume_at(self, original: optuna.trial.FrozenTrial, paused: dict[str, Any]) -> ResumePoint:
+        """Where `original` saved its state (`paused`: checkpoint, step, epoch, fold), with its curve so far."""
+        number = original.number
+        values = {int(k): float(v) for k, v in original.intermediate_values.items()}
         checkpoint = Path(paused["checkpoint"])
         if not checkpoint.is_file():
             return ResumePoint(
@@ -152,8 +181,9 @@ class StudyTrial:
         )
 
     def continue_curve(self, point: ResumePoint) -> None:
-        """Report the pruned trial's values up to its pause as this rescue's own, so that the rescue's
-        curve is the configuration's whole curve (the pruner is never asked for a rescue)."""
+        """Report the values of the trial this one resumes, up to where it resumes, as its own, so that its
+        curve is the configuration's whole curve (the pruner is asked again from the next epoch on, and
+        never for a rescue)."""
         for step, value in sorted(point.values.items()):
             if not math.isnan(value):
                 self.trial.report(value, step)
@@ -177,6 +207,7 @@ class TrialAddress:
     pruner: dict[str, Any] | None
     guard: dict[str, Any] | None
     pause_keep: int
+    resume_interrupted: bool = False
 
     def open(self) -> StudyTrial:
         """The trial, with the study's pruner; a storage that cannot be reached now is retried (its sweep
@@ -188,7 +219,13 @@ class TrialAddress:
             study_name=self.study_name, storage=storage, pruner=build_pruner(self.pruner, self.guard)
         )
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id(study), self.number)
-        return StudyTrial(study, optuna.Trial(study, trial_id), pause_keep=self.pause_keep, address=self)
+        return StudyTrial(
+            study,
+            optuna.Trial(study, trial_id),
+            pause_keep=self.pause_keep,
+            address=self,
+            resumable=self.resume_interrupted,
+        )
 
 
 def trial_address() -> TrialAddress | None:
@@ -218,6 +255,7 @@ def trial_address() -> TrialAddress | None:
         pruner=plain(sweeper.get("pruner")),
         guard=plain(sweeper.get("guard")),
         pause_keep=int(keep or 0),
+        resume_interrupted=bool(sweeper.get("resume_interrupted")),
     )
 
 

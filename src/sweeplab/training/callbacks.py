@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PAUSED_CHECKPOINT = "paused.ckpt"  # in the run's (or fold's) checkpoints/ dir
+RESUMABLE_CHECKPOINT = "resumable.ckpt"  # beside it: the state of the last finished epoch, while the fit runs
 RANDOM_STATE = "sweeplab_random_state"  # the key of the generators' states in a checkpoint
 
 
@@ -176,6 +177,7 @@ class PruningCallback(L.Callback):
         self._own = study_trial is None  # built from an app's config: it finds its trial, checks `monitor`
         self._ranks = False  # a trial's DDP training: rank 0's decisions are sent to every rank
         self._pause = study_trial is not None and bool(study_trial.pause_keep)
+        self._resumable = study_trial is not None and study_trial.resumable
         self._address: TrialAddress | None = None  # set when pickled: the trial, for a spawned rank 0
         self._origin: Origin | None = None  # set when pickled: the process that launched the fit
 
@@ -211,6 +213,7 @@ class PruningCallback(L.Callback):
             self._trial is not None or self._address is not None or follower()
         )
         self._pause = self._trial is not None and bool(self._trial.pause_keep)
+        self._resumable = self._trial is not None and self._trial.resumable
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         budget = trainer.max_epochs
@@ -223,8 +226,8 @@ class PruningCallback(L.Callback):
         if self._trial is not None:
             self._ask(trainer)
         if self._ranks:  # rank 0 asked the pruner, once; every rank stops after the same epoch
-            self.pruned_at, self._asked_at, self._pause = trainer.strategy.broadcast(
-                (self.pruned_at, self._asked_at, self._pause), src=0
+            self.pruned_at, self._asked_at, self._pause, self._resumable = trainer.strategy.broadcast(
+                (self.pruned_at, self._asked_at, self._pause, self._resumable), src=0
             )
             if self.pruned_at is not None:
                 trainer.should_stop = True
@@ -261,6 +264,8 @@ class PruningCallback(L.Callback):
         epoch would have started from (model, optimizer, scheduler, loops, callbacks, random state). Every
         rank saves (a collective call under DDP); rank 0 writes the file and records it."""
         pause_dir = self.place.pause_dir
+        if self.pruned_at is None and pause_dir is not None and self._resumable:
+            self._save_resumable(trainer, pause_dir / RESUMABLE_CHECKPOINT)
         if self.pruned_at is None or pause_dir is None or not self._pause:
             return
         path = pause_dir / PAUSED_CHECKPOINT
@@ -269,12 +274,39 @@ class PruningCallback(L.Callback):
             self._trial.record_pause(path, self.pruned_at, trainer.current_epoch + 1, self.place.fold)
             log.info("trial %d paused: %s", self._trial.number, path)
 
+    def _save_resumable(self, trainer: L.Trainer, path: Path) -> None:
+        """The state the next epoch starts from, for a re-run of this trial should it be interrupted before it
+        ends (`resume_interrupted`); one file, replaced whole (a kill while it is written leaves the last one).
+        Every rank saves (a collective call under DDP); rank 0 writes the file and records it."""
+        epoch = trainer.current_epoch + 1
+        if trainer.max_epochs is not None and 0 < trainer.max_epochs <= epoch:
+            return  # the fit's last epoch: nothing is left to resume
+        partial = path.with_suffix(".partial")
+        trainer.save_checkpoint(partial)
+        if trainer.is_global_zero:
+            partial.replace(path)
+        if self._trial is not None:
+            self._trial.record_resumable(path, self.place.step_offset + epoch, epoch, self.place.fold)
+
+    def _drop_resumable(self, trainer: L.Trainer) -> None:
+        """The fit ended: its resumable state is nobody's to resume."""
+        pause_dir = self.place.pause_dir
+        if not self._resumable or pause_dir is None or not (pause_dir / RESUMABLE_CHECKPOINT).exists():
+            return
+        if trainer.is_global_zero:
+            (pause_dir / RESUMABLE_CHECKPOINT).unlink(missing_ok=True)
+        if self._trial is not None:
+            self._trial.record_resumable(None)
+
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         """A failed trial keeps no checkpoint: the sweep must know what to remove. The fit's own error is
-        what the trial fails with, so a second one here (the storage gone too) is only logged."""
+        what the trial fails with, so a second one here (the storage gone too) is only logged. A fit stopped
+        by a signal or Ctrl-C (not an error) keeps its resumable state: the sweep decides whether it resumes."""
         try:
+            if isinstance(exception, Exception):
+                self._drop_resumable(trainer)
             self._record_checkpoints(trainer)
         except Exception as exc:
             log.warning("the checkpoints of this fit were not recorded for removal: %s", one_line(exc))
@@ -296,6 +328,7 @@ class PruningCallback(L.Callback):
         """Record the fit's checkpoints; where the pruner said stop and the fit went on, record what
         happened: a fit that ran its whole budget saved nothing and completes; one that stopped later than
         asked is pruned where it stopped."""
+        self._drop_resumable(trainer)
         self._record_checkpoints(trainer)
         trial, asked = self._trial, self._asked_at
         if trial is None or asked is None or self.pruned_at == asked:

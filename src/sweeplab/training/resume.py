@@ -55,7 +55,7 @@ def resume_point(study_trial: StudyTrial | None, folds: int | None) -> Resume | 
     study_trial.continue_curve(point)
     if point.checkpoint is None:
         log.warning(
-            "trial %d (rescue of trial %d) trains from the first epoch: %s",
+            "trial %d trains from the first epoch instead of resuming trial %d: %s",
             study_trial.number,
             point.trial,
             point.reason,
