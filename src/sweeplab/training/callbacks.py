@@ -142,7 +142,8 @@ class PruningCallback(L.Callback):
 
     A trial trained with DDP (`hydra.sweeper.devices_per_trial` > 1): rank 0 reports and asks the pruner
     once per epoch; its decision is broadcast, so every rank stops after the same epoch and saves the paused
-    checkpoint together (the ranks started again by Lightning have no trial: `sweeplab.launching.ranks`).
+    (and each epoch the resumable) checkpoint together (the ranks Lightning starts with the trial's own
+    command have no trial: `sweeplab.launching.ranks`).
     Under `ddp_spawn` the callback is pickled into the ranks with its trial's address: rank 0 opens the trial
     there (`sweeplab.training.spawned`).
     """
