@@ -61,54 +61,37 @@ def _ended_at_n_trials_with_one_report(cwd: Path, name: str) -> None:
     assert len(reports) == 1, reports
 
 
+def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`command` run from a checkout in `cwd`, as a user runs a recipe."""
+    _checkout_in(cwd)
+    return subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+
+
 def test_an_sbatch_array_of_sweeps_on_one_postgresql_study_ends_at_n_trials_with_one_report(tmp_path):
-    _checkout_in(tmp_path)
     name = f"slurm_{uuid.uuid4().hex[:8]}"
-    result = subprocess.run(
-        [
-            "sbatch",
-            "--wait",
-            "--array=0-1",
-            str(ROOT / "examples" / "slurm" / "study.sbatch"),
-            *STUDY,
-            f"hydra.sweeper.study_name={name}",
-        ],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    sbatch = ["sbatch", "--wait", "--array=0-1", str(ROOT / "examples" / "slurm" / "study.sbatch")]
+    result = _run([*sbatch, *STUDY, f"hydra.sweeper.study_name={name}"], tmp_path)
     logs = "\n".join(p.read_text()[-2000:] for p in sorted(tmp_path.glob("slurm-*.out")))
     assert result.returncode == 0, result.stderr + logs
     assert len(list(tmp_path.glob("slurm-*_[01].out"))) == 2  # both array tasks ran a sweep
-    assert (
-        sum("finished (the study has its 6 trials)" in p.read_text() for p in tmp_path.glob("slurm-*.out"))
-        == 2
-    )
+    finished = [
+        p for p in tmp_path.glob("slurm-*.out") if "finished (the study has its 6 trials)" in p.read_text()
+    ]
+    assert len(finished) == 2, logs
     _ended_at_n_trials_with_one_report(tmp_path, name)
 
 
 def test_a_study_through_the_submitit_slurm_launcher_ends_at_n_trials_with_one_report(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    _checkout_in(tmp_path)
     name = f"submitit_{uuid.uuid4().hex[:8]}"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "runners/train.py",
-            "-m",
-            "hydra/launcher=submitit_slurm",
-            "hydra.sweeper.n_jobs=2",
-            "hydra.sweeper.storage=${oc.env:SWEEPLAB_DB}",
-            *STUDY,
-            f"hydra.sweeper.study_name={name}",
-        ],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    train = [
+        sys.executable,
+        "runners/train.py",
+        "-m",
+        "hydra/launcher=submitit_slurm",
+        "hydra.sweeper.n_jobs=2",
+    ]
+    storage = "hydra.sweeper.storage=${oc.env:SWEEPLAB_DB}"
+    result = _run([*train, storage, *STUDY, f"hydra.sweeper.study_name={name}"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     _ended_at_n_trials_with_one_report(tmp_path, name)
