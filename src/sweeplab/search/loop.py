@@ -210,7 +210,9 @@ class StudySweep:
             try:
                 open_trials = [t for t in self.asked.values() if not self._finished(t)]
                 # a trial stopped by SIGTERM (preemption, scancel) resumes where it was; Ctrl-C's starts over
-                ctrl_c = isinstance(exc, KeyboardInterrupt) or getattr(exc, "name", "") == "SIGINT"
+                ctrl_c = isinstance(exc, KeyboardInterrupt) or (
+                    isinstance(exc, Interrupted) and exc.name == "SIGINT"
+                )
                 for trial in open_trials:
                     close_interrupted(self.study, trial_id(trial), resumable=not ctrl_c)
             except StorageCorrupt:  # its one line says it all: nothing is written to a damaged file
