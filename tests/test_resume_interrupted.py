@@ -66,7 +66,7 @@ def _stop_after_an_epoch(cwd: Path, sweep: subprocess.Popen, signum: int) -> int
         assert sweep.poll() is None and time.monotonic() < deadline, (cwd / "sweep.log").read_text()[-3000:]
         try:
             saved = _trials(cwd)[0].user_attrs.get(ATTR_RESUMABLE)
-        except (KeyError, IndexError, sqlalchemy.exc.OperationalError):  # no study, or no trial, yet
+        except (KeyError, IndexError, sqlalchemy.exc.SQLAlchemyError):  # no study, trial or schema yet
             saved = None
         if saved:
             break
