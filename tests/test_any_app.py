@@ -190,6 +190,7 @@ def test_each_trial_of_a_parallel_study_runs_in_a_process_not_forked_from_the_th
         assert record["parent"] != sweep_pid and record["grandparent"] == sweep_pid
         assert "multiprocessing.forkserver" in record["parent_cmdline"] and record["parent_threads"] == 1
         assert record["cwd"] == str(tmp_path)  # in the sweep's working directory, as its jobs were
+    assert [r["handed"] for r in records] == [t.number for t in trials]  # each job was handed its trial
 
 
 @pytest.mark.slow

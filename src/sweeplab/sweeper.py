@@ -209,7 +209,8 @@ class StudySweeper:
             # worker process's does (`hydra.verbose=true` keeps it on the console)
             quiet = isinstance(self.launcher, BasicLauncher) and not self.config.hydra.get("verbose")
             sweep_dir = Path(str(self.config.hydra.sweep.dir))
-            return LauncherBatches(self.launcher.launch, conf.n_jobs, sweep_dir if quiet else None)
+            here = isinstance(self.launcher, BasicLauncher)
+            return LauncherBatches(self.launcher.launch, conf.n_jobs, sweep_dir if quiet else None, here)
         per_trial = conf.devices_per_trial
         log.info(
             "%d worker%s%s: %s",

@@ -1,6 +1,7 @@
 """A Hydra app that writes down the process it runs in: its pid, its parent, and what that parent is.
 
-Swept with several workers, it shows where each trial's process came from (`tests/test_any_app.py`).
+Swept with several workers, it shows where each trial's process came from and which trial its launcher
+handed it (`tests/test_any_app.py`).
 """
 
 import json
@@ -12,6 +13,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from sweeplab.launching.handover import handed
+
 
 def _status(pid: int) -> dict[str, str]:
     lines = Path(f"/proc/{pid}/status").read_text().splitlines()
@@ -21,7 +24,9 @@ def _status(pid: int) -> dict[str, str]:
 @hydra.main(version_base=None, config_path="conf", config_name="sphere")
 def lineage(cfg: DictConfig) -> float:
     parent = os.getppid()
+    given = handed()
     record = {
+        "handed": given.address.number if given is not None and given.address is not None else None,
         "pid": os.getpid(),
         "parent": parent,
         "parent_cmdline": Path(f"/proc/{parent}/cmdline").read_bytes().replace(b"\0", b" ").decode(),

@@ -50,8 +50,9 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab.errors import SweeplabError, chain, config_error, failure, one_line
+from sweeplab.launching.handover import Handed, handing
 from sweeplab.launching.jobs import pack_task, unpack_task
-from sweeplab.launching.ranks import RANK_JOB, TRIAL_DIR_ENV, as_rank_parent, killed_rank, lost_rank
+from sweeplab.launching.ranks import RANK_JOB, as_rank_parent, killed_rank, lost_rank
 from sweeplab.search.outage import StorageUnreachable, off_wait, on_wait
 from sweeplab.search.records import ATTR_UNTOLD, STALLED
 from sweeplab.search.trial import job_trial
@@ -127,8 +128,9 @@ class Executor(Protocol):
 
     def has_room(self) -> bool: ...
 
-    def start(self, number: int, overrides: list[str]) -> None:
-        """Run trial `number` as Hydra job `number` with these overrides."""
+    def start(self, number: int, overrides: list[str], trial: Any = None) -> None:
+        """Run trial `number` as Hydra job `number` with these overrides, handing the job its trial's address
+        (`sweeplab.search.trial.TrialAddress`) where the job runs under this executor's hand."""
         ...
 
     def wait_any(self, timeout: float | None = None) -> list[tuple[int, Outcome]]:
@@ -147,12 +149,16 @@ class LauncherBatches:
     """Trials through a Hydra launcher, in batches of up to `n_jobs`: `start` queues a trial, `wait_any`
     launches the queue and returns when the launcher does, with every trial's outcome."""
 
-    def __init__(self, launch: Launch, n_jobs: int, quiet_dir: Path | None = None) -> None:
-        """`quiet_dir`: the launcher runs jobs in this process (Hydra's basic launcher), one at a time, and
-        each job's output goes to `worker.log` in its job dir, as a worker process's does; the sweep dir
-        holds it where a job made no dir. None: the launcher's and the jobs' output stay as they are."""
-        self.launch, self.n_jobs, self.quiet_dir = launch, n_jobs, quiet_dir
+    def __init__(
+        self, launch: Launch, n_jobs: int, quiet_dir: Path | None = None, in_process: bool = False
+    ) -> None:
+        """`in_process`: the launcher runs jobs in this process (Hydra's basic launcher), one at a time, and
+        each is handed its trial; with `quiet_dir`, each job's output goes to `worker.log` in its job dir, as a
+        worker process's does (the sweep dir holds it where a job made no dir). Otherwise the jobs run
+        elsewhere, find their trials from their configs, and their output stays as the launcher leaves it."""
+        self.launch, self.n_jobs, self.quiet_dir, self.in_process = launch, n_jobs, quiet_dir, in_process
         self.queued: dict[int, list[str]] = {}
+        self.trials: dict[int, Any] = {}  # by trial number: the address each job run here is handed
 
     @property
     def running(self) -> list[int]:
@@ -161,21 +167,23 @@ class LauncherBatches:
     def has_room(self) -> bool:
         return len(self.queued) < self.n_jobs
 
-    def start(self, number: int, overrides: list[str]) -> None:
+    def start(self, number: int, overrides: list[str], trial: Any = None) -> None:
         self.queued[number] = list(overrides)
+        self.trials[number] = trial
 
     def wait_any(self, timeout: float | None = None) -> list[tuple[int, Outcome]]:
         """Job number = trial number: trials with consecutive numbers go to the launcher together."""
         numbers = list(self.queued)
         if not numbers:
             return []
-        if self.quiet_dir is not None:
-            returns = [self._launch_quietly(n, self.queued[n]) for n in numbers]
+        if self.in_process:
+            returns = [self._launch_here(n, self.queued[n]) for n in numbers]
         elif numbers == list(range(numbers[0], numbers[0] + len(numbers))):
             returns = list(self.launch([self.queued[n] for n in numbers], numbers[0]))
         else:
             returns = [r for n in numbers for r in self.launch([self.queued[n]], n)]
         self.queued.clear()
+        self.trials.clear()
         outcomes = [(n, Outcome.of(r)) for n, r in zip(numbers, returns, strict=True)]
         if any(r.status != JobStatus.COMPLETED for r in returns):
             # A job that raised holds its objects through the exception's traceback (a frame keeps its
@@ -184,6 +192,14 @@ class LauncherBatches:
             del returns
             gc.collect()
         return outcomes
+
+    def _launch_here(self, number: int, overrides: list[str]) -> JobReturn:
+        """Job `number` in this process, handed its trial."""
+        with handing(Handed(self.trials.get(number))):
+            if self.quiet_dir is None:
+                (ret,) = self.launch([overrides], number)
+                return ret
+            return self._launch_quietly(number, overrides)
 
     def _launch_quietly(self, number: int, overrides: list[str]) -> JobReturn:
         """Job `number` in this process, its stdout and stderr (prints, progress bars, the app's logging,
@@ -209,6 +225,7 @@ class LauncherBatches:
     def stop_all(self) -> list[int]:
         """A launcher cannot be stopped from here: an interrupted launch has already returned."""
         self.queued.clear()
+        self.trials.clear()
         return []
 
 
@@ -392,8 +409,9 @@ class ProcessPool:
     def has_room(self) -> bool:
         return self.free_slot() is not None
 
-    def start(self, number: int, overrides: list[str]) -> None:
-        """Compose job `number` here (errors surface in the sweeper) and start its process in a free slot."""
+    def start(self, number: int, overrides: list[str], trial: Any = None) -> None:
+        """Compose job `number` here (errors surface in the sweeper) and start its process in a free slot; the
+        job is handed `trial` there."""
         slot = self.free_slot()
         assert slot is not None, "no free slot"
         sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
@@ -414,6 +432,7 @@ class ProcessPool:
             cwd=os.getcwd(),
             argv=list(sys.argv),
             ranks=self.devices_per_trial > 1,
+            trial=trial,
         )
         watch = _Watch(os.getpid(), beat, self._sweep_gone, waiting)
         process = self._server.Process(
@@ -547,6 +566,7 @@ class _Start:
     cwd: str
     argv: list[str]
     ranks: bool = False  # the job trains on several devices: a DDP launcher starts its other ranks
+    trial: Any = None  # the trial's address (`TrialAddress`), handed to the job
 
 
 class _Watch:
@@ -608,7 +628,6 @@ def _child(send: Connection, start: _Start, watch: _Watch) -> None:
         os.environ.update(start.env)
         if start.device is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = start.device  # read when CUDA initialises, in this process
-        os.environ[TRIAL_DIR_ENV] = str(start.job_dir)  # the job's own DDP ranks inherit it: they follow
         os.chdir(start.cwd)
         sys.argv = list(start.argv)
         torch = sys.modules.get("torch")
@@ -626,23 +645,24 @@ def _child(send: Connection, start: _Start, watch: _Watch) -> None:
         ):  # before Hydra's singletons are restored, which import the plugins' config classes again
             as_rank_parent(start.job_dir, start.task, start.config)
         hydra_context, task_function = unpack_task(start.task)
-        ret = run_job(
-            hydra_context=hydra_context,
-            task_function=task_function,
-            config=start.config,
-            job_dir_key="hydra.sweep.dir",
-            job_subdir_key="hydra.sweep.subdir",
-        )
-        watch.finish()
-        (start.job_dir / RANK_JOB).unlink(missing_ok=True)
-        outcome = Outcome.of(ret)
-        lost = lost_rank(start.job_dir) or killed_rank(
-            ret._return_value if ret.status == JobStatus.FAILED else None
-        )
-        if outcome.error is not None and not outcome.lost and lost is not None:
-            # the job's error is its rank 0 losing that peer: run the params again
-            outcome = Outcome(error=f"RankLost: {lost} ({outcome.error})", lost=True)
-        _tell(send, outcome, watch, start.config)
+        with handing(Handed(start.trial)):
+            ret = run_job(
+                hydra_context=hydra_context,
+                task_function=task_function,
+                config=start.config,
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+            )
+            watch.finish()
+            (start.job_dir / RANK_JOB).unlink(missing_ok=True)
+            outcome = Outcome.of(ret)
+            lost = lost_rank(start.job_dir) or killed_rank(
+                ret._return_value if ret.status == JobStatus.FAILED else None
+            )
+            if outcome.error is not None and not outcome.lost and lost is not None:
+                # the job's error is its rank 0 losing that peer: run the params again
+                outcome = Outcome(error=f"RankLost: {lost} ({outcome.error})", lost=True)
+            _tell(send, outcome, watch, start.config)
     except BaseException as exc:  # the child must always report and exit
         code = 1
         with contextlib.suppress(Exception):

@@ -1,7 +1,7 @@
 """The study loop: open or resume the study, then ask → start → wait → tell until it has its trials.
 
-Trial N runs as Hydra job N (so output dirs follow trial numbers and never collide on resume); the job
-finds its trial through the storage and reports every epoch (`sweeplab.search.trial`). An executor
+Trial N runs as Hydra job N (so output dirs follow trial numbers and never collide on resume); the job is
+handed its trial's address and reports every epoch (`sweeplab.search.trial`). An executor
 (`sweeplab.launching.executors`) runs the jobs: worker processes, or batches through any Hydra launcher.
 What the loop consults lives beside it: `opening` (the study), `stopping` (stop rules), `rescue`,
 `coordination` (sweeps sharing the study) and `status` (the console line).
@@ -175,7 +175,7 @@ class StudySweep:
             trial = self.ask()
             if trial is None:
                 break
-            executor.start(trial.number, self.job_overrides(trial))
+            executor.start(trial.number, self.job_overrides(trial), self.plan.trial_address(trial.number))
             left -= 1
 
     def rescue_while_running(self) -> bool:

@@ -29,6 +29,7 @@ from sweeplab.search.records import ranked, searched_space
 from sweeplab.search.schema import SweeplabSweeperConf
 from sweeplab.search.space import SearchSpace, focused_space, format_value, override_key, qualified
 from sweeplab.search.storage import load_study, masked_argument, resolve_storage
+from sweeplab.search.trial import TrialAddress, address_in
 
 Compose = Callable[[list[str]], DictConfig]  # overrides → the job config with its `hydra` node
 _ABSENT = object()
@@ -85,6 +86,11 @@ class SweepPlan:
     @property
     def n_jobs(self) -> int:
         return self.conf.n_jobs
+
+    def trial_address(self, number: int) -> TrialAddress:
+        """Where trial `number`'s job finds its trial, as the sweep hands it to a job it launches."""
+        sweeper = OmegaConf.structured(self.conf)
+        return address_in(sweeper, self.study_name, number, self.storage_url)
 
 
 def make_plan(

@@ -1,8 +1,10 @@
-"""The job's side of a study: find its own trial in the storage and report to it.
+"""The job's side of a study: its trial, opened in the storage, and the reports it makes to it.
 
-A sweeplab sweep launches trial N as Hydra job N, passes the study name as `hydra.sweeper.study_name`,
-and the storage is in the job's own `hydra.sweeper` node. So a job finds its trial through the storage
-alone, whether the launcher runs it in the sweeper's process or in another process or machine.
+A sweeplab sweep launches trial N as Hydra job N and hands the job its trial's address where its own
+launchers run the job (`sweeplab.launching.handover`: in the sweep's process, a worker process, a DDP rank).
+A launcher that is not sweeplab's hands the job only its config; the sweep passes the study name there as
+`hydra.sweeper.study_name`, and the storage is in the job's own `hydra.sweeper` node, so such a job finds
+its trial through the storage alone, in whatever process or machine it runs.
 
 `report(value, step)` (exported as `sweeplab.report`) is the whole API a training loop needs: it reports
 an intermediate value and answers whether the study's pruner stops the trial. Lightning's
@@ -19,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from sweeplab.config import plain
-from sweeplab.launching.ranks import follower
+from sweeplab.launching.handover import follower, handed
 from sweeplab.search.optuna_access import storage_of, study_id
 from sweeplab.search.outage import DEFAULT_RETRY_S, Outage
 from sweeplab.search.pruning import build_pruner
@@ -229,8 +231,9 @@ class TrialAddress:
 
 
 def trial_address() -> TrialAddress | None:
-    """The address of the running Hydra job's trial, or None outside a sweeplab study and on a trial's extra
-    DDP ranks (rank 0 alone reports)."""
+    """The address of the running Hydra job's trial as its own config says it, or None outside a sweeplab
+    study and on a trial's extra DDP ranks (rank 0 alone reports): for a job whose launcher handed it nothing
+    (`sweeplab.launching.handover`), such as submitit's."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -243,15 +246,21 @@ def trial_address() -> TrialAddress | None:
     study_name = sweeper.get("study_name")
     if not study_name:
         return None  # launched without the sweeper (e.g. a job re-run by hand): nothing to report to
+    storage = resolve_storage(sweeper.get("storage"), study_name, hydra_cfg.runtime.cwd)
+    return address_in(sweeper, str(study_name), int(hydra_cfg.job.num), storage)
+
+
+def address_in(sweeper: DictConfig, study_name: str, number: int, storage: str) -> TrialAddress:
+    """Trial `number`'s address, with the pruner and settings of the `hydra.sweeper` node `sweeper`."""
     retry = sweeper.get("storage_retry")
     keep = OmegaConf.select(sweeper, "pause.keep", default=None)
     if keep is None:
         keep = OmegaConf.select(sweeper, "rescue.top_k", default=0)
     return TrialAddress(
-        storage=resolve_storage(sweeper.get("storage"), study_name, hydra_cfg.runtime.cwd),
+        storage=storage,
         storage_retry=float(retry) if retry is not None else None,
-        study_name=str(study_name),
-        number=int(hydra_cfg.job.num),
+        study_name=study_name,
+        number=number,
         pruner=plain(sweeper.get("pruner")),
         guard=plain(sweeper.get("guard")),
         pause_keep=int(keep or 0),
@@ -259,25 +268,27 @@ def trial_address() -> TrialAddress | None:
     )
 
 
-def current_trial() -> StudyTrial | None:
-    """The trial of the running Hydra job, or None outside a sweeplab study and on a trial's extra DDP
-    ranks (rank 0 alone reports)."""
+def _opened(address: TrialAddress) -> StudyTrial:
+    """The job's trial, opened, with where the job runs recorded on it."""
     from hydra.core.hydra_config import HydraConfig
 
-    address = trial_address()
-    if address is None:
-        return None
     trial = address.open()
-    trial.set(ATTR_OUTPUT_DIR, str(HydraConfig.get().runtime.output_dir))
+    if HydraConfig.initialized():
+        trial.set(ATTR_OUTPUT_DIR, str(HydraConfig.get().runtime.output_dir))
     trial.set(ATTR_WORKER_PID, os.getpid())
     return trial
 
 
-_JOB_TRIAL: dict[tuple[Any, ...], StudyTrial | None] = {}
+_FOUND: dict[tuple[Any, ...], StudyTrial | None] = {}
 
 
 def job_trial() -> StudyTrial | None:
-    """`current_trial()`, looked up once per job (jobs that share a process each get their own)."""
+    """The running job's trial: the one its launcher handed it (`sweeplab.launching.handover`), opened once;
+    where the launcher handed nothing, the one its Hydra config names, looked up once per job (jobs that
+    share a process each get their own). None outside a study and on a trial's extra DDP ranks."""
+    given = handed()
+    if given is not None:
+        return given.trial(_opened)
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
@@ -285,10 +296,19 @@ def job_trial() -> StudyTrial | None:
     hydra_cfg = HydraConfig.get()
     where = OmegaConf.select(hydra_cfg, "runtime.output_dir", default=None, throw_on_missing=False)
     key = (os.getpid(), where, OmegaConf.select(hydra_cfg, "job.num", default=None, throw_on_missing=False))
-    if key not in _JOB_TRIAL:
-        _JOB_TRIAL.clear()  # only the running job's trial is ever reported to
-        _JOB_TRIAL[key] = current_trial()
-    return _JOB_TRIAL[key]
+    if key not in _FOUND:
+        _FOUND.clear()  # only the running job's trial is ever reported to
+        address = trial_address()
+        _FOUND[key] = _opened(address) if address is not None else None
+    return _FOUND[key]
+
+
+def job_address() -> TrialAddress | None:
+    """The running job's trial's address, as `job_trial` would open it (for a process it starts)."""
+    given = handed()
+    if given is not None:
+        return given.address if given.rank == 0 else None
+    return trial_address()
 
 
 def report(value: float, step: int, last: bool = False) -> bool:

@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
 from sweeplab.errors import SweeplabError, did_you_mean, one_line
-from sweeplab.launching.ranks import follower
+from sweeplab.launching.handover import follower
 from sweeplab.search.records import ATTR_EPOCHS, ATTR_MAX_EPOCHS, ATTR_PRUNE_REFUSED
 from sweeplab.training.spawned import Origin
 
@@ -126,7 +126,7 @@ class PruningCallback(L.Callback):
     (`pause.keep`), saves a checkpoint of that epoch for a rescue to resume from.
 
     Any Lightning app adds it by config alone (`callbacks.prune: {_target_: sweeplab.PruningCallback,
-    monitor: val/acc}`): it finds its trial itself, and the study's direction says which way is better.
+    monitor: val/acc}`): it takes the trial its job was handed, and the study's direction says which way is better.
     Outside a sweeplab study it does nothing. sweeplab's own runs pass their trial and place in the trial.
 
     Step = epochs completed (1, 2, ...), so a pruner's warm-up and Hyperband's resources count epochs.
@@ -175,7 +175,9 @@ class PruningCallback(L.Callback):
         self.pruned_at: int | None = None  # the step the fit stopped at, once the pruner said stop
         self._asked_at: int | None = None  # the step the pruner said stop at
         self._trial = study_trial
-        self._own = study_trial is None  # built from an app's config: it finds its trial, checks `monitor`
+        self._own = (
+            study_trial is None
+        )  # built from an app's config: it takes the job's trial, checks `monitor`
         self._ranks = False  # a trial's DDP training: rank 0's decisions are sent to every rank
         self._pause = study_trial is not None and bool(study_trial.pause_keep)
         self._resumable = study_trial is not None and study_trial.resumable
@@ -185,10 +187,10 @@ class PruningCallback(L.Callback):
     def __getstate__(self) -> dict[str, Any]:
         """Pickled into the processes of a spawning launcher: the trial goes as its address (a storage
         connection does not cross processes), found now where an app's callback has not looked yet."""
-        from sweeplab.search.trial import trial_address
+        from sweeplab.search.trial import job_address
 
         trial = self._trial
-        address = trial.address if trial is not None else (trial_address() if self._own else None)
+        address = trial.address if trial is not None else (job_address() if self._own else None)
         return {**self.__dict__, "_trial": None, "_address": address, "_origin": Origin.here()}
 
     @property
@@ -206,7 +208,7 @@ class PruningCallback(L.Callback):
             if stage == "fit" and self._address is not None and trainer.global_rank == 0:
                 self._trial = self._address.open()
         elif self._own and stage == "fit":
-            from sweeplab.search.trial import job_trial  # the job's trial; None outside a study
+            from sweeplab.search.trial import job_trial  # handed to the job; None outside a study
 
             self._trial = job_trial()
         # a trial's extra DDP ranks have no trial of their own: they follow rank 0's decisions

@@ -21,9 +21,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab.data.datamodule import check_folds
 from sweeplab.errors import chain
-from sweeplab.launching.ranks import follower
+from sweeplab.launching.handover import follower
 from sweeplab.search.records import ATTR_FOLD_VALUES, ATTR_MAX_EPOCHS, ATTR_TEST
-from sweeplab.search.trial import current_trial
+from sweeplab.search.trial import job_trial
 from sweeplab.training.build import (
     build_datamodule,
     build_module,
@@ -94,7 +94,7 @@ def _train(cfg: DictConfig) -> float | list[float]:
     if writes:  # Hydra keeps the unresolved config in .hydra/; this is what the run actually used.
         (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
-    study_trial = current_trial()
+    study_trial = job_trial()  # handed to the job by its launcher; None outside a study
     if study_trial:  # the budget pruning saves from: every fold's epochs
         study_trial.set(ATTR_MAX_EPOCHS, int(cfg.trainer.max_epochs) * (folds or 1))
     if writes:

@@ -10,8 +10,8 @@ run as the directory of this package, which holds only this module and `__main__
 leaves its packed job in the job dir (`RANK_JOB`): Hydra's context and the task function (`jobs`), the job's
 config, and where the app's main module and import path are. Each rank started by that command loads it
 (`join`) and runs the job as Hydra runs a job (`run_job`: logging to `<hydra.job.name>.log` in the job
-dir, the job's callbacks), as the rank, with no study work: rank 0 alone reports to the trial, and
-`PruningCallback` sends the pruner's decision to every rank (`sweeplab.training.callbacks`).
+dir, the job's callbacks), handed its rank (`sweeplab.launching.handover`) and no trial: rank 0 alone reports
+to the trial, and `PruningCallback` sends the pruner's decision to every rank (`sweeplab.training.callbacks`).
 
 Two records stay with the ranks, and why:
 - `.rank_<k>.pid` in the job dir: the rank's pid, so the trial's process can tell its ranks from its other
@@ -37,10 +37,10 @@ from hydra.core.utils import run_job
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab.errors import SweeplabError, chain
+from sweeplab.launching.handover import Handed, handing
 
 log = logging.getLogger(__name__)
 
-TRIAL_DIR_ENV = "SWEEPLAB_TRIAL_DIR"  # set by the worker that runs a trial: its job dir
 EXIT_ORPHANED_RANK = 75  # a rank whose rank 0 is gone: the trial ended without it
 RANK_PID_GLOB = ".rank_*.pid"  # in the trial's dir: each extra rank's pid, for its worker (`lost_rank`)
 RANK_JOB = ".sweeplab_rank_job.pkl"  # in the trial's dir: the packed job its ranks run (`as_rank_parent`)
@@ -57,11 +57,6 @@ def local_rank() -> int:
         return int(os.environ.get("LOCAL_RANK") or 0)
     except ValueError:
         return 0
-
-
-def follower() -> bool:
-    """This process is an extra rank of a study's trial: it trains, rank 0 reports."""
-    return bool(os.environ.get(TRIAL_DIR_ENV)) and local_rank() > 0
 
 
 def refuse_rank_sweep() -> None:
@@ -116,13 +111,14 @@ def join(args: list[str]) -> None:
     rank = local_rank()
     (job_dir / f".rank_{rank}.pid").write_text(str(os.getpid()))
     leave_with_parent(f"rank {rank}")
-    ret = run_job(
-        hydra_context=hydra_context,
-        task_function=task_function,
-        config=config,
-        job_dir_key="hydra.sweep.dir",
-        job_subdir_key="hydra.sweep.subdir",
-    )
+    with handing(Handed(rank=rank)):  # an extra rank: it trains and follows rank 0, which reports
+        ret = run_job(
+            hydra_context=hydra_context,
+            task_function=task_function,
+            config=config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
     ret.return_value  # noqa: B018 -- a failed job raises its error here: this rank exits non-zero
 
 
