@@ -7,9 +7,12 @@ both); `SWEEPLAB_REQUIRE_SLURM` makes them fail instead of skipping."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -95,3 +98,105 @@ def test_a_study_through_the_submitit_slurm_launcher_ends_at_n_trials_with_one_r
     result = _run([*train, storage, *STUDY, f"hydra.sweeper.study_name={name}"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     _ended_at_n_trials_with_one_report(tmp_path, name)
+
+
+def _job_pids(job_id: str) -> list[int]:
+    """The processes of SLURM job `job_id` on this host (every node of `.ci/slurm` runs here)."""
+    pids = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if f"\0SLURM_JOB_ID={job_id}\0".encode() in b"\0" + environ.read_bytes():
+                pids.append(int(environ.parent.name))
+        except OSError:  # gone, or not ours to read
+            continue
+    return pids
+
+
+def _signal_job(job_id: str, signum: int) -> None:
+    for pid in _job_pids(job_id):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def _running_trial_of(study: optuna.Study, job_id: str) -> optuna.trial.FrozenTrial | None:
+    """A trial that job `job_id`'s sweep runs and that has saved a finished epoch to resume from."""
+    pids = set(_job_pids(job_id))
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.user_attrs.get("pid") in pids and t.user_attrs.get("resumable"):
+            return t
+    return None
+
+
+def _wait_for(what: str, probe, timeout: float = 240.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_node_killed_and_a_node_frozen_for_a_minute_lose_no_trial_and_no_result_is_written_twice(tmp_path):
+    """Three sweeps of one study, one SLURM job each: the job on n1 is killed with SIGKILL (a node lost) and
+    one on n2 is frozen for a minute (a node cut off: it reaches nothing, its heartbeats stop) once each runs
+    a trial that has finished an epoch. The third sweep closes both trials and resumes them; the frozen one,
+    back, drops its trial's outcome with one line; the study ends at exactly n_trials."""
+    _checkout_in(tmp_path)
+    name = f"lost_{uuid.uuid4().hex[:8]}"
+    n_trials = 8
+    args = [
+        "hparams_search=optuna_fast",
+        f"hydra.sweeper.n_trials={n_trials}",
+        f"hydra.sweeper.study_name={name}",
+        "hydra.sweeper.heartbeat_interval=5",  # a silent trial is taken for dead after 10 s
+        "hydra.sweeper.report=false",
+        "trainer.max_epochs=6",
+        *[a for a in QUICK if not a.startswith("+trainer.limit_train_batches")],
+        "+trainer.limit_train_batches=20",
+    ]
+    script = str(ROOT / "examples" / "slurm" / "study.sbatch")
+
+    def submit(node: str, tag: str) -> str:
+        command = ["sbatch", "--parsable", f"--nodelist={node}", f"--output=slurm-{tag}.out", script, *args]
+        out = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, check=True)
+        return out.stdout.strip().split(";")[0]
+
+    killed, frozen, survivor = submit("n1", "killed"), submit("n2", "frozen"), submit("n2", "survivor")
+    try:
+        study = _wait_for("the study", lambda: _study(name))
+        lost = _wait_for("a resumable trial of the killed job", lambda: _running_trial_of(study, killed))
+        _signal_job(killed, signal.SIGKILL)
+        cut = _wait_for("a resumable trial of the frozen job", lambda: _running_trial_of(study, frozen))
+        _signal_job(frozen, signal.SIGSTOP)
+        # while it is frozen, another sweep takes its trial for dead
+        _wait_for("the frozen trial closed", lambda: study.trials[cut.number].state.name == "FAIL", 120)
+        time.sleep(max(0.0, 60.0 - 10.0))
+        _signal_job(frozen, signal.SIGCONT)
+        _wait_for("the sweeps to end", lambda: not _job_pids(frozen) and not _job_pids(survivor), 420)
+    except BaseException:
+        subprocess.run(["scancel", killed, frozen, survivor], env=_env(), capture_output=True)
+        raise
+
+    trials = study.get_trials()
+    counts = counted(trials)
+    assert len(counts) == n_trials, [(t.number, t.state.name) for t in trials]
+    assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+    for gone in (lost, cut):
+        stored = trials[gone.number]
+        assert stored.state.name == "FAIL" and stored.user_attrs["fail_reason"] == "interrupted"
+        (rerun,) = [t for t in trials if t.user_attrs.get("retry_of") == gone.number]  # re-run once
+        assert rerun.state.name in ("COMPLETE", "PRUNED") and rerun.params == stored.params
+        assert rerun.user_attrs["resumed"]["trial"] == gone.number  # from its last finished epoch
+        assert rerun.user_attrs["resumed"]["step"] >= 1
+    frozen_log = (tmp_path / "slurm-frozen.out").read_text()
+    dropped = f"trial {cut.number} was closed by another sweep while it ran"
+    assert frozen_log.count(dropped) == 1, frozen_log[-3000:]
+    assert trials[cut.number].state.name == "FAIL"  # its late outcome was never written
+
+
+def _study(name: str) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=name, storage=POSTGRES)
+    except KeyError:  # not created yet
+        return None
