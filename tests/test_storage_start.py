@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import uuid
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 
 from sweeplab.errors import SweeplabError, failure
+from sweeplab.search.optuna_access import rdb_backend
 from sweeplab.search.storage import open_storage
 from tests.conftest import run_cli
 
@@ -133,3 +137,43 @@ def test_an_error_caused_by_running_out_of_memory_says_memory():
 
 def test_other_failures_keep_their_own_words():
     assert failure(ValueError("bad value")) == "ValueError: bad value"
+
+
+POSTGRES = os.environ.get("SWEEPLAB_TEST_POSTGRES")
+needs_postgres = pytest.mark.skipif(
+    not POSTGRES and not os.environ.get("SWEEPLAB_REQUIRE_POSTGRES"),
+    reason="no PostgreSQL server: .ci/postgres starts one; then set SWEEPLAB_TEST_POSTGRES to its URL",
+)
+
+
+@needs_postgres
+def test_a_server_with_no_connection_left_is_one_line_that_says_how_many_a_study_holds():
+    assert POSTGRES, "SWEEPLAB_REQUIRE_POSTGRES is set but SWEEPLAB_TEST_POSTGRES is not"
+    full = POSTGRES.replace("//sweeplab:", "//sweeplab_full:", 1)  # CONNECTION LIMIT 0 (.ci/postgres)
+    with pytest.raises(SweeplabError) as info:
+        open_storage(full)
+    message = str(info.value)
+    assert "\n" not in message and "sweeplab-ci-pw" not in message
+    assert message.startswith("hydra.sweeper.storage='postgresql://sweeplab_full:***@")
+    assert "too many connections for role" in message
+    assert "no connection left" in message and "one per worker and two per sweep" in message
+
+
+@needs_postgres
+def test_a_process_keeps_one_server_connection_however_many_of_its_threads_used_the_storage():
+    assert POSTGRES, "SWEEPLAB_REQUIRE_POSTGRES is set but SWEEPLAB_TEST_POSTGRES is not"
+    study = optuna.create_study(study_name=f"pool_{uuid.uuid4().hex[:8]}", storage=open_storage(POSTGRES))
+    engine = rdb_backend(study).engine
+    inside = threading.Barrier(4)
+
+    def at_once() -> None:
+        with engine.connect() as connection:  # four threads each hold a connection at the same time
+            connection.exec_driver_sql("SELECT 1")
+            inside.wait(timeout=30)
+
+    threads = [threading.Thread(target=at_once) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert engine.pool.checkedout() == 0 and engine.pool.checkedin() == 1  # the others were closed

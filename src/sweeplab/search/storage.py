@@ -91,6 +91,9 @@ def has_password(url: str) -> bool:
     return parsed.password is not None
 
 
+SERVER_OVERFLOW = 8  # connections a storage server's process opens beyond its one kept, while threads overlap
+
+
 def open_storage(
     url: str,
     key: str = "hydra.sweeper.storage",
@@ -139,7 +142,9 @@ def _connect(url: str, key: str, heartbeat_interval: int | None) -> optuna.stora
     if path is not None:
         engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
     else:
-        engine_kwargs = {"pool_pre_ping": True}
+        # one connection kept per process; a thread that needs one while it is busy (the heartbeat, a report
+        # racing the loop) opens another for as long as it needs it
+        engine_kwargs = {"pool_pre_ping": True, "pool_size": 1, "max_overflow": SERVER_OVERFLOW}
     attempts = 3
     for attempt in range(1, attempts + 1):
         try:
@@ -160,6 +165,11 @@ def _connect(url: str, key: str, heartbeat_interval: int | None) -> optuna.stora
     raise AssertionError("unreachable")
 
 
+_FULL_SERVER = (
+    "the server has no connection left (its max_connections, or the role's CONNECTION LIMIT); a study holds "
+    "one per worker and two per sweep: run fewer workers on this server, raise its max_connections, or put "
+    'PgBouncer in front of it (docs/parallel.md, "Many workers on one server")'
+)
 # (pattern in the driver's message, what to do, whether trying again can help)
 _REMEDIES: tuple[tuple[str, str, bool], ...] = (
     ("file is not a database", "it is not a SQLite database; point the key at a new file", True),
@@ -177,6 +187,9 @@ _REMEDIES: tuple[tuple[str, str, bool], ...] = (
     ("password authentication failed", "the server refused the login; check user and password", True),
     ("does not exist", "create it on the server first (createdb), or fix the URL's name", True),
     ("connection refused", "no server answers there; is it running, and are host and port right?", False),
+    ("too many clients", _FULL_SERVER, False),
+    ("too many connections", _FULL_SERVER, False),
+    ("remaining connection slots are reserved", _FULL_SERVER, False),
     ("could not translate host", "the host name is unknown; check the URL's host", True),
     ("name or service not known", "the host name is unknown; check the URL's host", True),
     ("timeout", "the server did not answer in time; is it reachable from this machine?", False),
