@@ -70,7 +70,9 @@ def test_a_job_run_in_the_sweeps_process_is_handed_its_own_trial_and_jobs_elsewh
     here = LauncherBatches(launch, n_jobs=1, in_process=True)
     here.start(1, ["x=1"], address)
     here.wait_any()
+    here.start(2, ["x=2"])  # no address: nothing handed, the job finds its trial from its config
+    here.wait_any()
     elsewhere = LauncherBatches(launch, n_jobs=1)  # a launcher that runs the job in another process
     elsewhere.start(1, ["x=1"], address)
     elsewhere.wait_any()
-    assert seen == [(1, address), (1, None)]
+    assert seen == [(1, address), (2, None), (1, None)]

@@ -50,7 +50,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeplab.errors import SweeplabError, chain, config_error, failure, one_line
-from sweeplab.launching.handover import Handed, handing
+from sweeplab.launching.handover import handing_trial
 from sweeplab.launching.jobs import pack_task, unpack_task
 from sweeplab.launching.ranks import RANK_JOB, as_rank_parent, killed_rank, lost_rank
 from sweeplab.search.outage import StorageUnreachable, off_wait, on_wait
@@ -195,7 +195,7 @@ class LauncherBatches:
 
     def _launch_here(self, number: int, overrides: list[str]) -> JobReturn:
         """Job `number` in this process, handed its trial."""
-        with handing(Handed(self.trials.get(number))):
+        with handing_trial(self.trials.get(number)):
             if self.quiet_dir is None:
                 (ret,) = self.launch([overrides], number)
                 return ret
@@ -645,7 +645,7 @@ def _child(send: Connection, start: _Start, watch: _Watch) -> None:
         ):  # before Hydra's singletons are restored, which import the plugins' config classes again
             as_rank_parent(start.job_dir, start.task, start.config)
         hydra_context, task_function = unpack_task(start.task)
-        with handing(Handed(start.trial)):
+        with handing_trial(start.trial):
             ret = run_job(
                 hydra_context=hydra_context,
                 task_function=task_function,

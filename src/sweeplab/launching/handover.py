@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,11 @@ def handing(given: Handed) -> Iterator[Handed]:
         yield given
     finally:
         _HANDED.reset(token)
+
+
+def handing_trial(address: Any) -> AbstractContextManager[Handed | None]:
+    """`handing` a job the trial at `address`; nothing where there is none (the job then finds its own)."""
+    return handing(Handed(address)) if address is not None else nullcontext()
 
 
 def handed() -> Handed | None:
