@@ -144,14 +144,14 @@ def test_a_node_killed_and_a_node_frozen_for_a_minute_lose_no_trial_and_no_resul
     back, drops its trial's outcome with one line; the study ends at exactly n_trials."""
     _checkout_in(tmp_path)
     name = f"lost_{uuid.uuid4().hex[:8]}"
-    n_trials = 8
+    n_trials = 6
     args = [
         "hparams_search=optuna_fast",
         f"hydra.sweeper.n_trials={n_trials}",
         f"hydra.sweeper.study_name={name}",
         "hydra.sweeper.heartbeat_interval=5",  # a silent trial is taken for dead after 10 s
         "hydra.sweeper.report=false",
-        "trainer.max_epochs=6",
+        "trainer.max_epochs=5",
         *[a for a in QUICK if not a.startswith("+trainer.limit_train_batches")],
         "+trainer.limit_train_batches=20",
     ]
