@@ -423,3 +423,19 @@ def test_markdown_reads_a_placeholder_as_typed_and_renders_no_tag(tmp_path):
     )
     assert "add input=submission input.root=\\<folder> & run" in md  # no &lt;folder&gt; in a terminal
     assert "| \\<b>x\\</b> |" in md and "&lt;" not in md
+
+
+def test_the_intermediate_values_plot_of_many_trials_keeps_its_size_without_a_legend_of_each_trial(tmp_path):
+    from PIL import Image
+
+    heights = {}
+    for trials in (5, 60):
+        study = _study(tmp_path / str(trials))
+        for i in range(trials):
+            params = {"lr": 10 ** (-3 + i / trials), "depth": 1 + i % 4}
+            _add(study, TrialState.COMPLETE, params, 0.5, curve=[0.3 + i / 1000, 0.4])
+        plots = write_plots(_view(study), tmp_path / str(trials) / "plots", ["lr", "depth"], js_dir=tmp_path)
+        (png,) = [p.png for p in plots if p.png is not None and p.png.name == "intermediate_values.png"]
+        heights[trials] = Image.open(png).size[1]
+    # a legend of 60 trials made the plot 1,300 px tall, one of 1,000 trials 21,000; 5 trials keep theirs
+    assert heights[60] == heights[5] < 1000

@@ -209,13 +209,20 @@ INCHES_PER_AXIS = {"slice": 2.8, "parallel_coordinate": 1.6}
 LABEL_CHARS = 18  # longer param names are wrapped at their dots
 
 
+LEGEND_TRIALS = 30  # the intermediate values plot names its trials in a legend up to this many
+
+
 def _legible(figure: Any, name: str, params: list[str]) -> None:
     """Widen a figure by its number of param axes and wrap long dotted names (whole again where Optuna cut
     them to 17 characters and one param has that start), so no label overlaps another; whole steps only."""
     if name == "intermediate_values":  # steps are whole (epochs): no 1.25 between them
         from matplotlib.ticker import MaxNLocator
 
-        figure.axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax = figure.axes[0]
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        legend = ax.get_legend()
+        if legend is not None and len(legend.get_texts()) > LEGEND_TRIALS:
+            legend.remove()  # one entry per trial: past a few dozen, taller than the plot and read by nobody
     per_axis = INCHES_PER_AXIS.get(name)
     if per_axis is None:
         return
