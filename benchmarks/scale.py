@@ -18,7 +18,10 @@ as a cluster's nodes would start them; `n_trials` = W x `--trials-per-worker`; t
 - whether the study ended at exactly `n_trials`, every counted trial with its own params, none left RUNNING.
 
     python benchmarks/scale.py --postgres postgresql://sweeplab:sweeplab-ci-pw@127.0.0.1:5432/sweeplab_scale \\
-        --sizes 8 32 64 128 --sqlite-sizes 8 32
+        --sizes 8 32 64 128 --sqlite-sizes 8 32 --proxy-sizes 128
+
+"postgresql via proxy": the sweeps and their workers open `grpc://` of one `runners/proxy.py` in front of
+the same server (its connections are the proxy's).
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ import argparse
 import contextlib
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,15 +86,62 @@ CONNECTIONS = (
 )
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def proxy(url: str, log: Path) -> Iterator[str]:
+    """`runners/proxy.py` serving `url` on a free local port, as the README starts it: its grpc:// URL."""
+    port = free_port()
+    command = [sys.executable, str(ROOT / "runners" / "proxy.py"), f"port={port}", "host=127.0.0.1"]
+    env = {**os.environ, "SWEEPLAB_STORAGE": url}
+    with log.open("w") as out:
+        server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            if server.poll() is not None:
+                raise SystemExit(f"the proxy stopped: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield f"grpc://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def run_size(work: Path, backend: str, url: str | None, workers: int, args: argparse.Namespace) -> Size:
     sweeps = max(1, workers // args.per_sweep)
     n_jobs = workers // sweeps
     n_trials = workers * args.trials_per_worker
-    name = f"scale_{backend}_{workers}_{uuid.uuid4().hex[:6]}"
+    name = f"scale_{backend.split()[0]}_{workers}_{uuid.uuid4().hex[:6]}"
     cwd = work / name
     cwd.mkdir(parents=True)
     storage = url if url is not None else f"sqlite:///{cwd / 'study.db'}"
-    env = {**os.environ, "SWEEPLAB_DB": storage}
+    with contextlib.ExitStack() as stack:
+        served = stack.enter_context(proxy(storage, cwd / "proxy.log")) if "proxy" in backend else storage
+        return measure(cwd, backend, storage, served, name, workers, sweeps, n_jobs, n_trials, args)
+
+
+def measure(
+    cwd: Path,
+    backend: str,
+    storage: str,
+    served: str,
+    name: str,
+    workers: int,
+    sweeps: int,
+    n_jobs: int,
+    n_trials: int,
+    args: argparse.Namespace,
+) -> Size:
+    """Run the sweeps on `served` (the storage, or a proxy of it) and read the study from `storage`."""
+    url = storage if storage.startswith("postgresql") else None
+    env = {**os.environ, "SWEEPLAB_DB": served}
     command = [
         sys.executable,
         str(APP),
@@ -194,6 +246,13 @@ def main() -> None:
         "--sizes", type=int, nargs="*", default=[8, 32, 64, 128], help="workers, on PostgreSQL"
     )
     parser.add_argument("--sqlite-sizes", type=int, nargs="*", default=[8, 32], help="workers, on SQLite")
+    parser.add_argument(
+        "--proxy-sizes",
+        type=int,
+        nargs="*",
+        default=[128],
+        help="workers, on PostgreSQL through runners/proxy.py",
+    )
     parser.add_argument("--per-sweep", type=int, default=8, help="workers per sweep (n_jobs)")
     parser.add_argument("--trials-per-worker", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=4)
@@ -211,6 +270,7 @@ def main() -> None:
         plan = [("sqlite", None, w) for w in args.sqlite_sizes]
         if args.postgres:
             plan += [("postgresql", args.postgres, w) for w in args.sizes]
+            plan += [("postgresql via proxy", args.postgres, w) for w in args.proxy_sizes]
         for backend, url, workers in plan:
             size = run_size(Path(tmp), backend, url, workers, args)
             print(row(size), flush=True)

@@ -3,6 +3,7 @@ moment: no configuration runs twice, no trial is stranded, survivors finish a de
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -34,7 +35,7 @@ from sweeplab.search.records import (
     counted,
 )
 from sweeplab.search.storage import open_storage
-from tests.conftest import ROOT, age_trials, default_sigint, sweep_dirs
+from tests.conftest import ROOT, age_trials, default_sigint, serving, sweep_dirs
 
 APPS = ROOT / "tests" / "apps"
 CURVE = [str(APPS / "curve.py"), "-m", "hydra.sweeper.report=false"]
@@ -202,6 +203,7 @@ def test_a_sweep_stopped_at_any_storage_write_is_finished_by_the_same_command(tm
     "storage",
     [
         None,
+        "proxy",
         pytest.param(
             "postgresql",
             marks=pytest.mark.skipif(
@@ -212,13 +214,20 @@ def test_a_sweep_stopped_at_any_storage_write_is_finished_by_the_same_command(tm
     ],
 )
 def test_when_one_of_three_sweeps_is_killed_the_others_rerun_its_trials_and_finish(tmp_path, storage):
-    """Each sweep runs as if on its own machine, so the dead one's trials are found by their heartbeats."""
+    """Each sweep runs as if on its own machine, so the dead one's trials are found by their heartbeats (through
+    a storage proxy, sweeplab's own: Optuna's proxy carries none)."""
     name = f"curve_{uuid.uuid4().hex[:8]}"
-    url = POSTGRES if storage else f"sqlite:///{tmp_path / 'shared.db'}"
+    url = POSTGRES if storage == "postgresql" else f"sqlite:///{tmp_path / 'shared.db'}"
     assert url
+    with contextlib.ExitStack() as stack:
+        served = stack.enter_context(serving(url, tmp_path)) if storage == "proxy" else url
+        _kill_one_of_three(tmp_path, name, url, served)
+
+
+def _kill_one_of_three(tmp_path: Path, name: str, url: str, served: str) -> None:
     args = [
         *CURVE,
-        f"hydra.sweeper.storage={url}",
+        f"hydra.sweeper.storage={served}",
         f"hydra.sweeper.study_name={name}",
         "hydra.sweeper.n_trials=8",
         "epochs=3",

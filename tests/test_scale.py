@@ -1,5 +1,5 @@
 """The smallest size of `benchmarks/scale.py`: 8 workers on one study, on SQLite and (where a server is
-given) on PostgreSQL, ends at exactly n_trials with every trial distinct, none RUNNING, no error line."""
+given) on PostgreSQL, directly and through a storage proxy, ends at exactly n_trials with every trial distinct, none RUNNING, no error line."""
 
 from __future__ import annotations
 
@@ -16,7 +16,16 @@ POSTGRES = os.environ.get("SWEEPLAB_TEST_POSTGRES")
 
 @pytest.mark.slow
 def test_eight_workers_on_one_study_end_at_n_trials_without_errors_on_sqlite_and_postgresql(tmp_path):
-    command = [sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--sizes", "8", "--sqlite-sizes", "8"]
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "scale.py"),
+        "--sizes",
+        "8",
+        "--sqlite-sizes",
+        "8",
+        "--proxy-sizes",
+        "8",
+    ]
     command += ["--trials-per-worker", "1", "--epochs", "2", "--epoch-s", "0.5", "--timeout", "300"]
     if POSTGRES:
         command += ["--postgres", POSTGRES]
@@ -26,7 +35,7 @@ def test_eight_workers_on_one_study_end_at_n_trials_without_errors_on_sqlite_and
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith(("| sqlite", "| postgresql"))]
-    assert len(rows) == (2 if POSTGRES else 1), result.stdout
+    assert len(rows) == (3 if POSTGRES else 1), result.stdout  # sqlite; postgresql, directly and via a proxy
     for line in rows:
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[1] == "8 (1 x 8)" and cells[9] == "0" and cells[10] == "yes", line

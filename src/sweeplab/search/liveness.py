@@ -31,7 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.errors import SweeplabError, one_line
 from sweeplab.launching.interrupts import block_stop_signals
-from sweeplab.search.optuna_access import rdb_backend, stale_trial_ids, storage_of, trial_id
+from sweeplab.search.optuna_access import HeartbeatStorage, rdb_backend, stale_trial_ids, storage_of, trial_id
 from sweeplab.search.outage import settled
 from sweeplab.search.records import ATTR_HOST, ATTR_PID, ATTR_UNTOLD, close_interrupted
 
@@ -47,10 +47,12 @@ def owned_here() -> dict[str, Any]:
 
 def grace_period(study: optuna.Study) -> float | None:
     """Seconds without a heartbeat after which a trial is dead; None when heartbeats are off."""
-    storage = rdb_backend(study)
-    if storage is None or storage.get_heartbeat_interval() is None:
+    storage = storage_of(study)
+    interval = storage.get_heartbeat_interval() if isinstance(storage, HeartbeatStorage) else None
+    if interval is None:
         return None
-    return float(storage.grace_period or 2 * storage.get_heartbeat_interval())
+    rdb = rdb_backend(study)
+    return float((rdb.grace_period if rdb is not None else None) or 2 * interval)
 
 
 class Heartbeats:

@@ -58,11 +58,10 @@ def rdb_backend(study: optuna.Study) -> RDBStorage | None:
 
 def stale_trial_ids(study: optuna.Study) -> list[int]:
     """Ids of the study's RUNNING trials whose last heartbeat is older than the storage's grace period
-    (two heartbeat intervals when none is set). Only for a study on an `RDBStorage` with heartbeats on.
+    (two heartbeat intervals when none is set). Only for a study on a storage with heartbeats on.
 
     Read through the study's storage (`storage_of`: retried while the database is out). Relies on
     `stale_ids_of` below and on `study_id` above."""
-    assert rdb_backend(study) is not None, "stale_trial_ids needs an RDBStorage"
     return stale_ids_of(study._storage, study._study_id)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Container, Sequence
@@ -27,7 +28,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.errors import SweeplabError, chain, one_line
-from sweeplab.search.optuna_access import HeartbeatStorage, stale_ids_of, storage_of
+from sweeplab.search.optuna_access import HeartbeatStorage, stale_ids_of, storage_of, trial_id
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -129,7 +130,8 @@ def outage_cause(exc: BaseException) -> BaseException | None:
     InvalidatePoolError, pool TimeoutError, PendingRollbackError (Optuna's `_get_trials` retries in the
     session whose connection just died) and any DBAPIError whose connection was invalidated are an outage
     (for SQLite only "locked", "disk is full", "disk I/O error", "unable to open"); integrity and programming
-    errors, a corrupt file and Optuna's own errors are not."""
+    errors, a corrupt file and Optuna's own errors are not. A storage proxy that does not answer (gRPC's
+    UNAVAILABLE) is an outage too."""
     from sqlalchemy import exc as sa
 
     for e in chain(exc):
@@ -148,8 +150,16 @@ def outage_cause(exc: BaseException) -> BaseException | None:
             return cause if _transient_message(cause) else None
         if type(e).__name__ in ("OperationalError", "InterfaceError"):  # a driver's own (sqlite3, psycopg)
             return e if _transient_message(e) else None
+        grpc = sys.modules.get("grpc")  # imported by a storage proxy's client, if one is open
+        if grpc is not None and isinstance(e, grpc.RpcError) and callable(getattr(e, "code", None)):
+            return e if getattr(e.code(), "name", None) in _GRPC_TRANSIENT else None
         return None
     return None
+
+
+# gRPC status codes that mean a storage proxy (`storage.GRPC_SCHEME`) is out of reach or busy for now; the
+# proxy itself waits out an outage of its database, so its other errors are not an outage
+_GRPC_TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
 
 
 class Outage:
@@ -293,14 +303,24 @@ class Outage:
         )
 
 
+BEAT_ATTR = "sweeplab:heartbeat"  # a trial's last heartbeat (seconds since the epoch) where Optuna keeps none
+
+
 class RetryingStorage(BaseStorage, HeartbeatStorage):
     """Optuna's storage for a study (`delegate`: the `RDBStorage` in Optuna's trial cache, as
-    `optuna.storages.get_storage` wraps it), with every call retried through `outage` while the database
-    is out. It is what `storage.open_storage` returns."""
+    `optuna.storages.get_storage` wraps it, or a `GrpcStorageProxy`), with every call retried through
+    `outage` while the database is out. It is what `storage.open_storage` returns.
 
-    def __init__(self, delegate: BaseStorage, outage: Outage) -> None:
+    Optuna keeps heartbeats in an `RDBStorage` only; its gRPC proxy carries none. Around a storage without
+    them, `beat_interval` seconds turns them on here: a heartbeat is the trial's `BEAT_ATTR` system
+    attribute, the beating machine's clock time, and a RUNNING trial is stale once that is older than two
+    intervals by the reading machine's clock (the machines' clocks must agree within seconds, as NTP keeps
+    them on a cluster)."""
+
+    def __init__(self, delegate: BaseStorage, outage: Outage, beat_interval: int | None = None) -> None:
         self.delegate = delegate
         self.outage = outage
+        self.beat_interval = None if isinstance(delegate, HeartbeatStorage) else beat_interval
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         reads = name.startswith(("get_", "_get_", "check_"))
@@ -400,12 +420,21 @@ class RetryingStorage(BaseStorage, HeartbeatStorage):
 
     # -- heartbeats
     def record_heartbeat(self, trial_id: int) -> None:
-        self._call("record_heartbeat", trial_id)
+        if self.beat_interval is None:
+            self._call("record_heartbeat", trial_id)
+        else:
+            self._call("set_trial_system_attr", trial_id, BEAT_ATTR, time.time())
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        return self.outage.call(stale_ids_of, self.delegate, study_id)
+        if self.beat_interval is None:
+            return self.outage.call(stale_ids_of, self.delegate, study_id)
+        before = time.time() - 2 * self.beat_interval
+        running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+        return [trial_id(t) for t in running if t.system_attrs.get(BEAT_ATTR, before) < before]
 
     def get_heartbeat_interval(self) -> int | None:
+        if self.beat_interval is not None:
+            return self.beat_interval
         interval = getattr(self.delegate, "get_heartbeat_interval", None)
         return interval() if interval is not None else None
 

@@ -46,7 +46,11 @@ def resolve_storage(
     if storage in (None, "", "null"):
         return default_storage(study_name, root_dir)
     if not isinstance(storage, str):
-        raise config_error(key, storage, "must be a database URL (sqlite:///..., postgresql://...)")
+        raise config_error(
+            key,
+            storage,
+            "must be a database URL (sqlite:///..., postgresql://...) or a storage proxy's grpc://...",
+        )
     return storage
 
 
@@ -91,6 +95,23 @@ def has_password(url: str) -> bool:
     return parsed.password is not None
 
 
+GRPC_SCHEME = "grpc"  # grpc://<host>:<port>: a storage proxy (`search.proxy`) in front of the database
+PROXY_PORT = 13000  # a proxy URL's port when it names none (Optuna's)
+PROXY_WAIT_S = 10.0  # how long opening waits for a proxy to answer
+
+
+def proxy_address(url: str, key: str = "hydra.sweeper.storage") -> tuple[str, int] | None:
+    """The host and port of a storage proxy's URL (grpc://host:port), None for a database URL."""
+    parsed = _parsed(url)
+    if parsed is None or parsed.drivername != GRPC_SCHEME:
+        return None
+    if parsed.database or parsed.username or parsed.query:
+        raise config_error(
+            key, masked(url), f"a storage proxy's URL is {GRPC_SCHEME}://<host>:<port>, no more"
+        )
+    return parsed.host or "localhost", parsed.port or PROXY_PORT
+
+
 SERVER_OVERFLOW = 8  # connections a storage server's process opens beyond its one kept, while threads overlap
 
 
@@ -105,6 +126,9 @@ def open_storage(
     With `heartbeat_interval`, trials of this storage that stop sending heartbeats become stale
     (Optuna's heartbeat: see `records.recover_stale`); a storage opened without one in a process that
     already has one for the URL shares it.
+
+    `grpc://host:port` reaches the database through a storage proxy (`python runners/proxy.py`): one pool of
+    connections for every process of every sweep, where each process would otherwise hold its own.
 
     Once open, its calls wait out an outage of the database for up to `retry_s` seconds
     (`hydra.sweeper.storage_retry`; None: as the process's storage for the URL already does, else
@@ -123,15 +147,39 @@ def open_storage(
         if retry_s is not None:
             opened.outage.window_s = float(retry_s)
         return opened
-    storage = _retrying(_connect(url, key, heartbeat_interval), url, retry_s)
+    proxy = proxy_address(url, key)
+    if proxy is None:  # Optuna's trial cache around the database, as a study would wrap it
+        delegate = optuna.storages.get_storage(_connect(url, key, heartbeat_interval))
+    else:
+        delegate = _connect_proxy(url, *proxy, key)
+    window = DEFAULT_RETRY_S if retry_s is None else float(retry_s)
+    storage = RetryingStorage(delegate, Outage(masked(url), window), beat_interval=heartbeat_interval)
     _OPEN[(url, heartbeat_interval, pid)] = storage
     return storage
 
 
-def _retrying(storage: optuna.storages.RDBStorage, url: str, retry_s: float | None) -> RetryingStorage:
-    """`storage` in Optuna's trial cache (what a study would wrap it in), its calls retried in an outage."""
-    window = DEFAULT_RETRY_S if retry_s is None else float(retry_s)
-    return RetryingStorage(optuna.storages.get_storage(storage), Outage(masked(url), window))
+def _connect_proxy(url: str, host: str, port: int, key: str) -> optuna.storages.BaseStorage:
+    """A client of the storage proxy at host:port, or one line naming `key` and how to start the proxy."""
+    try:
+        import grpc  # noqa: F401  (Optuna's client imports it on first use)
+    except ImportError:
+        raise config_error(
+            key, url, "gRPC is not installed here: pip install 'sweeplab[proxy]' (grpcio, protobuf)"
+        ) from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        proxy = optuna.storages.GrpcStorageProxy(host=host, port=port)
+    try:
+        proxy.wait_server_ready(timeout=PROXY_WAIT_S)
+    except ConnectionError:
+        proxy.close()
+        raise config_error(
+            key,
+            url,
+            f"no storage proxy answered within {PROXY_WAIT_S:g} s; start one on {host}: "
+            f"python runners/proxy.py storage=<database URL> host=0.0.0.0 port={port}",
+        ) from None
+    return proxy
 
 
 def _connect(url: str, key: str, heartbeat_interval: int | None) -> optuna.storages.RDBStorage:
