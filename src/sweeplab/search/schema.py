@@ -124,7 +124,7 @@ class SweeplabSweeperConf:
     # --- the stock plugin's keys, same meaning ---
     sampler: Any = None
     direction: Any = "minimize"  # or a list of them, one per objective
-    storage: Any = None  # null: sqlite:///<cwd>/studies/<study_name>.db
+    storage: Any = None  # a SQLAlchemy URL or a storage proxy's grpc://host:port; null: sqlite:///<cwd>/studies/<study_name>.db
     study_name: str | None = None  # null: the app's job name (hydra.job.name) + study_suffix
     n_trials: int = 20  # the study's total, counted across reruns and workers
     n_jobs: int = 1  # trials at once; > 1 with the basic launcher: one process per trial, no batch barrier
