@@ -9,8 +9,9 @@ as a cluster's nodes would start them; `n_trials` = W x `--trials-per-worker`; t
 - report: one `sweeplab.report` call in the job, the pruner's decision included (p50 / p99);
 - tell: from the job's return to the trial's completion in the storage (p50 / p99);
 - peak connections: PostgreSQL's `pg_stat_activity` rows of the database, polled every 0.2 s;
-- transactions per trial-epoch: the database's `xact_commit + xact_rollback` over the study, divided by the
-  epochs its trials reported (asks, heartbeats, reports, tells, everything);
+- transactions per trial-epoch: the database's `xact_commit + xact_rollback` over the study, less this
+  script's own polls, divided by the epochs its trials reported (asks, heartbeats, reports, tells, the
+  connection pool's pings: everything; `pg_statements.py` sorts them);
 - trials per minute against the ideal: counted trials over the study's span (first trial created to last
   finished), against W workers each running trials of the measured mean length back to back;
 - errors: lines of the sweeps' and jobs' logs that say "too many", "locked", "Traceback" or that the storage
@@ -154,7 +155,7 @@ def measure(
         f"epoch_s={args.epoch_s}",
     ]
     before = pg_query(url, XACTS) if url else None
-    peak = 0
+    peak = polls = 0
     started = time.time()
     procs = []
     for i in range(sweeps):
@@ -165,6 +166,7 @@ def measure(
         if url:
             with contextlib.suppress(Exception):  # the server is full: the sweeps' own logs say so
                 peak = max(peak, pg_query(url, CONNECTIONS))
+                polls += 1
         time.sleep(0.2)
     for p in procs:
         if p.poll() is None:
@@ -211,7 +213,7 @@ def measure(
         report=reports,
         tell=tells,
         peak_connections=peak if url else None,
-        xacts_per_epoch=(after - before) / epochs if url and epochs else None,
+        xacts_per_epoch=(after - before - polls) / epochs if url and epochs else None,
         per_minute=len(counted) / span * 60,
         ideal_per_minute=workers * 60 / mean_length,
         errors=errors,
