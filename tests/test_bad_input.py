@@ -206,3 +206,35 @@ def test_a_group_set_to_null_on_the_command_line_is_one_line_naming_the_way_to_d
         "(quoted for the shell), e.g. to search only the params you pass"
     ) in result.stderr.splitlines()
     assert "Traceback" not in result.stderr and not (tmp_path / "studies").exists()
+
+
+CLASHING_PLUGIN = """
+from dataclasses import dataclass
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class TPESamplerConfig:  # as hydra-optuna-sweeper 1.3 registers it: no `group`, no `constant_liar`
+    _target_: str = "optuna.samplers.TPESampler"
+    seed: int | None = None
+
+
+ConfigStore.instance().store(
+    group="hydra/sweeper/sampler", name="tpe", node=TPESamplerConfig, provider="optuna_sweeper"
+)
+"""
+
+
+def test_the_stock_optuna_sweeper_installed_beside_sweeplab_is_one_line_saying_to_uninstall_it(tmp_path):
+    plugin = tmp_path / "site" / "hydra_plugins" / "clashing_sweeper"
+    plugin.mkdir(parents=True)
+    (plugin / "__init__.py").write_text(CLASHING_PLUGIN)
+    result = run_cli(
+        ["hparams_search=optuna_fast", "--cfg", "job"], tmp_path, env={"PYTHONPATH": str(tmp_path / "site")}
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("hydra/sweeper/sampler/tpe: ")]
+    assert "the plugin 'optuna_sweeper' (hydra-optuna-sweeper) is installed beside sweeplab" in line
+    assert "not in 'TPESamplerConfig'" in line and "pip uninstall hydra-optuna-sweeper" in line

@@ -103,6 +103,33 @@ def _misspells(name: str, near: Sequence[str]) -> bool:
     return bool(near) and difflib.SequenceMatcher(None, name, near[0]).ratio() >= 0.8
 
 
+_SCHEMA_MERGE = re.compile(r"Error merging '(hydra/sweeper/[^']+)' with schema")
+
+
+def schema_clash_line(exc: BaseException) -> str | None:
+    """sweeplab's sampler or pruner option refused because another installed plugin registers a schema of the
+    same name (hydra-optuna-sweeper's `hydra/sweeper/sampler/tpe`, ...), which Hydra checks every config file
+    of that name against; without this line the refusal names a key of sweeplab's option as unknown."""
+    found = _SCHEMA_MERGE.match(str(exc)) if isinstance(exc, ConfigCompositionException) else None
+    if found is None:
+        return None
+    path = found.group(1)
+    from hydra.core.config_store import ConfigStore
+
+    try:
+        provider = ConfigStore.instance().load(f"{path}.yaml").provider or "another plugin"
+    except Exception:  # nothing stored under that name after all: Hydra's own words stand
+        return None
+    cause = str(exc.__cause__).splitlines()[0] if exc.__cause__ is not None else "it does not fit"
+    stock = provider == "optuna_sweeper"
+    return (
+        f"{path}: the plugin '{provider}'{' (hydra-optuna-sweeper)' if stock else ''} is installed beside "
+        f"sweeplab and registers a schema of the same name, which Hydra checks sweeplab's option against "
+        f"({cause}); uninstall it{' (pip uninstall hydra-optuna-sweeper)' if stock else ''}: sweeplab's "
+        "sweeper takes its keys and grammar"
+    )
+
+
 def config_groups() -> dict[str, list[str]]:
     """The app's config groups (Hydra's own aside) and their options, from the config loader of the run
     being composed; empty where none is set up."""
@@ -172,6 +199,7 @@ def error_line(
     and their options, asked for only where a misspelt key may name a group."""
     return (
         yaml_error_line(exc)
+        or schema_clash_line(exc)
         or null_group_line(exc, overrides)
         or unknown_key_line(exc, overrides, groups)
         or missing_generated_line(exc, overrides)
