@@ -1,4 +1,5 @@
-"""sweeplab against what a team would pick instead: Ray Tune (OptunaSearch TPE + ASHA) and Optuna by hand.
+"""sweeplab against what a team would pick instead: Ray Tune (OptunaSearch TPE + ASHA), Optuna by hand and
+the stock hydra-optuna-sweeper.
 
 Method: one tuning problem, three tuners, the same everything else.
 - The training code is sweeplab's own (`sweeplab.training.train` on the composed `conf/train.yaml`: timm
@@ -17,6 +18,15 @@ Method: one tuning problem, three tuners, the same everything else.
   there is nothing to resume on promotion.
   (c) Optuna by hand: 2 worker processes on one JournalStorage study (TPE seeded s+worker, MedianPruner
   with the same warm-up and 5 start-up trials), `MaxTrialsCallback` at `--trials`.
+  (d) the stock `hydra-optuna-sweeper`, as its users run it on the same app: `runners/train.py -m
+  hydra/sweeper=optuna hydra/launcher=joblib` (TPE seeded s with the plugin's defaults, `n_jobs=2`: each
+  batch of 2 trials waits for both, no pruning), the same space in the plugin's grammar. The two plugins
+  cannot share an environment (docs/any-app.md), so it runs where sweeplab's plugin is not seen: Python
+  without `site` (`-S`), its path the stock packages (`--stock-pkgs`, made by `pip install --no-deps
+  --target benchmarks/runs/stock-pkgs hydra-optuna-sweeper hydra-joblib-launcher`), sweeplab's library
+  alone and this environment's site-packages, whose `.pth` files (the editable install's `src/`) are not
+  read. Run where that folder exists; left out otherwise. hydra-optuna-sweeper 1.3.0 declares
+  `optuna<3` but runs on Optuna 5 (`--no-deps`; the distributions it builds are deprecated, not gone).
 - Measured per system, problem and seed: the best value among trials that ran their whole budget, the
   epochs trained in all, wall time from launch to exit, and the best value found by 25%, 50% and 100% of
   that wall time (a trial counts from the moment it ends; every clock starts when the driver launches the
@@ -24,7 +34,7 @@ Method: one tuning problem, three tuners, the same everything else.
   `peers_breakdown.py` reads back the trials each system stored: where the wall time went (outside trials,
   busy and idle worker-seconds, seconds per epoch) and the best found at equal epochs.
 
-    python benchmarks/peers.py                                   # both problems, 5 seeds
+    python benchmarks/peers.py                                   # both problems, 5 seeds, every system
     python benchmarks/peers.py --systems sweeplab --rescue-top-k 0 --out benchmarks/runs/peers_norescue
     python benchmarks/peers.py --problems digits --seeds 1 --trials 2 --epochs 1 --quick   # the smoke test
 """
@@ -32,11 +42,13 @@ Method: one tuning problem, three tuners, the same everything else.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,7 +59,8 @@ import lightning.pytorch as L
 from _common import PLAIN, ROOT, machine, sweeplab, timed
 
 HERE = Path(__file__).resolve().parent
-SYSTEMS = ("sweeplab", "ray", "optuna")
+SYSTEMS = ("sweeplab", "ray", "optuna", "stock")
+STOCK_PKGS = HERE / "runs" / "stock-pkgs"  # --stock-pkgs' default
 SPACE = {  # override key: (low, high, log)
     "models.optimizer.lr": (1e-4, 1e-2, True),
     "models.optimizer.weight_decay": (0.0, 0.1, False),
@@ -312,6 +325,68 @@ def optuna_worker(args: argparse.Namespace, problem: str, out: Path, seed: int) 
     study.optimize(objective, callbacks=[MaxTrialsCallback(args.trials, states=None)])
 
 
+# -- (d) the stock hydra-optuna-sweeper ---------------------------------------------------------------
+
+
+def stock_installed(pkgs: Path) -> bool:
+    plugins = pkgs / "hydra_plugins"
+    return (plugins / "hydra_optuna_sweeper").is_dir() and (plugins / "hydra_joblib_launcher").is_dir()
+
+
+def stock_path(pkgs: Path, out: Path) -> str:
+    """The Python path of the stock sweeper's runs: its packages, sweeplab's library without sweeplab's
+    plugin, and this environment's site-packages (read as plain folders: no .pth, so no editable src/)."""
+    lib = out / "lib"
+    lib.mkdir(parents=True, exist_ok=True)
+    link = lib / "sweeplab"
+    if not link.exists():
+        spec = importlib.util.find_spec("sweeplab")
+        assert spec is not None and spec.submodule_search_locations, "sweeplab is not installed"
+        link.symlink_to(spec.submodule_search_locations[0], target_is_directory=True)
+    site = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    return os.pathsep.join([str(pkgs), str(lib), *site])
+
+
+def run_stock(args: argparse.Namespace, problem: str, out: Path, seed: int) -> dict[str, Any]:
+    import optuna
+
+    space = [
+        f"{k}=" + (f"tag(log, interval({lo}, {hi}))" if log else f"interval({lo}, {hi})")
+        for k, (lo, hi, log) in SPACE.items()
+    ]
+    study = f"stock_{problem}_{seed}"
+    (out / "studies").mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{out / 'studies' / study}.db"
+    cmd = [
+        sys.executable,
+        "-S",
+        str(ROOT / "runners" / "train.py"),
+        "-m",
+        "hydra/sweeper=optuna",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        *space,
+        f"hydra.sweeper.n_trials={args.trials}",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.direction=maximize",
+        f"hydra.sweeper.storage={url}",
+        f"hydra.sweeper.study_name={study}",
+        f"hydra.sweeper.sampler.seed={seed}",
+        f"exp_name={study}",
+        *fixed(args, problem, seed),
+    ]
+    env = {**_env(out), "PYTHONPATH": stock_path(args.stock_pkgs, out)}
+    started = time.time()
+    wall = timed(cmd, out, out / f"{study}.log", env=env)
+    trials = optuna.load_study(study_name=study, storage=url).get_trials()
+    done = [
+        (t.datetime_complete.timestamp() - started, t.value)
+        for t in trials
+        if t.state.name == "COMPLETE" and t.value is not None
+    ]
+    return _result(wall, done, args.epochs * len(done))  # no pruning, no early stopping: every epoch runs
+
+
 # -- the run ------------------------------------------------------------------------------------------
 
 
@@ -371,7 +446,7 @@ def plot(results: dict[str, Any], problem: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"sweeplab": "tab:blue", "ray": "tab:orange", "optuna": "tab:green"}
+    colors = {"sweeplab": "tab:blue", "ray": "tab:orange", "optuna": "tab:green", "stock": "tab:red"}
     fig, ax = plt.subplots(figsize=(7, 4))
     for system in SYSTEMS:
         for i, run in enumerate(
@@ -438,7 +513,15 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2, help="epochs before any trial may be stopped")
-    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    parser.add_argument(
+        "--systems", nargs="+", default=None, choices=SYSTEMS, help="default: all, stock where installed"
+    )
+    parser.add_argument(
+        "--stock-pkgs",
+        type=Path,
+        default=STOCK_PKGS,
+        help="where hydra-optuna-sweeper and its joblib launcher are",
+    )
     parser.add_argument(
         "--rescue-top-k",
         type=int,
@@ -456,6 +539,14 @@ def main() -> None:
         "--data", type=Path, default=None, help="the noisy 64 px folder (default: --out/noisy_digits)"
     )
     args = parser.parse_args()
+    if args.systems is None:
+        args.systems = [s for s in SYSTEMS if s != "stock" or stock_installed(args.stock_pkgs)]
+    elif "stock" in args.systems and not stock_installed(args.stock_pkgs):
+        parser.error(
+            f"--systems stock: no hydra-optuna-sweeper and hydra-joblib-launcher in {args.stock_pkgs} "
+            "(pip install --no-deps --target <it> hydra-optuna-sweeper hydra-joblib-launcher)"
+        )
+    args.stock_pkgs = args.stock_pkgs.resolve()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     args.data = (args.data or out / "noisy_digits").resolve()
@@ -473,16 +564,17 @@ def main() -> None:
         from hard_curves import make_folder
 
         make_folder(args.data, 64, 0.15, seed=0)  # once, untimed: every system reads the same files
-    runners = {"sweeplab": run_sweeplab, "ray": run_ray, "optuna": run_optuna}
+    runners = {"sweeplab": run_sweeplab, "ray": run_ray, "optuna": run_optuna, "stock": run_stock}
     results: dict[str, Any] = {
         "machine": machine(),
-        "versions": versions(),
+        "versions": versions(args.stock_pkgs),
         "args": {k: str(v) for k, v in vars(args).items()},
         "runs": [],
     }
     for seed in range(args.seeds):
         for problem in args.problems:
-            order = SYSTEMS[seed % 3 :] + SYSTEMS[: seed % 3]  # interleaved: each system goes first in turn
+            turn = seed % len(SYSTEMS)
+            order = SYSTEMS[turn:] + SYSTEMS[:turn]  # interleaved: each system goes first in turn
             for system in (s for s in order if s in args.systems):
                 run = runners[system](args, problem, out / f"{system}_{problem}_{seed}", seed)
                 results["runs"].append({"system": system, "problem": problem, "seed": seed, **run})
@@ -504,7 +596,7 @@ def main() -> None:
         print(time_table(problem, found))
 
 
-def versions() -> str:
+def versions(stock_pkgs: Path) -> str:
     import importlib.metadata as md
 
     names = ("ray", "optuna", "lightning", "torch", "hydra-core")
@@ -514,6 +606,8 @@ def versions() -> str:
             found.append(f"{n} {md.version(n)}")
         except md.PackageNotFoundError:
             found.append(f"{n} absent")
+    for dist in md.distributions(path=[str(stock_pkgs)]):
+        found.append(f"{dist.metadata['Name']} {dist.version}")
     return ", ".join(found)
 
 

@@ -15,7 +15,9 @@ its whole budget. Per run, with 2 workers:
   in all, E being the fewest epochs any system trained for that problem and seed (trials in the order they
   ended; a trial's epochs count when it ends).
 Ray's times are whole seconds (its `timestamp`); a trial there starts at its first report minus that
-report's `time_this_iter_s`.
+report's `time_this_iter_s`. The stock hydra-optuna-sweeper asks a batch's trials together and tells them
+after the whole batch: its trials span from their batch's start to its end, so a worker waiting for the
+other one's trial counts as busy there.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 
 from _common import ROOT
 
-SYSTEMS = ("sweeplab", "ray", "optuna")
+SYSTEMS = ("sweeplab", "ray", "optuna", "stock")
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,15 @@ def optuna_trials(run_dir: Path, problem: str, seed: int) -> list[Trial]:
     return _optuna_trials(JournalStorage(JournalFileBackend(str(run_dir / f"{name}.journal"))), name)
 
 
-def _optuna_trials(storage: Any, name: str, epochs_attr: str | None = None) -> list[Trial]:
+def stock_trials(run_dir: Path, problem: str, seed: int, budget: int) -> list[Trial]:
+    """hydra-optuna-sweeper's study: no intermediate values (it cannot prune), every trial trains `budget`."""
+    name = f"stock_{problem}_{seed}"
+    return _optuna_trials(f"sqlite:///{run_dir / 'studies' / name}.db", name, epochs_each=budget)
+
+
+def _optuna_trials(
+    storage: Any, name: str, epochs_attr: str | None = None, epochs_each: int | None = None
+) -> list[Trial]:
     import optuna
 
     found = []
@@ -65,7 +75,7 @@ def _optuna_trials(storage: Any, name: str, epochs_attr: str | None = None) -> l
             Trial(
                 t.datetime_start.timestamp(),
                 t.datetime_complete.timestamp(),
-                int(epochs if epochs is not None else len(t.intermediate_values)),
+                int(epochs if epochs is not None else epochs_each or len(t.intermediate_values)),
                 t.value if t.state.name == "COMPLETE" else None,
             )
         )
@@ -113,6 +123,8 @@ def breakdown(results: dict[str, Any], out: Path) -> dict[str, list[dict[str, An
             trials = sweeplab_trials(run_dir, problem, seed)
         elif system == "optuna":
             trials = optuna_trials(run_dir, problem, seed)
+        elif system == "stock":
+            trials = stock_trials(run_dir, problem, seed, budget)
         else:
             trials = ray_trials(run_dir, problem, seed, budget)
         runs.setdefault((problem, seed), {})[system] = (run, trials)

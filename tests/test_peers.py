@@ -1,4 +1,5 @@
-"""The head-to-head benchmark against Ray Tune and Optuna by hand, small enough to run in the tests, so the
+"""The head-to-head benchmark against Ray Tune, Optuna by hand and the stock hydra-optuna-sweeper (where
+`.ci/run` put it in benchmarks/runs/stock-pkgs), small enough to run in the tests, so the
 script cannot rot (its figures are taken with `python benchmarks/peers.py`, BENCHMARKS.md)."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pytest
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
+STOCK = (ROOT / "benchmarks" / "runs" / "stock-pkgs" / "hydra_plugins" / "hydra_optuna_sweeper").is_dir()
 
 
 def test_the_peers_benchmark_runs_each_system_on_the_same_problem_and_writes_its_table_and_plot(tmp_path):
@@ -31,15 +33,16 @@ def test_the_peers_benchmark_runs_each_system_on_the_same_problem_and_writes_its
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
-    assert sorted(r["system"] for r in runs) == ["optuna", "ray", "sweeplab"]
+    expected = sorted(["optuna", "ray", "sweeplab", *(["stock"] if STOCK else [])])
+    assert sorted(r["system"] for r in runs) == expected
     for run in runs:
         assert run["epochs"] == 2 and len(run["done"]) == 2  # 2 trials of 1 epoch each, both complete
         assert 0.0 <= run["best"] <= 1.0 and run["anytime"]["1.0"] == run["best"]
-    assert "| sweeplab |" in result.stdout and "| ray |" in result.stdout and "| optuna |" in result.stdout
+    assert all(f"| {system} |" in result.stdout for system in expected)
     assert (tmp_path / "peers_digits.png").stat().st_size > 0
     # where the time went, read back from what each system stored: 2 trials of 1 epoch each, in the wall
     rows = json.loads((tmp_path / "breakdown.json").read_text())["digits"]
-    assert sorted(r["system"] for r in rows) == ["optuna", "ray", "sweeplab"]
+    assert sorted(r["system"] for r in rows) == expected
     best = {r["system"]: r["best"] for r in runs}
     for row in rows:
         assert (row["trials"], row["epochs"], row["equal_epochs"]) == (2, 2, 2)
