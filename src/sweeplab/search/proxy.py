@@ -12,6 +12,7 @@ It keeps no state of its own, so it may be stopped and started again at any time
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import warnings
@@ -81,6 +82,12 @@ def _check_free(host: str, port: int) -> None:
             try:
                 probe.bind(address)
             except OSError as exc:
-                raise config_error(
-                    "port", port, f"cannot listen on {host}:{port}: {exc.strerror} (another proxy?)"
-                ) from None
+                if exc.errno == errno.EADDRINUSE:
+                    raise config_error(
+                        "port", port, f"cannot listen on {host}:{port}: {exc.strerror} (another proxy?)"
+                    ) from None
+                if exc.errno == errno.EACCES:
+                    raise config_error(
+                        "port", port, f"cannot listen on {host}:{port}: {exc.strerror}"
+                    ) from None
+                # an address family this machine lacks (no IPv6 loopback): gRPC leaves it out too
