@@ -93,22 +93,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_proxy(url: str, cwd: Path, port: int) -> subprocess.Popen:
+    """`runners/proxy.py` serving `url` on 127.0.0.1:`port` (the URL from the environment, as the docs
+    advise), once it accepts connections; its lines in `cwd`/proxy.log. The tests start theirs here too."""
+    env = {**os.environ, "SWEEPLAB_STORAGE": url, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, str(ROOT / "runners" / "proxy.py"), "host=127.0.0.1", f"port={port}"]
+    log = cwd / "proxy.log"
+    with log.open("a") as out:
+        server = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return server
+        if server.poll() is not None:
+            raise RuntimeError(f"the storage proxy stopped: {log.read_text()[-2000:]}")
+        time.sleep(0.1)
+    server.kill()
+    raise RuntimeError("the storage proxy did not listen within 60 s")
+
+
 @contextlib.contextmanager
-def proxy(url: str, log: Path) -> Iterator[str]:
-    """`runners/proxy.py` serving `url` on a free local port, as the README starts it: its grpc:// URL."""
+def serving(url: str, cwd: Path) -> Iterator[str]:
+    """A storage proxy of `url` on a free local port for the duration: its grpc:// URL."""
     port = free_port()
-    command = [sys.executable, str(ROOT / "runners" / "proxy.py"), f"port={port}", "host=127.0.0.1"]
-    env = {**os.environ, "SWEEPLAB_STORAGE": url}
-    with log.open("w") as out:
-        server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    server = start_proxy(url, cwd, port)
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            if server.poll() is not None:
-                raise SystemExit(f"the proxy stopped: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
         yield f"grpc://127.0.0.1:{port}"
     finally:
         server.terminate()
@@ -123,8 +132,7 @@ def run_size(work: Path, backend: str, url: str | None, workers: int, args: argp
     cwd = work / name
     cwd.mkdir(parents=True)
     storage = url if url is not None else f"sqlite:///{cwd / 'study.db'}"
-    with contextlib.ExitStack() as stack:
-        served = stack.enter_context(proxy(storage, cwd / "proxy.log")) if "proxy" in backend else storage
+    with serving(storage, cwd) if "proxy" in backend else contextlib.nullcontext(storage) as served:
         return measure(cwd, backend, storage, served, name, workers, sweeps, n_jobs, n_trials, args)
 
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -19,6 +16,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+
+from benchmarks.scale import free_port, serving, start_proxy  # noqa: F401  (the tests' storage proxy)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -105,41 +104,6 @@ def default_sigint() -> None:
     starts a command in the background without job control (CI runners may) makes it ignore SIGINT, and
     that disposition would pass to every process below it."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_proxy(db_url: str, cwd: Path, port: int) -> subprocess.Popen:
-    """`runners/proxy.py` serving `db_url` on 127.0.0.1:`port` (the URL from the environment, as the README
-    advises), once it accepts connections; its lines in `cwd`/proxy.log."""
-    env = {**os.environ, "SWEEPLAB_STORAGE": db_url, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, str(ROOT / "runners" / "proxy.py"), "host=127.0.0.1", f"port={port}"]
-    with (cwd / "proxy.log").open("a") as log:
-        server = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            return server
-        assert server.poll() is None, (cwd / "proxy.log").read_text()
-        time.sleep(0.1)
-    server.kill()
-    raise AssertionError("the storage proxy did not listen within 60 s")
-
-
-@contextlib.contextmanager
-def serving(db_url: str, cwd: Path) -> Iterator[str]:
-    """A storage proxy of `db_url` for the duration: its grpc:// URL."""
-    port = free_port()
-    server = start_proxy(db_url, cwd, port)
-    try:
-        yield f"grpc://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def run_cli(
