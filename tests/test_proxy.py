@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from sweeplab.errors import SweeplabError
 from sweeplab.search import storage as storage_module
 from sweeplab.search.outage import BEAT_ATTR, Outage, RetryingStorage, outage_cause
+from sweeplab.search.proxy import ServedStorage
 from sweeplab.search.storage import open_storage
 from tests.conftest import ROOT, free_port, run_cli, start_proxy
 
@@ -156,3 +157,41 @@ def _wait_for_trials(db: str, finished: int, within_s: float = 120) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def test_a_trial_asked_before_the_proxy_restarts_takes_its_parameters_after(tmp_path):
+    """The proxy answers for trials it did not create: a restarted proxy knows the study's trials so far."""
+    db = f"sqlite:///{tmp_path / 'study.db'}"
+    port = free_port()
+    proxy = start_proxy(db, tmp_path, port)
+    try:
+        study = optuna.create_study(
+            study_name="restarted",
+            storage=open_storage(f"grpc://127.0.0.1:{port}"),
+            sampler=optuna.samplers.RandomSampler(
+                seed=0
+            ),  # reads no trials, so nothing teaches the new proxy
+        )
+        trial = study.ask()
+        proxy.terminate()
+        proxy.wait(timeout=30)
+        proxy = start_proxy(db, tmp_path, port)
+        value = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        study.tell(trial, value)
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=30)
+    assert optuna.load_study(study_name="restarted", storage=db).best_params == {"lr": value}
+
+
+def test_the_served_storage_finds_a_trial_another_cache_created_and_refuses_one_no_study_holds(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(study_name="other", storage=url).ask()  # a second study in the database
+    earlier = optuna.create_study(study_name="asked", storage=url)
+    trial = earlier.ask()
+    served = ServedStorage(optuna.storages.get_storage(url), Outage("db", 0))
+    lr = optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)
+    served.set_trial_param(trial._trial_id, "lr", 0.01, lr)
+    assert served.get_trial(trial._trial_id).params == {"lr": 0.01}
+    with pytest.raises(KeyError):
+        served.set_trial_param(trial._trial_id + 100, "lr", 0.01, lr)

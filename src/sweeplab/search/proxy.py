@@ -7,7 +7,8 @@ storage API to any number of light clients over one pool: sweeps, their workers 
 
 The proxy opens the database as a sweep does (`storage.open_storage`: created once here, an outage waited
 out for `storage_retry` seconds while its clients' calls wait); its clients wait out a proxy that restarts.
-It keeps no state of its own, so it may be stopped and started again at any time.
+It keeps no state that the database does not hold, so it may be stopped and started again at any time: a
+trial asked through it before a restart takes its parameters through it after (`ServedStorage`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution
 
 from sweeplab.errors import config_error, one_line
+from sweeplab.search.outage import RetryingStorage
 from sweeplab.search.storage import SERVER_OVERFLOW, masked, open_storage, proxy_address
 
 log = logging.getLogger("sweeplab.proxy")
@@ -63,7 +66,10 @@ def serve(storage: Any, host: Any, port: Any, storage_retry: Any = 600) -> None:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
             optuna.storages.run_grpc_proxy_server(
-                opened, host=host, port=port, thread_pool=ThreadPoolExecutor(max_workers=THREADS)
+                ServedStorage(opened.delegate, opened.outage),
+                host=host,
+                port=port,
+                thread_pool=ThreadPoolExecutor(max_workers=THREADS),
             )
         except RuntimeError as exc:  # gRPC's "Failed to bind to address", before it serves anything
             raise config_error("port", port, f"cannot listen on {host}:{port}: {one_line(exc)}") from None
@@ -91,3 +97,37 @@ def _check_free(host: str, port: int) -> None:
                         "port", port, f"cannot listen on {host}:{port}: {exc.strerror}"
                     ) from None
                 # an address family this machine lacks (no IPv6 loopback): gRPC leaves it out too
+
+
+class ServedStorage(RetryingStorage):
+    """The storage the proxy serves. Optuna's trial cache takes parameters only for trials it has created or
+    read, and a client may ask a trial through the proxy before it restarts and suggest its parameters
+    after: a trial the cache does not know is looked up in the database, its study read once, and the call
+    made again."""
+
+    def set_trial_param(
+        self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution
+    ) -> None:
+        try:
+            super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
+        except KeyError:
+            study_id = self._study_of(trial_id)
+            if study_id is None:
+                raise
+            self.get_all_trials(study_id, deepcopy=False)  # the cache reads the study's trials, this one too
+            super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
+
+    def _study_of(self, trial_id: int) -> int | None:
+        """The id of the study that holds trial `trial_id`, by its number; None where no study does."""
+        try:
+            number = self.get_trial_number_from_id(trial_id)
+        except KeyError:
+            return None
+        for study in self.get_all_studies():
+            study_id = self.get_study_id_from_name(study.study_name)
+            try:
+                if self.get_trial_id_from_study_id_trial_number(study_id, number) == trial_id:
+                    return study_id
+            except KeyError:
+                continue
+        return None
