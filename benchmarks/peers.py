@@ -1,5 +1,5 @@
-"""sweeplab against what a team would pick instead: Ray Tune (OptunaSearch TPE + ASHA), Optuna by hand and
-the stock hydra-optuna-sweeper.
+"""sweeplab against what a team would pick instead: Ray Tune (OptunaSearch TPE + ASHA), Optuna by hand, the
+stock hydra-optuna-sweeper and Syne Tune (ASHA that pauses and resumes).
 
 Method: one tuning problem, three tuners, the same everything else.
 - The training code is sweeplab's own (`sweeplab.training.train` on the composed `conf/train.yaml`: timm
@@ -27,6 +27,16 @@ Method: one tuning problem, three tuners, the same everything else.
   alone and this environment's site-packages, whose `.pth` files (the editable install's `src/`) are not
   read. Run where that folder exists; left out otherwise. hydra-optuna-sweeper 1.3.0 declares
   `optuna<3` but runs on Optuna 5 (`--no-deps`; the distributions it builds are deprecated, not gone).
+  (e) Syne Tune: ASHA of the promotion type (`--syne-searcher random`; `kde`: BOHB), grace period
+  `--warmup`, reduction factor 2, 2 workers of its local backend, each trial a process of
+  `peers_syne_trial.py` that saves the fit's state every epoch; a trial not promoted at a rung is paused
+  (its process ended) and resumed from that state when promoted, and Syne Tune removes paused trials'
+  checkpoints early to keep at most 3 (`early_checkpoint_removal_kwargs`, sweeplab's `checkpoints.keep`
+  default). Budget: `--trials` configurations; once the last has started no paused trial is promoted and
+  the running ones go on to their next pause or end. Syne Tune 0.13.0 is the last release with promotion
+  ASHA and checkpoint removal (0.14 needs BoTorch to import, 0.16 has neither); it declares numpy<1.27 and
+  runs on numpy 2, so it is read from a folder of its own (`--syne-pkgs`, made by `pip install --no-deps
+  --target benchmarks/runs/syne-pkgs syne-tune==0.13.0 dill sortedcontainers`). Left out where absent.
 - Measured per system, problem and seed: the best value among trials that ran their whole budget, the
   epochs trained in all, wall time from launch to exit, and the best value found by 25%, 50% and 100% of
   that wall time (a trial counts from the moment it ends; every clock starts when the driver launches the
@@ -59,8 +69,10 @@ import lightning.pytorch as L
 from _common import PLAIN, ROOT, machine, sweeplab, timed
 
 HERE = Path(__file__).resolve().parent
-SYSTEMS = ("sweeplab", "ray", "optuna", "stock")
+SYSTEMS = ("sweeplab", "ray", "optuna", "stock", "syne")
 STOCK_PKGS = HERE / "runs" / "stock-pkgs"  # --stock-pkgs' default
+SYNE_PKGS = HERE / "runs" / "syne-pkgs"  # --syne-pkgs' default
+SWEEPLAB_KEPT_CHECKPOINTS = 3  # hydra.sweeper.checkpoints.keep's default: Syne Tune keeps as many
 SPACE = {  # override key: (low, high, log)
     "models.optimizer.lr": (1e-4, 1e-2, True),
     "models.optimizer.weight_decay": (0.0, 0.1, False),
@@ -106,14 +118,12 @@ class EpochReport(L.Callback):
             trainer.should_stop = True
 
 
-def train_once(overrides: list[str], run_dir: Path) -> float:
-    """sweeplab's training run on the composed train config, outside any study; returns its best val/f1."""
+def compose_train(overrides: list[str], run_dir: Path) -> Any:
+    """The composed train config of `overrides` with `EpochReport` among its callbacks, writing to `run_dir`."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
-
-    from sweeplab.training import train
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -125,7 +135,14 @@ def train_once(overrides: list[str], run_dir: Path) -> float:
         del cfg["hydra"]
         cfg.paths.output_dir = str(run_dir)
         cfg.paths.root_dir = str(run_dir)
-    return float(train(cfg))
+    return cfg
+
+
+def train_once(overrides: list[str], run_dir: Path) -> float:
+    """sweeplab's training run on the composed train config, outside any study; returns its best val/f1."""
+    from sweeplab.training import train
+
+    return float(train(compose_train(overrides, run_dir)))
 
 
 def params_overrides(params: dict[str, float]) -> list[str]:
@@ -387,6 +404,97 @@ def run_stock(args: argparse.Namespace, problem: str, out: Path, seed: int) -> d
     return _result(wall, done, args.epochs * len(done))  # no pruning, no early stopping: every epoch runs
 
 
+# -- (e) Syne Tune ------------------------------------------------------------------------------------
+
+
+def syne_installed(pkgs: Path) -> bool:
+    return (pkgs / "syne_tune" / "optimizer" / "schedulers" / "hyperband_promotion.py").is_file()
+
+
+def run_syne(args: argparse.Namespace, problem: str, out: Path, seed: int) -> dict[str, Any]:
+    """Syne Tune in a process of its own, its packages (`--syne-pkgs`) first on the path."""
+    path = os.pathsep.join([str(args.syne_pkgs), str(HERE)])
+    env = {**_env(out), "PYTHONPATH": path, "SYNETUNE_FOLDER": str(out)}
+    return _worker_run("syne", args, problem, out, seed, env=env)
+
+
+def syne_study(args: argparse.Namespace, problem: str, out: Path, seed: int) -> dict[str, Any]:
+    import logging
+
+    import peers_syne_trial
+    from syne_tune import StoppingCriterion, Tuner
+    from syne_tune.backend import LocalBackend
+    from syne_tune.config_space import loguniform, uniform
+    from syne_tune.optimizer.baselines import ASHA, BOHB
+
+    logging.getLogger("syne_tune").setLevel(logging.WARNING)
+    started = args.launched or time.time()
+    setup = out / "setup.json"
+    setup.write_text(json.dumps({"overrides": fixed(args, problem, seed), "out": str(out)}))
+    names = {key: name for name, key in peers_syne_trial.NAMES.items()}
+    space: dict[str, Any] = {
+        names[k]: (loguniform(lo, hi) if log else uniform(lo, hi)) for k, (lo, hi, log) in SPACE.items()
+    }
+    space |= {"epochs": args.epochs, "setup": str(setup)}
+    scheduler = (ASHA if args.syne_searcher == "random" else BOHB)(
+        space,
+        type="promotion",  # a trial not promoted at a rung is paused, and resumed from its checkpoint later
+        max_resource_attr="epochs",
+        resource_attr="epoch",
+        grace_period=args.warmup,
+        reduction_factor=2,
+        metric="val_f1",
+        mode="max",
+        random_seed=seed,
+        early_checkpoint_removal_kwargs={"max_num_checkpoints": SWEEPLAB_KEPT_CHECKPOINTS},
+    )
+    tuner = Tuner(
+        trial_backend=LocalBackend(entry_point=str(HERE / "peers_syne_trial.py"), delete_checkpoints=True),
+        scheduler=scheduler,
+        # `--trials` configurations (it stops once more than max_num_trials_started have started); the trials
+        # running then go on to their next pause or end. The wall clock bound is only there because Syne
+        # Tune's checkpoint removal needs one.
+        stop_criterion=StoppingCriterion(
+            max_num_trials_started=args.trials - 1, max_wallclock_time=24 * 3600
+        ),
+        wait_trial_completion_when_stopping=True,
+        n_workers=2,
+        sleep_time=0.2,
+        results_update_interval=30,
+        print_update_interval=3600,
+        save_tuner=False,
+        tuner_name=f"syne-{problem}-{seed}",
+        suffix_tuner_name=False,
+    )
+    tuner.run()
+    segments = syne_segments(out, args.epochs)
+    done = [(s["end"] - started, s["value"]) for s in segments if s["value"] is not None]
+    return {"done": done, "epochs": sum(s["epochs"] for s in segments)}
+
+
+def syne_segments(out: Path, budget: int) -> list[dict[str, Any]]:
+    """Each start of a Syne Tune trial (its first start, each resume): when it started and ended, the epochs
+    it trained, and its trial's best value where it reached the whole budget of `budget` epochs."""
+    lines = [json.loads(line) for line in (out / "segments.jsonl").read_text().splitlines() if line.strip()]
+    runs: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for line in lines:
+        runs.setdefault((line["trial"], line["start"]), []).append(line)
+    found = []
+    for (trial, start), reports in sorted(runs.items(), key=lambda kv: kv[0][1]):
+        last = max(reports, key=lambda r: r["epoch"])
+        earlier = [r["value"] for r in lines if r["trial"] == trial and r["at"] <= last["at"]]
+        found.append(
+            {
+                "trial": trial,
+                "start": start,
+                "end": last["at"],
+                "epochs": int(last["epoch"]) - int(last["resumed"]),
+                "value": max(earlier) if int(last["epoch"]) >= budget else None,
+            }
+        )
+    return found
+
+
 # -- the run ------------------------------------------------------------------------------------------
 
 
@@ -410,16 +518,25 @@ def _cli(args: argparse.Namespace, problem: str, out: Path, seed: int) -> list[s
         str(args.warmup),
         "--data",
         str(args.data),
+        "--syne-searcher",
+        args.syne_searcher,
         *(["--quick"] if args.quick else []),
     ]
 
 
-def _worker_run(system: str, args: argparse.Namespace, problem: str, out: Path, seed: int) -> dict[str, Any]:
+def _worker_run(
+    system: str,
+    args: argparse.Namespace,
+    problem: str,
+    out: Path,
+    seed: int,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Run `system` in a fresh process (so its start-up counts, as sweeplab's does), timed from launch to exit."""
     record = out / f"{system}_{problem}_{seed}.json"
     cmd = [sys.executable, __file__, "--role", system, *_cli(args, problem, out, seed)]
     cmd += ["--launched", repr(time.time())]
-    wall = timed(cmd, out, out / f"{system}_{problem}_{seed}.log")
+    wall = timed(cmd, out, out / f"{system}_{problem}_{seed}.log", env=env)
     found = json.loads(record.read_text())
     return _result(wall, [tuple(d) for d in found["done"]], found["epochs"])
 
@@ -446,7 +563,13 @@ def plot(results: dict[str, Any], problem: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"sweeplab": "tab:blue", "ray": "tab:orange", "optuna": "tab:green", "stock": "tab:red"}
+    colors = {
+        "sweeplab": "tab:blue",
+        "ray": "tab:orange",
+        "optuna": "tab:green",
+        "stock": "tab:red",
+        "syne": "tab:purple",
+    }
     fig, ax = plt.subplots(figsize=(7, 4))
     for system in SYSTEMS:
         for i, run in enumerate(
@@ -523,6 +646,18 @@ def main() -> None:
         help="where hydra-optuna-sweeper and its joblib launcher are",
     )
     parser.add_argument(
+        "--syne-pkgs",
+        type=Path,
+        default=SYNE_PKGS,
+        help="where Syne Tune 0.13 is (the last with promotion ASHA)",
+    )
+    parser.add_argument(
+        "--syne-searcher",
+        default="random",
+        choices=["random", "kde"],
+        help="Syne Tune's searcher (kde: BOHB)",
+    )
+    parser.add_argument(
         "--rescue-top-k",
         type=int,
         default=None,
@@ -531,7 +666,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few batches per epoch (the smoke test)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "runs" / "peers")
     parser.add_argument("--figures", type=Path, default=None, help="where the PNGs go (default: --out)")
-    parser.add_argument("--role", default="driver", choices=["driver", "ray", "optuna", "optuna-worker"])
+    parser.add_argument(
+        "--role", default="driver", choices=["driver", "ray", "optuna", "optuna-worker", "syne"]
+    )
     parser.add_argument("--worker", type=int, default=0)
     parser.add_argument("--launched", type=float, default=None, help="when the driver launched this role")
     parser.add_argument("--seed-value", type=int, default=0)
@@ -539,14 +676,21 @@ def main() -> None:
         "--data", type=Path, default=None, help="the noisy 64 px folder (default: --out/noisy_digits)"
     )
     args = parser.parse_args()
+    installed = {"stock": stock_installed(args.stock_pkgs), "syne": syne_installed(args.syne_pkgs)}
     if args.systems is None:
-        args.systems = [s for s in SYSTEMS if s != "stock" or stock_installed(args.stock_pkgs)]
-    elif "stock" in args.systems and not stock_installed(args.stock_pkgs):
+        args.systems = [s for s in SYSTEMS if installed.get(s, True)]
+    elif "stock" in args.systems and not installed["stock"]:
         parser.error(
             f"--systems stock: no hydra-optuna-sweeper and hydra-joblib-launcher in {args.stock_pkgs} "
             "(pip install --no-deps --target <it> hydra-optuna-sweeper hydra-joblib-launcher)"
         )
+    elif "syne" in args.systems and not installed["syne"]:
+        parser.error(
+            f"--systems syne: no Syne Tune 0.13 in {args.syne_pkgs} "
+            "(pip install --no-deps --target <it> syne-tune==0.13.0 dill sortedcontainers)"
+        )
     args.stock_pkgs = args.stock_pkgs.resolve()
+    args.syne_pkgs = args.syne_pkgs.resolve()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     args.data = (args.data or out / "noisy_digits").resolve()
@@ -556,7 +700,9 @@ def main() -> None:
         if args.role == "optuna-worker":
             optuna_worker(args, problem, out, seed)
             return
-        found = (ray_study if args.role == "ray" else optuna_study)(args, problem, out, seed)
+        found = {"ray": ray_study, "optuna": optuna_study, "syne": syne_study}[args.role](
+            args, problem, out, seed
+        )
         (out / f"{args.role}_{problem}_{seed}.json").write_text(json.dumps(found))
         return
 
@@ -564,10 +710,16 @@ def main() -> None:
         from hard_curves import make_folder
 
         make_folder(args.data, 64, 0.15, seed=0)  # once, untimed: every system reads the same files
-    runners = {"sweeplab": run_sweeplab, "ray": run_ray, "optuna": run_optuna, "stock": run_stock}
+    runners = {
+        "sweeplab": run_sweeplab,
+        "ray": run_ray,
+        "optuna": run_optuna,
+        "stock": run_stock,
+        "syne": run_syne,
+    }
     results: dict[str, Any] = {
         "machine": machine(),
-        "versions": versions(args.stock_pkgs),
+        "versions": versions(args.stock_pkgs, args.syne_pkgs),
         "args": {k: str(v) for k, v in vars(args).items()},
         "runs": [],
     }
@@ -596,7 +748,7 @@ def main() -> None:
         print(time_table(problem, found))
 
 
-def versions(stock_pkgs: Path) -> str:
+def versions(stock_pkgs: Path, syne_pkgs: Path) -> str:
     import importlib.metadata as md
 
     names = ("ray", "optuna", "lightning", "torch", "hydra-core")
@@ -606,7 +758,7 @@ def versions(stock_pkgs: Path) -> str:
             found.append(f"{n} {md.version(n)}")
         except md.PackageNotFoundError:
             found.append(f"{n} absent")
-    for dist in md.distributions(path=[str(stock_pkgs)]):
+    for dist in md.distributions(path=[str(stock_pkgs), str(syne_pkgs)]):
         found.append(f"{dist.metadata['Name']} {dist.version}")
     return ", ".join(found)
 

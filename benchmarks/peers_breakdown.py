@@ -14,6 +14,9 @@ its whole budget. Per run, with 2 workers:
 - at equal epochs: the best complete trial among those that ended before the system had trained E epochs
   in all, E being the fewest epochs any system trained for that problem and seed (trials in the order they
   ended; a trial's epochs count when it ends).
+Syne Tune's trial script records each of its starts (`peers_syne_trial.py`): a trial paused and resumed is
+one span per start, the epochs each trained (a start after its checkpoint was removed trains from the first
+epoch again), its value where it reached the whole budget.
 Ray's times are whole seconds (its `timestamp`); a trial there starts at its first report minus that
 report's `time_this_iter_s`. The stock hydra-optuna-sweeper asks a batch's trials together and tells them
 after the whole batch: its trials span from their batch's start to its end, so a worker waiting for the
@@ -31,7 +34,7 @@ from typing import Any
 
 from _common import ROOT
 
-SYSTEMS = ("sweeplab", "ray", "optuna", "stock")
+SYSTEMS = ("sweeplab", "ray", "optuna", "stock", "syne")
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,13 @@ def ray_trials(run_dir: Path, problem: str, seed: int, budget: int) -> list[Tria
     return found
 
 
+def syne_trials(run_dir: Path, budget: int) -> list[Trial]:
+    """Syne Tune's: each start of a trial (the first, each resume from a pause) is one busy span here."""
+    from peers import syne_segments
+
+    return [Trial(s["start"], s["end"], s["epochs"], s["value"]) for s in syne_segments(run_dir, budget)]
+
+
 def best_within(trials: list[Trial], epochs: int) -> float | None:
     """The best complete trial among those that ended before `epochs` epochs were trained in all."""
     spent, best = 0, None
@@ -125,6 +135,8 @@ def breakdown(results: dict[str, Any], out: Path) -> dict[str, list[dict[str, An
             trials = optuna_trials(run_dir, problem, seed)
         elif system == "stock":
             trials = stock_trials(run_dir, problem, seed, budget)
+        elif system == "syne":
+            trials = syne_trials(run_dir, budget)
         else:
             trials = ray_trials(run_dir, problem, seed, budget)
         runs.setdefault((problem, seed), {})[system] = (run, trials)

@@ -1,6 +1,6 @@
-"""The head-to-head benchmark against Ray Tune, Optuna by hand and the stock hydra-optuna-sweeper (where
-`.ci/run` put it in benchmarks/runs/stock-pkgs), small enough to run in the tests, so the
-script cannot rot (its figures are taken with `python benchmarks/peers.py`, BENCHMARKS.md)."""
+"""The head-to-head benchmark against Ray Tune, Optuna by hand, the stock hydra-optuna-sweeper and Syne Tune
+(where `.ci/run` put them, in benchmarks/runs/stock-pkgs and syne-pkgs), small enough to run in the tests, so
+the script cannot rot (its figures are taken with `python benchmarks/peers.py`, BENCHMARKS.md)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import pytest
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
-STOCK = (ROOT / "benchmarks" / "runs" / "stock-pkgs" / "hydra_plugins" / "hydra_optuna_sweeper").is_dir()
+RUNS = ROOT / "benchmarks" / "runs"
+STOCK = (RUNS / "stock-pkgs" / "hydra_plugins" / "hydra_optuna_sweeper").is_dir()
+SYNE = (RUNS / "syne-pkgs" / "syne_tune" / "optimizer" / "schedulers" / "hyperband_promotion.py").is_file()
 
 
 def test_the_peers_benchmark_runs_each_system_on_the_same_problem_and_writes_its_table_and_plot(tmp_path):
@@ -22,7 +24,7 @@ def test_the_peers_benchmark_runs_each_system_on_the_same_problem_and_writes_its
         [
             sys.executable,
             "peers.py",
-            *("--problems", "digits", "--seeds", "1", "--trials", "2", "--epochs", "1", "--warmup", "1"),
+            *("--problems", "digits", "--seeds", "1", "--trials", "2", "--epochs", "2", "--warmup", "1"),
             "--quick",
             *("--out", str(tmp_path)),
         ],
@@ -33,19 +35,24 @@ def test_the_peers_benchmark_runs_each_system_on_the_same_problem_and_writes_its
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
-    expected = sorted(["optuna", "ray", "sweeplab", *(["stock"] if STOCK else [])])
+    expected = sorted(
+        ["optuna", "ray", "sweeplab", *(["stock"] if STOCK else []), *(["syne"] if SYNE else [])]
+    )
     assert sorted(r["system"] for r in runs) == expected
     for run in runs:
-        assert run["epochs"] == 2 and len(run["done"]) == 2  # 2 trials of 1 epoch each, both complete
-        assert 0.0 <= run["best"] <= 1.0 and run["anytime"]["1.0"] == run["best"]
+        # 2 trials of at most 2 epochs; Ray's ASHA may stop the second, Syne Tune's may leave both paused at
+        # the first rung (it promotes none once its 2 configurations have started)
+        assert 2 <= run["epochs"] <= 4 and len(run["done"]) <= 2
+        assert len(run["done"]) >= (0 if run["system"] == "syne" else 1)
+        if run["done"]:
+            assert 0.0 <= run["best"] <= 1.0 and run["anytime"]["1.0"] == run["best"]
     assert all(f"| {system} |" in result.stdout for system in expected)
     assert (tmp_path / "peers_digits.png").stat().st_size > 0
-    # where the time went, read back from what each system stored: 2 trials of 1 epoch each, in the wall
+    # where the time went, read back from what each system stored, in the wall and the epochs it reported
     rows = json.loads((tmp_path / "breakdown.json").read_text())["digits"]
     assert sorted(r["system"] for r in rows) == expected
-    best = {r["system"]: r["best"] for r in runs}
+    epochs = {r["system"]: r["epochs"] for r in runs}
     for row in rows:
-        assert (row["trials"], row["epochs"], row["equal_epochs"]) == (2, 2, 2)
-        assert row["best_at_equal"] == pytest.approx(best[row["system"]])  # E = all its epochs: its best
+        assert row["epochs"] == epochs[row["system"]] and row["equal_epochs"] == min(epochs.values())
         assert 0 < row["busy"] <= 2 * row["wall"] and row["outside"] < row["wall"]
     assert "| best at equal epochs (E) |" in result.stdout
