@@ -30,32 +30,39 @@ from _common import ROOT, machine, sweeplab, timed
 STUDY = "hard_digits"
 
 
-def make_folder(root: Path, size: int, label_noise: float, seed: int) -> None:
-    """The noisy digits as `root/train.csv` + `root/train/<id>.png` (skipped when already there)."""
+def make_folder(root: Path, size: int, label_noise: float, seed: int, renders: int = 1) -> None:
+    """The noisy digits as `root/train.csv` + `root/train/<id>.png` (skipped when already there); each digit
+    drawn `renders` times, each drawing with its own rotation, shift, scale, noise and label flip."""
     if (root / "train.csv").is_file():
         return
     rng = np.random.default_rng(seed)
     digits = load_digits()
     (root / "train").mkdir(parents=True, exist_ok=True)
-    labels = digits.target.copy()
-    flip = rng.random(len(labels)) < label_noise
-    labels[flip] = rng.integers(0, 10, flip.sum())
     with (root / "train.csv").open("w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(["ID", "target"])
-        for i, image in enumerate(digits.images):
-            canvas = Image.fromarray((image / 16 * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR)
-            scale = rng.uniform(0.7, 1.1)
-            side = max(8, int(size * scale))
-            canvas = canvas.resize((side, side), Image.BILINEAR).rotate(
-                rng.uniform(-35, 35), resample=Image.BILINEAR, expand=False
-            )
-            board = Image.new("L", (size, size))
-            offset = rng.integers(0, max(1, size - side + 1), 2)
-            board.paste(canvas, tuple(int(o) for o in offset))
-            pixels = np.asarray(board, dtype=np.float32) + rng.normal(0, 40, (size, size))
-            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(root / "train" / f"d{i}.png")
-            writer.writerow([f"d{i}.png", int(labels[i])])
+        for render in range(renders):
+            labels = digits.target.copy()
+            flip = rng.random(len(labels)) < label_noise
+            labels[flip] = rng.integers(0, 10, flip.sum())
+            for i, image in enumerate(digits.images):
+                name = f"d{i}.png" if render == 0 else f"d{i}_{render}.png"
+                _draw(image, size, rng).save(root / "train" / name)
+                writer.writerow([name, int(labels[i])])
+
+
+def _draw(image: np.ndarray, size: int, rng: np.random.Generator) -> Image.Image:
+    canvas = Image.fromarray((image / 16 * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR)
+    scale = rng.uniform(0.7, 1.1)
+    side = max(8, int(size * scale))
+    canvas = canvas.resize((side, side), Image.BILINEAR).rotate(
+        rng.uniform(-35, 35), resample=Image.BILINEAR, expand=False
+    )
+    board = Image.new("L", (size, size))
+    offset = rng.integers(0, max(1, size - side + 1), 2)
+    board.paste(canvas, tuple(int(o) for o in offset))
+    pixels = np.asarray(board, dtype=np.float32) + rng.normal(0, 40, (size, size))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
 def folder_data(folder: Path, size: int = 64) -> list[str]:

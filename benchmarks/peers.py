@@ -81,12 +81,22 @@ SPACE = {  # override key: (low, high, log)
 QUICK = ["+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=1"]
 
 
-def problem_overrides(problem: str, folder: Path) -> list[str]:
-    """The train config overrides of a problem: the bundled digits at 32 px, or hard_curves' noisy 64 px
-    folder at `folder` (written once by the driver, before anything is timed)."""
+# a problem: the bundled digits at 32 px, or one of hard_curves' noisy folders (its name under --data, its
+# px, the share of labels replaced by a random class, how often each of the 1,797 digits is drawn)
+PROBLEMS: dict[str, tuple[str, int, float, int] | None] = {
+    "digits": None,
+    "noisy64": ("noisy_digits", 64, 0.15, 1),  # 1,797 images
+    "noisy5k": ("noisy_digits_5k", 48, 0.15, 3),  # 5,391 images: configurations far apart
+}
+
+
+def problem_overrides(problem: str, data: Path) -> list[str]:
+    """The train config overrides of a problem (a noisy folder is under `data`, written once by the driver
+    before anything is timed)."""
     from hard_curves import folder_data
 
-    return ["data=digits"] if problem == "digits" else folder_data(folder)
+    folder = PROBLEMS[problem]
+    return ["data=digits"] if folder is None else folder_data(data / folder[0], folder[1])
 
 
 def fixed(args: argparse.Namespace, problem: str, seed: int) -> list[str]:
@@ -556,51 +566,6 @@ def _result(wall: float, done: list[tuple[float, float]], epochs: int) -> dict[s
     }
 
 
-def plot(results: dict[str, Any], problem: str, path: Path) -> None:
-    """The anytime curves of one problem: best value so far against seconds, one line per system and seed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colors = {
-        "sweeplab": "tab:blue",
-        "ray": "tab:orange",
-        "optuna": "tab:green",
-        "stock": "tab:red",
-        "syne": "tab:purple",
-    }
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for system in SYSTEMS:
-        for i, run in enumerate(
-            r for r in results["runs"] if r["system"] == system and r["problem"] == problem
-        ):
-            xs, ys, best = [0.0], [None], None
-            for t, v in run["done"]:
-                best = v if best is None else max(best, v)
-                xs.append(t)
-                ys.append(best)
-            xs.append(run["wall"])
-            ys.append(best)
-            pts = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
-            if pts:
-                ax.step(
-                    *zip(*pts, strict=True),
-                    where="post",
-                    color=colors[system],
-                    alpha=0.7,
-                    label=system if i == 0 else None,
-                )
-    ax.set_xlabel("wall time (s)")
-    ax.set_ylabel("best val/f1 so far (complete trials)")
-    ax.set_title(f"{problem}: anytime best, one line per seed")
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def table(results: dict[str, Any], problem: str) -> str:
     runs = [r for r in results["runs"] if r["problem"] == problem]
     top: dict[int, float] = {}  # per seed: the best any system found
@@ -631,10 +596,10 @@ def table(results: dict[str, Any], problem: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--problems", nargs="+", default=["digits", "noisy64"], choices=["digits", "noisy64"])
+    parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--trials", type=int, default=12)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2, help="epochs before any trial may be stopped")
     parser.add_argument(
         "--systems", nargs="+", default=None, choices=SYSTEMS, help="default: all, stock where installed"
@@ -673,7 +638,7 @@ def main() -> None:
     parser.add_argument("--launched", type=float, default=None, help="when the driver launched this role")
     parser.add_argument("--seed-value", type=int, default=0)
     parser.add_argument(
-        "--data", type=Path, default=None, help="the noisy 64 px folder (default: --out/noisy_digits)"
+        "--data", type=Path, default=None, help="where the noisy folders are written (default: --out)"
     )
     args = parser.parse_args()
     installed = {"stock": stock_installed(args.stock_pkgs), "syne": syne_installed(args.syne_pkgs)}
@@ -693,7 +658,7 @@ def main() -> None:
     args.syne_pkgs = args.syne_pkgs.resolve()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    args.data = (args.data or out / "noisy_digits").resolve()
+    args.data = (args.data or out).resolve()
 
     if args.role != "driver":
         problem, seed = args.problems[0], args.seed_value
@@ -706,10 +671,12 @@ def main() -> None:
         (out / f"{args.role}_{problem}_{seed}.json").write_text(json.dumps(found))
         return
 
-    if "noisy64" in args.problems:
-        from hard_curves import make_folder
+    from hard_curves import make_folder
 
-        make_folder(args.data, 64, 0.15, seed=0)  # once, untimed: every system reads the same files
+    for problem in args.problems:
+        folder = PROBLEMS[problem]
+        if folder is not None:  # once, untimed: every system reads the same files
+            make_folder(args.data / folder[0], folder[1], folder[2], seed=0, renders=folder[3])
     runners = {
         "sweeplab": run_sweeplab,
         "ray": run_ray,
@@ -739,13 +706,13 @@ def main() -> None:
     print(f"{args.trials} trials of at most {args.epochs} epochs, 2 at a time, {args.seeds} seed(s)")
     for problem in args.problems:
         print(table(results, problem))
-        plot(results, problem, (args.figures or out) / f"peers_{problem}.png")
-    from peers_breakdown import breakdown, time_table
+    from peers_breakdown import breakdown, figure, time_table
 
-    rows = breakdown(results, out)  # where the time went, and the best at equal epochs
+    rows = breakdown(results, out)  # where the time went, and the best at equal epochs and equal wall
     (out / "breakdown.json").write_text(json.dumps(rows, indent=1))
     for problem, found in rows.items():
         print(time_table(problem, found))
+        figure(problem, found, (args.figures or out) / f"peers_{problem}.png")
 
 
 def versions(stock_pkgs: Path, syne_pkgs: Path) -> str:

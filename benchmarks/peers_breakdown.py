@@ -1,6 +1,6 @@
 """Where each tuner's wall time went in `benchmarks/peers.py`, and what each found at equal epochs.
 
-    python benchmarks/peers_breakdown.py          # after peers.py: reads benchmarks/runs/peers
+    python benchmarks/peers_breakdown.py          # after peers.py: reads benchmarks/runs/peers, draws its PNGs
 
 Method: read back the trials each system stored in its run dir (sweeplab's SQLite study, Optuna's journal,
 Ray's `result.json` per trial): when each started and ended, the epochs it trained, its value if it ran
@@ -13,7 +13,10 @@ its whole budget. Per run, with 2 workers:
   waiting while the other runs the last trial;
 - at equal epochs: the best complete trial among those that ended before the system had trained E epochs
   in all, E being the fewest epochs any system trained for that problem and seed (trials in the order they
-  ended; a trial's epochs count when it ends).
+  ended; a trial's epochs count when it ends);
+- at equal wall: the best complete trial that ended within T seconds of launch, T being the shortest wall
+  of any system for that problem and seed;
+- gap: the seed's best (over every system's whole budget) minus the system's best.
 Syne Tune's trial script records each of its starts (`peers_syne_trial.py`): a trial paused and resumed is
 one span per start, the epochs each trained (a start after its checkpoint was removed trains from the first
 epoch again), its value where it reached the whole budget.
@@ -110,6 +113,26 @@ def syne_trials(run_dir: Path, budget: int) -> list[Trial]:
     return [Trial(s["start"], s["end"], s["epochs"], s["value"]) for s in syne_segments(run_dir, budget)]
 
 
+def anytime_by_epochs(trials: list[Trial]) -> list[list[float]]:
+    """[epochs trained in all, best complete value so far], at each trial's end in the order they ended."""
+    spent, best, curve = 0, None, []
+    for t in sorted(trials, key=lambda t: t.end):
+        spent += t.epochs
+        if t.value is not None:
+            best = t.value if best is None else max(best, t.value)
+        curve.append([spent, best])
+    return curve
+
+
+def anytime_by_wall(done: list[list[float]]) -> list[list[float]]:
+    """[seconds since launch, best complete value so far], at each complete trial's end."""
+    best, curve = None, []
+    for t, v in sorted(done):
+        best = v if best is None else max(best, v)
+        curve.append([t, best])
+    return curve
+
+
 def best_within(trials: list[Trial], epochs: int) -> float | None:
     """The best complete trial among those that ended before `epochs` epochs were trained in all."""
     spent, best = 0, None
@@ -143,6 +166,8 @@ def breakdown(results: dict[str, Any], out: Path) -> dict[str, list[dict[str, An
     rows: dict[str, list[dict[str, Any]]] = {}
     for (problem, seed), systems in sorted(runs.items()):
         equal = min(sum(t.epochs for t in trials) for _, trials in systems.values())
+        equal_wall = min(run["wall"] for run, _ in systems.values())
+        top = max((run["best"] for run, _ in systems.values() if run["best"] is not None), default=None)
         for system, (run, trials) in systems.items():
             span = max(t.end for t in trials) - min(t.start for t in trials)
             busy = sum(t.end - t.start for t in trials)
@@ -160,6 +185,12 @@ def breakdown(results: dict[str, Any], out: Path) -> dict[str, list[dict[str, An
                     "epochs": epochs,
                     "equal_epochs": equal,
                     "best_at_equal": best_within(trials, equal),
+                    "equal_wall": equal_wall,
+                    "best_at_equal_wall": max((v for t, v in run["done"] if t <= equal_wall), default=None),
+                    "best": run["best"],
+                    "gap": None if run["best"] is None or top is None else top - run["best"],
+                    "by_epochs": anytime_by_epochs(trials),
+                    "by_wall": anytime_by_wall(run["done"]),
                 }
             )
     return rows
@@ -174,8 +205,8 @@ def time_table(problem: str, rows: list[dict[str, Any]]) -> str:
 
     lines = [
         f"| {problem} | wall (s) | outside trials (s) | busy worker-s | s per epoch | idle worker-s | epochs "
-        "| best at equal epochs (E) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| best at equal epochs (E) | best at equal wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for system in SYSTEMS:
         if not any(r["system"] == system for r in rows):
@@ -184,14 +215,96 @@ def time_table(problem: str, rows: list[dict[str, Any]]) -> str:
             f"| {system} | {med('wall', system, '.1f')} | {med('outside', system, '.1f')} | "
             f"{med('busy', system, '.0f')} | {med('busy_per_epoch', system, '.2f')} | {med('idle', system, '.0f')} | "
             f"{med('epochs', system, '.0f')} | {med('best_at_equal', system, '.4f')} "
-            f"({med('equal_epochs', system, '.0f')}) |"
+            f"({med('equal_epochs', system, '.0f')}) | {med('best_at_equal_wall', system, '.4f')} "
+            f"({med('equal_wall', system, '.0f')}) |"
         )
     return "\n".join(lines)
+
+
+COLORS = {
+    "sweeplab": "tab:blue",
+    "ray": "tab:orange",
+    "optuna": "tab:green",
+    "stock": "tab:red",
+    "syne": "tab:purple",
+}
+LABELS = {
+    "sweeplab": "sweeplab",
+    "ray": "Ray Tune",
+    "optuna": "Optuna by hand",
+    "stock": "stock sweeper",
+    "syne": "Syne Tune",
+}
+
+
+def figure(problem: str, rows: list[dict[str, Any]], path: Path, title: str = "") -> None:
+    """One PNG per problem: the anytime curves (best so far against wall seconds and against epochs, one
+    line per seed) and, per system, the medians over seeds (bars) with each seed (dots) of the best at equal
+    epochs, at equal wall, the gap to the seed's best, wall, epochs and idle worker-seconds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = [s for s in SYSTEMS if any(r["system"] == s for r in rows)]
+    fig, axes = plt.subplots(2, 4, figsize=(17, 7.5))
+    for ax, key, xlabel in (
+        (axes[0][0], "by_wall", "wall time since launch (s)"),
+        (axes[0][1], "by_epochs", "epochs trained in all"),
+    ):
+        for system in systems:
+            labelled = False
+            for row in (r for r in rows if r["system"] == system):
+                pts = [(x, y) for x, y in row[key] if y is not None]
+                if pts:
+                    xs, ys = zip(*pts, strict=True)
+                    end = row["wall"] if key == "by_wall" else row["epochs"]
+                    ax.step(
+                        [*xs, end],
+                        [*ys, ys[-1]],
+                        where="post",
+                        color=COLORS[system],
+                        alpha=0.6,
+                        label=None if labelled else LABELS[system],
+                    )
+                    labelled = True
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("best val/f1 so far (complete trials)")
+    axes[0][0].set_title("anytime best against wall time")
+    axes[0][1].set_title("anytime best against epochs")
+    axes[0][0].legend(fontsize=8)
+    panels = (
+        (axes[0][2], "best_at_equal", "best at equal epochs"),
+        (axes[0][3], "best_at_equal_wall", "best at equal wall time"),
+        (axes[1][0], "gap", "gap to the seed's best (lower is better)"),
+        (axes[1][1], "wall", "wall (s)"),
+        (axes[1][2], "epochs", "epochs trained"),
+        (axes[1][3], "idle", "idle worker-seconds"),
+    )
+    for ax, key, name in panels:
+        for x, system in enumerate(systems):
+            got = [r[key] for r in rows if r["system"] == system and r[key] is not None]
+            if got:
+                ax.bar(x, statistics.median(got), color=COLORS[system], alpha=0.5)
+                ax.plot([x] * len(got), got, "o", color=COLORS[system], markersize=4)
+        ax.set_xticks(range(len(systems)), [LABELS[s] for s in systems], rotation=20, fontsize=8)
+        ax.set_title(name, fontsize=10)
+        if key.startswith("best"):
+            values = [r[key] for r in rows if r[key] is not None]
+            if values:
+                low, high = min(values), max(values)
+                ax.set_ylim(low - 0.1 * (high - low + 0.01), high + 0.1 * (high - low + 0.01))
+    fig.suptitle(title or f"{problem}: medians over seeds (bars), each seed (dots)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "runs" / "peers")
+    parser.add_argument("--figures", type=Path, default=None, help="where the PNGs go (default: --out)")
     args = parser.parse_args()
     out = args.out.resolve()
     results = json.loads((out / "results.json").read_text())
@@ -199,6 +312,7 @@ def main() -> None:
     (out / "breakdown.json").write_text(json.dumps(rows, indent=1))
     for problem, found in rows.items():
         print(time_table(problem, found))
+        figure(problem, found, (args.figures or out) / f"peers_{problem}.png")
 
 
 if __name__ == "__main__":
