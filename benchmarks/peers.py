@@ -44,9 +44,9 @@ Method: one tuning problem, three tuners, the same everything else.
   `peers_breakdown.py` reads back the trials each system stored: where the wall time went (outside trials,
   busy and idle worker-seconds, seconds per epoch) and the best found at equal epochs.
 
-    python benchmarks/peers.py                                   # both problems, 5 seeds, every system
+    python benchmarks/peers.py                                   # three problems, 5 seeds, every system
     python benchmarks/peers.py --systems sweeplab --rescue-top-k 0 --out benchmarks/runs/peers_norescue
-    python benchmarks/peers.py --problems digits --seeds 1 --trials 2 --epochs 1 --quick   # the smoke test
+    python benchmarks/peers.py --problems digits --seeds 1 --trials 2 --epochs 2 --warmup 1 --quick  # smoke test
 """
 
 from __future__ import annotations
