@@ -237,7 +237,7 @@ LABELS = {
 }
 
 
-def figure(problem: str, rows: list[dict[str, Any]], path: Path, title: str = "") -> None:
+def figure(problem: str, rows: list[dict[str, Any]], path: Path) -> None:
     """One PNG per problem: the anytime curves (best so far against wall seconds and against epochs, one
     line per seed) and, per system, the medians over seeds (bars) with each seed (dots) of the best at equal
     epochs, at equal wall, the gap to the seed's best, wall, epochs and idle worker-seconds."""
@@ -294,7 +294,7 @@ def figure(problem: str, rows: list[dict[str, Any]], path: Path, title: str = ""
             if values:
                 low, high = min(values), max(values)
                 ax.set_ylim(low - 0.1 * (high - low + 0.01), high + 0.1 * (high - low + 0.01))
-    fig.suptitle(title or f"{problem}: medians over seeds (bars), each seed (dots)")
+    fig.suptitle(f"{problem}: medians over seeds (bars), each seed (dots)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
