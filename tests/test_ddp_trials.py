@@ -70,7 +70,8 @@ def ranks(trial_dir: Path) -> list[dict]:
     return [json.loads((trial_dir / f"rank_{r}.json").read_text()) for r in (0, 1)]
 
 
-@BOTH
+# ddp_spawn's pruned trials: the rescue test below prunes one and resumes it on both ranks
+@pytest.mark.parametrize("strategy", ["ddp"])
 def test_every_ddp_trial_pruned_at_its_first_report_is_stored_once_pruned_after_one_epoch(tmp_path, strategy):
     result, trials = sweep(
         [
@@ -99,10 +100,9 @@ def test_every_ddp_trial_pruned_at_its_first_report_is_stored_once_pruned_after_
         assert [r["epochs"] for r in seen] == [1, 1]
         for log in rank_logs(strategy):
             assert (sweep_dir / str(trial.number) / log).is_file()
-        if strategy == "ddp":  # Lightning ran the trial's own command for rank 1, never the sweep's
-            command = seen[1]["command"]
-            assert command[1:3] == [str(RANKS_ENTRY), str(sweep_dir / str(trial.number))], command
-            assert all(a.startswith("hydra.") for a in command[3:]), command
+        command = seen[1]["command"]  # Lightning ran the trial's own command for rank 1, never the sweep's
+        assert command[1:3] == [str(RANKS_ENTRY), str(sweep_dir / str(trial.number))], command
+        assert all(a.startswith("hydra.") for a in command[3:]), command
         assert not (sweep_dir / str(trial.number) / RANK_JOB).exists()
         metrics = json.loads((sweep_dir / str(trial.number) / "metrics.json").read_text())
         assert (metrics["epochs_run"], metrics["pruned_at_epoch"]) == (1, 1)  # rank 0's record, handed back
@@ -268,7 +268,7 @@ def test_a_k_fold_ddp_trial_trains_its_folds_on_both_ranks_which_stop_together(
     assert no_process_left(tmp_path) == []
 
 
-@BOTH
+@pytest.mark.parametrize("strategy", ["ddp"])  # only ddp runs the command again for rank 1
 def test_the_ranks_of_an_app_run_as_a_module_run_the_trials_own_command_and_each_trial_completes(
     tmp_path, strategy
 ):
@@ -290,9 +290,8 @@ def test_the_ranks_of_an_app_run_as_a_module_run_the_trials_own_command_and_each
     jobs = sorted(p.parent for p in tmp_path.glob("multirun/**/rank_0.cmd"))
     assert [j.name for j in jobs] == ["0", "1"]
     for job in jobs:
-        if strategy == "ddp":  # a rank that ddp_spawn starts runs the fit alone, not the app after it
-            command = (job / "rank_1.cmd").read_text().split("\n")
-            assert command[1:3] == [str(RANKS_ENTRY), str(job)], command
-            assert "tests.apps.lit" not in command  # never the sweep's command
+        command = (job / "rank_1.cmd").read_text().split("\n")
+        assert command[1:3] == [str(RANKS_ENTRY), str(job)], command
+        assert "tests.apps.lit" not in command  # never the sweep's command
         assert not (job / RANK_JOB).exists()
     assert no_process_left(tmp_path) == []
