@@ -7,6 +7,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from omegaconf import OmegaConf
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
@@ -20,7 +21,8 @@ from sweeplab.search.records import (
     ATTR_TEST,
     STUDY_PAUSED_REMOVED,
 )
-from sweeplab.search.trial import StudyTrial
+from sweeplab.search.schema import PauseConf, RescueConf, SweeplabSweeperConf
+from sweeplab.search.trial import StudyTrial, address_in
 from tests.conftest import QUICK, sweep, sweep_dirs
 
 
@@ -79,6 +81,17 @@ def test_a_rescue_whose_checkpoint_was_removed_trains_from_the_first_epoch_and_s
     study.enqueue_trial({"x": 0.9}, user_attrs={ATTR_RESCUE_OF: 1})
     kept = StudyTrial(study, study.ask()).resume_point()
     assert kept.checkpoint == tmp_path / "1.ckpt" and kept.values == {1: 0.9, 2: 0.9} and kept.step == 2
+
+
+@pytest.mark.parametrize(
+    ("keep", "top_k", "kept"), [(None, 1, 3), (None, 2, 4), (None, 0, 0), (1, 1, 1), (0, 2, 0)]
+)
+def test_by_default_two_more_paused_checkpoints_are_kept_than_rescue_resumes(keep, top_k, kept):
+    """The sweep (which removes) and the trial's job (which saves only when some are kept) agree."""
+    conf = SweeplabSweeperConf(pause=PauseConf(keep=keep), rescue=RescueConf(top_k=top_k))
+    assert conf.paused_kept == kept
+    sweeper = OmegaConf.create({"pause": {"keep": keep}, "rescue": {"top_k": top_k}})
+    assert address_in(sweeper, "s", 0, "sqlite://").pause_keep == kept
 
 
 # ---- real studies through the CLI ----------------------------------------------------------------

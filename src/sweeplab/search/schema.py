@@ -86,12 +86,26 @@ class RescueConf:
             raise config_error("hydra.sweeper.rescue.top_k", self.top_k, "must be an integer >= 0")
 
 
+# A pruned trial's rank is the share of values at its prune step it beat, and trials that report there later
+# move it: the one rescue picks at the end may not be the one that ranked first when the budget removed the
+# others' checkpoints. Two more kept checkpoints leave the rescue its own in the benchmark's studies
+# (BENCHMARKS.md, "Five systems").
+PAUSE_SLACK = 2
+
+
+def paused_budget(keep: int | None, top_k: int) -> int:
+    """How many paused checkpoints a study keeps: `pause.keep`, else what rescue resumes plus the slack."""
+    if keep is not None:
+        return keep
+    return top_k + PAUSE_SLACK if top_k else 0
+
+
 @dataclass
 class PauseConf:
     """A pruned trial keeps the checkpoint of the epoch it was pruned at, so a rescue resumes it there."""
 
     # how many paused checkpoints are kept (the best-ranked at their prune step, as rescue ranks them);
-    # null: rescue.top_k, 0: none (a rescue then trains from scratch)
+    # null: rescue.top_k + PAUSE_SLACK (paused_budget), 0: none (a rescue then trains from scratch)
     keep: int | None = None
 
     def __post_init__(self) -> None:
@@ -232,8 +246,8 @@ class SweeplabSweeperConf:
 
     @property
     def paused_kept(self) -> int:
-        """How many paused checkpoints the study keeps: pause.keep, else as many as rescue can resume."""
-        return self.pause.keep if self.pause.keep is not None else self.rescue.top_k
+        """How many paused checkpoints the study keeps (`paused_budget`)."""
+        return paused_budget(self.pause.keep, self.rescue.top_k)
 
     @property
     def directions(self) -> list[str]:

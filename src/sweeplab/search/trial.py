@@ -40,7 +40,7 @@ from sweeplab.search.records import (
     ATTR_WORKER_PID,
     STUDY_PAUSED_REMOVED,
 )
-from sweeplab.search.schema import TARGET
+from sweeplab.search.schema import TARGET, paused_budget
 from sweeplab.search.storage import masked, open_storage, resolve_storage
 
 
@@ -253,9 +253,10 @@ def trial_address() -> TrialAddress | None:
 def address_in(sweeper: DictConfig, study_name: str, number: int, storage: str) -> TrialAddress:
     """Trial `number`'s address, with the pruner and settings of the `hydra.sweeper` node `sweeper`."""
     retry = sweeper.get("storage_retry")
-    keep = OmegaConf.select(sweeper, "pause.keep", default=None)
-    if keep is None:
-        keep = OmegaConf.select(sweeper, "rescue.top_k", default=0)
+    keep = paused_budget(
+        OmegaConf.select(sweeper, "pause.keep", default=None),
+        OmegaConf.select(sweeper, "rescue.top_k", default=0),
+    )
     return TrialAddress(
         storage=storage,
         storage_retry=float(retry) if retry is not None else None,
@@ -263,7 +264,7 @@ def address_in(sweeper: DictConfig, study_name: str, number: int, storage: str) 
         number=number,
         pruner=plain(sweeper.get("pruner")),
         guard=plain(sweeper.get("guard")),
-        pause_keep=int(keep or 0),
+        pause_keep=int(keep),
         resume_interrupted=bool(sweeper.get("resume_interrupted")),
     )
 
