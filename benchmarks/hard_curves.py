@@ -30,9 +30,12 @@ from _common import ROOT, machine, sweeplab, timed
 STUDY = "hard_digits"
 
 
-def make_folder(root: Path, size: int, label_noise: float, seed: int, renders: int = 1) -> None:
+def make_folder(
+    root: Path, size: int, label_noise: float, seed: int, renders: int = 1, pixel_noise: float = 40.0
+) -> None:
     """The noisy digits as `root/train.csv` + `root/train/<id>.png` (skipped when already there); each digit
-    drawn `renders` times, each drawing with its own rotation, shift, scale, noise and label flip."""
+    drawn `renders` times, each drawing with its own rotation, shift, scale, noise (Gaussian, standard
+    deviation `pixel_noise` grey levels) and label flip."""
     if (root / "train.csv").is_file():
         return
     rng = np.random.default_rng(seed)
@@ -47,11 +50,11 @@ def make_folder(root: Path, size: int, label_noise: float, seed: int, renders: i
             labels[flip] = rng.integers(0, 10, flip.sum())
             for i, image in enumerate(digits.images):
                 name = f"d{i}.png" if render == 0 else f"d{i}_{render}.png"
-                _draw(image, size, rng).save(root / "train" / name)
+                _draw(image, size, rng, pixel_noise).save(root / "train" / name)
                 writer.writerow([name, int(labels[i])])
 
 
-def _draw(image: np.ndarray, size: int, rng: np.random.Generator) -> Image.Image:
+def _draw(image: np.ndarray, size: int, rng: np.random.Generator, pixel_noise: float) -> Image.Image:
     canvas = Image.fromarray((image / 16 * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR)
     scale = rng.uniform(0.7, 1.1)
     side = max(8, int(size * scale))
@@ -61,7 +64,7 @@ def _draw(image: np.ndarray, size: int, rng: np.random.Generator) -> Image.Image
     board = Image.new("L", (size, size))
     offset = rng.integers(0, max(1, size - side + 1), 2)
     board.paste(canvas, tuple(int(o) for o in offset))
-    pixels = np.asarray(board, dtype=np.float32) + rng.normal(0, 40, (size, size))
+    pixels = np.asarray(board, dtype=np.float32) + rng.normal(0, pixel_noise, (size, size))
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
