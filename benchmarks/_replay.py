@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from sweeplab.errors import config_error
 from sweeplab.search.pruning import rescue_candidates
 from sweeplab.search.records import ATTR_GUARD_SAVED, ATTR_RESCUE_OF
+from sweeplab.search.schema import paused_budget
 
 ATTR_CONFIG = "config"  # the row of the curve table a replayed trial is
 
@@ -79,7 +80,7 @@ def replay(
     """Replay one study: the configurations `order`, in that order, under `pruner`; then rescue.
 
     As the sweeper does: the last epoch is never pruned; with `resume`, a pruned trial keeps its pause
-    while it ranks among the `rescue_top_k` best paused ones (`pause.keep`'s default, checked after each
+    while it ranks among the best paused ones (as many as `pause.keep`'s default keeps, checked after each
     prune as `sweeplab.search.pauses.keep_best` does), and a rescue of a kept one costs only the epochs
     after its pause; a rescue of one that fell out, or without `resume`, costs the whole curve."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -95,7 +96,8 @@ def replay(
         epochs += ran
         if resume and ran < len(table.curves[config]):
             trials = study.get_trials(deepcopy=False)
-            kept = {t.number for t in rescue_candidates(trials, study.direction, rescue_top_k)}
+            budget = paused_budget(None, rescue_top_k)
+            kept = {t.number for t in rescue_candidates(trials, study.direction, budget)}
             dropped |= {t.number for t in trials if t.state == TrialState.PRUNED and t.number not in kept}
     picked = rescue_candidates(study.get_trials(deepcopy=False), study.direction, rescue_top_k)
     for original in picked:

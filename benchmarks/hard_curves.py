@@ -18,6 +18,7 @@ import argparse
 import csv
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -114,17 +115,28 @@ def write_curves(path: Path, study: optuna.Study, epochs: int) -> int:
     trials = [
         t for t in study.get_trials(states=(TrialState.COMPLETE,)) if len(t.intermediate_values) == epochs
     ]
-    params = sorted({p for t in trials for p in t.params})
+    curves = [
+        (0, t.number, t.params, [t.intermediate_values[e] for e in range(1, epochs + 1)]) for t in trials
+    ]
+    return write_curve_rows(path, curves)
+
+
+def write_curve_rows(path: Path, curves: list[tuple[int, int, dict[str, Any], list[float]]]) -> int:
+    """The curve table `pruning_replay.py --curves` reads: per run (study seed, trial, params, val/f1 after
+    each epoch) one row; runs with a NaN epoch are left out. Returns the rows written."""
+    params = sorted({p for _, _, ps, _ in curves for p in ps})
+    epochs = len(curves[0][3]) if curves else 0
     path.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
     with path.open("w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(["study_seed", "trial", *params, *(f"epoch_{e}" for e in range(1, epochs + 1))])
-        for t in trials:
-            curve = [t.intermediate_values[e] for e in range(1, epochs + 1)]
-            if any(math.isnan(v) for v in curve):
+        for seed, number, ps, curve in curves:
+            if len(curve) != epochs or any(math.isnan(v) for v in curve):
                 continue
-            writer.writerow([0, t.number, *(t.params.get(p) for p in params), *(f"{v:.6f}" for v in curve)])
-    return len(trials)
+            writer.writerow([seed, number, *(ps.get(p) for p in params), *(f"{v:.6f}" for v in curve)])
+            written += 1
+    return written
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
 """Where each tuner's wall time went in `benchmarks/peers.py`, and what each found at equal epochs.
 
     python benchmarks/peers_breakdown.py          # after peers.py: reads benchmarks/runs/peers, draws its PNGs
+    python benchmarks/peers_breakdown.py --out benchmarks/runs/peers47c --curves-of hard3k \
+        --curves benchmarks/data/hard3k_curves.csv   # the stock sweeper's unpruned curves, for the replay
 
 Method: read back the trials each system stored in its run dir (sweeplab's SQLite study, Optuna's journal,
 Ray's `result.json` per trial): when each started and ended, the epochs it trained, its value if it ran
@@ -111,6 +113,30 @@ def syne_trials(run_dir: Path, budget: int) -> list[Trial]:
     from peers import syne_segments
 
     return [Trial(s["start"], s["end"], s["epochs"], s["value"]) for s in syne_segments(run_dir, budget)]
+
+
+def stock_curves(out: Path, problem: str) -> list[tuple[int, int, dict[str, Any], list[float]]]:
+    """The stock sweeper's trials as learning curves, every one trained in full (it cannot prune): per
+    seed and trial its sampled params (`.hydra/overrides.yaml`) and val/f1 after each epoch (the trial's
+    `csv/metrics.csv`), for `pruning_replay.py --curves`."""
+    import csv
+
+    import yaml
+    from peers import SPACE
+
+    curves = []
+    for run_dir in sorted(out.glob(f"stock_{problem}_*")):
+        seed = int(run_dir.name.rsplit("_", 1)[1])
+        for metrics in sorted(run_dir.glob("multirun/*/*/*/csv/metrics.csv")):
+            job = metrics.parent.parent
+            if job.parent.is_symlink():  # `latest`, a link to the sweep's dir
+                continue
+            overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+            params = {k: float(v) for k, v in (o.split("=", 1) for o in overrides) if k in SPACE}
+            with metrics.open(newline="") as f:
+                by_epoch = {int(r["epoch"]): float(r["val/f1"]) for r in csv.DictReader(f) if r["val/f1"]}
+            curves.append((seed, int(job.name), params, [by_epoch[e] for e in sorted(by_epoch)]))
+    return curves
 
 
 def anytime_by_epochs(trials: list[Trial]) -> list[list[float]]:
@@ -305,8 +331,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "runs" / "peers")
     parser.add_argument("--figures", type=Path, default=None, help="where the PNGs go (default: --out)")
+    parser.add_argument("--curves-of", default=None, help="a problem: write its stock sweeper's curves")
+    parser.add_argument("--curves", type=Path, default=None, help="the curve table --curves-of writes")
     args = parser.parse_args()
     out = args.out.resolve()
+    if args.curves_of:
+        from hard_curves import write_curve_rows
+
+        found = stock_curves(out, args.curves_of)
+        path = args.curves or out / f"{args.curves_of}_curves.csv"
+        rows = write_curve_rows(path, found)
+        print(f"{rows} curves of {args.curves_of} (the stock sweeper's trials) -> {path}")
+        for seed in sorted({c[0] for c in found}):  # how far apart its configurations end
+            values = [max(c[3]) for c in found if c[0] == seed]
+            best, median = max(values), statistics.median(values)
+            print(
+                f"seed {seed}: {len(values)} trials, best {best:.4f}, median {median:.4f}, apart {best - median:.4f}"
+            )
+        return
     results = json.loads((out / "results.json").read_text())
     rows = breakdown(results, out)
     (out / "breakdown.json").write_text(json.dumps(rows, indent=1))
