@@ -9,8 +9,8 @@ Method: one tuning problem, three tuners, the same everything else.
 - The space: learning rate (log, 1e-4..1e-2), weight decay (0..0.1), dropout (0..0.3).
 - The budget: `--trials` trials of at most `--epochs` epochs, 2 at a time, each on one core (the machine's
   2 cores), CPU only. Seeds: seed s drives the sampler and training (data split fixed).
-- (a) sweeplab: `runners/train.py -m hparams_search=optuna` (TPE, median pruner, the guard, the preset's
-  rescue: the best-ranked pruned trial resumed from its pause) with `n_jobs=2`, warm-up `--warmup` epochs.
+- (a) sweeplab: `runners/train.py -m hparams_search=optuna` as shipped (TPE, its median pruner and warm-up,
+  the guard, the preset's rescue: the best-ranked pruned trial resumed from its pause) with `n_jobs=2`.
   `--rescue-top-k K` sets `hydra.sweeper.rescue.top_k` instead of the preset's.
   (b) Ray Tune: `tune.Tuner` with `OptunaSearch` (TPE, seed s) and `ASHAScheduler` (max_t=epochs,
   grace_period=warm-up, reduction factor 2), `max_concurrent_trials=2`, 1 CPU per trial, a checkpoint
@@ -182,7 +182,6 @@ def run_sweeplab(args: argparse.Namespace, problem: str, out: Path, seed: int) -
         f"hydra.sweeper.n_trials={args.trials}",
         "hydra.sweeper.n_jobs=2",
         f"hydra.sweeper.study_name={study}",
-        f"hydra.sweeper.pruner.n_warmup_steps={args.warmup}",
         *([] if args.rescue_top_k is None else [f"hydra.sweeper.rescue.top_k={args.rescue_top_k}"]),
         "hydra.sweeper.quick_validation.enabled=false",
         "hydra.sweeper.report=false",
@@ -604,7 +603,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=2, help="epochs before any trial may be stopped")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="the peers' epochs before a trial may be stopped (sweeplab: its preset's)",
+    )
     parser.add_argument(
         "--systems", nargs="+", default=None, choices=SYSTEMS, help="default: all, stock where installed"
     )
