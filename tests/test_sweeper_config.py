@@ -262,3 +262,23 @@ def test_a_named_task_function_travels_by_name_beside_resolvers_that_need_cloudp
     finally:
         OmegaConf.clear_resolver("sweeplab_test_twice")
     assert sent == _TaskRef("tests.apps.sphere", "sphere")  # the app's classes stay the same classes
+
+
+@pytest.mark.parametrize(
+    ("pruner", "expected"),
+    [
+        ([], {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 3, "n_warmup_steps": 1}),
+        (["hydra/sweeper/pruner=none"], {"_target_": "optuna.pruners.NopPruner"}),
+        (["hydra/sweeper/pruner=median"], {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 5}),
+    ],
+)
+def test_the_balanced_presets_pruner_is_replaced_whole_by_one_picked_on_the_command_line(
+    compose_cfg, pruner, expected
+):
+    """The preset's pruner settings live in a pruner config of their own, so none of them is left behind
+    on another pruner (a NopPruner given n_startup_trials fails to build)."""
+    cfg = compose_cfg(["hparams_search=optuna", *pruner], keep_hydra=True)
+    chosen = OmegaConf.to_container(cfg.hydra.sweeper.pruner)
+    assert {k: chosen.get(k) for k in expected} == expected
+    if pruner == ["hydra/sweeper/pruner=none"]:
+        assert chosen == expected
