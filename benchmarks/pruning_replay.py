@@ -8,9 +8,10 @@ seconds and the same seed gives the same result. The pruners are sweeplab's own 
 `hyperband.yaml`), the guard is the one `hparams_search=optuna` turns on (leader + margin 0.01), rescue
 re-runs the top `--rescue` pruned trials: from scratch (the whole curve's epochs), or resumed from their
 pause (only the epochs after it; a trial whose checkpoint the `pause.keep` budget, its default, removed on
-the way costs its whole curve). `--pruners` names the pruner configs judged, each as shipped or changed. As in the sweeper, the last epoch is never pruned. Per setting: how often the study's
-best equals the best of the same configurations unpruned, the mean gap to it, the epochs spent relative to
-no pruning, and the share of the plain pruner's savings the setting keeps.
+the way costs its whole curve). `--pruners` names the pruner configs judged, each as shipped or changed.
+As in the sweeper, the last epoch is never pruned. Per setting: how often the study's best equals the best
+of the same configurations unpruned, the mean gap to it, the epochs spent relative to no pruning, and the
+share of the plain pruner's savings the setting keeps.
 
     python benchmarks/pruning_replay.py --studies 500 --trials 30
     python benchmarks/pruning_replay.py --curves benchmarks/data/hard_digits_curves.csv --trials 30
