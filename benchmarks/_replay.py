@@ -91,12 +91,12 @@ def replay(
     maximize = direction == "maximize"
     epochs = 0
     dropped: set[int] = set()  # pruned trials whose checkpoint the budget removed
+    budget = paused_budget(None, rescue_top_k)
     for config in order:
         ran = _run(study, table, config, maximize, prune=True)
         epochs += ran
         if resume and ran < len(table.curves[config]):
             trials = study.get_trials(deepcopy=False)
-            budget = paused_budget(None, rescue_top_k)
             kept = {t.number for t in rescue_candidates(trials, study.direction, budget)}
             dropped |= {t.number for t in trials if t.state == TrialState.PRUNED and t.number not in kept}
     picked = rescue_candidates(study.get_trials(deepcopy=False), study.direction, rescue_top_k)

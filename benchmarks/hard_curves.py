@@ -125,7 +125,7 @@ def write_curve_rows(path: Path, curves: list[tuple[int, int, dict[str, Any], li
     """The curve table `pruning_replay.py --curves` reads: per run (study seed, trial, params, val/f1 after
     each epoch) one row; runs with a NaN epoch are left out. Returns the rows written."""
     params = sorted({p for _, _, ps, _ in curves for p in ps})
-    epochs = len(curves[0][3]) if curves else 0
+    epochs = max((len(c[3]) for c in curves), default=0)  # a run that stopped early is left out
     path.parent.mkdir(parents=True, exist_ok=True)
     written = 0
     with path.open("w", newline="") as out:

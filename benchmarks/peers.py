@@ -682,9 +682,9 @@ def main() -> None:
     from hard_curves import make_folder
 
     for problem in args.problems:
-        folder = PROBLEMS[problem]
-        if folder is not None:  # once, untimed: every system reads the same files
-            make_folder(args.data / folder[0], *folder[1:3], seed=0, renders=folder[3], pixel_noise=folder[4])
+        if PROBLEMS[problem] is not None:  # once, untimed: every system reads the same files
+            name, px, label_noise, renders, pixel_noise = PROBLEMS[problem]
+            make_folder(args.data / name, px, label_noise, seed=0, renders=renders, pixel_noise=pixel_noise)
     runners = {
         "sweeplab": run_sweeplab,
         "ray": run_ray,

@@ -31,11 +31,14 @@ other one's trial counts as busy there.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from _common import ROOT
 
@@ -119,9 +122,6 @@ def stock_curves(out: Path, problem: str) -> list[tuple[int, int, dict[str, Any]
     """The stock sweeper's trials as learning curves, every one trained in full (it cannot prune): per
     seed and trial its sampled params (`.hydra/overrides.yaml`) and val/f1 after each epoch (the trial's
     `csv/metrics.csv`), for `pruning_replay.py --curves`."""
-    import csv
-
-    import yaml
     from peers import SPACE
 
     curves = []
