@@ -11,7 +11,8 @@ Method: one tuning problem, three tuners, the same everything else.
   2 cores), CPU only. Seeds: seed s drives the sampler and training (data split fixed).
 - (a) sweeplab: `runners/train.py -m hparams_search=optuna` as shipped (TPE, its median pruner and warm-up,
   the guard, the preset's rescue: the best-ranked pruned trial resumed from its pause) with `n_jobs=2`.
-  `--rescue-top-k K` sets `hydra.sweeper.rescue.top_k` instead of the preset's.
+  `--rescue-top-k K` sets `hydra.sweeper.rescue.top_k` instead of the preset's; `--sweeplab-set KEY=VALUE`
+  adds any other override to its study (a preset change measured before it ships).
   (b) Ray Tune: `tune.Tuner` with `OptunaSearch` (TPE, seed s) and `ASHAScheduler` (max_t=epochs,
   grace_period=warm-up, reduction factor 2), `max_concurrent_trials=2`, 1 CPU per trial, a checkpoint
   saved and handed to Ray every epoch. Ray's ASHA stops a trial or lets it go on; it never pauses one, so
@@ -46,6 +47,7 @@ Method: one tuning problem, three tuners, the same everything else.
 
     python benchmarks/peers.py                                   # three problems, 5 seeds, every system
     python benchmarks/peers.py --systems sweeplab --rescue-top-k 0 --out benchmarks/runs/peers_norescue
+    python benchmarks/peers.py --problems hard3k --first-seed 4 --seeds 1 --out benchmarks/runs/peers47c  # one more seed
     python benchmarks/peers.py --problems digits --seeds 1 --trials 2 --epochs 2 --warmup 1 --quick  # smoke test
 """
 
@@ -183,6 +185,7 @@ def run_sweeplab(args: argparse.Namespace, problem: str, out: Path, seed: int) -
         "hydra.sweeper.n_jobs=2",
         f"hydra.sweeper.study_name={study}",
         *([] if args.rescue_top_k is None else [f"hydra.sweeper.rescue.top_k={args.rescue_top_k}"]),
+        *args.sweeplab_set,
         "hydra.sweeper.quick_validation.enabled=false",
         "hydra.sweeper.report=false",
         "hydra.sweeper.timeout=null",
@@ -636,6 +639,16 @@ def main() -> None:
         default=None,
         help="sweeplab's hydra.sweeper.rescue.top_k (default: the preset's)",
     )
+    parser.add_argument(
+        "--sweeplab-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one more override of sweeplab's study, e.g. hydra.sweeper.sampler.multivariate=true (repeatable)",
+    )
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed+seeds-1"
+    )
     parser.add_argument("--quick", action="store_true", help="a few batches per epoch (the smoke test)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "runs" / "peers")
     parser.add_argument("--figures", type=Path, default=None, help="where the PNGs go (default: --out)")
@@ -692,13 +705,14 @@ def main() -> None:
         "stock": run_stock,
         "syne": run_syne,
     }
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     results: dict[str, Any] = {
         "machine": machine(),
         "versions": versions(args.stock_pkgs, args.syne_pkgs),
         "args": {k: str(v) for k, v in vars(args).items()},
-        "runs": [],
+        "runs": earlier_runs(out / "results.json", args, seeds),
     }
-    for seed in range(args.seeds):
+    for seed in seeds:
         for problem in args.problems:
             turn = seed % len(SYSTEMS)
             order = SYSTEMS[turn:] + SYSTEMS[:turn]  # interleaved: each system goes first in turn
@@ -711,7 +725,8 @@ def main() -> None:
                 )
                 (out / "results.json").write_text(json.dumps(results, indent=1))
     print(f"machine: {results['machine']}; {results['versions']}")
-    print(f"{args.trials} trials of at most {args.epochs} epochs, 2 at a time, {args.seeds} seed(s)")
+    counted = sorted({r["seed"] for r in results["runs"]})
+    print(f"{args.trials} trials of at most {args.epochs} epochs, 2 at a time, seeds {counted}")
     for problem in args.problems:
         print(table(results, problem))
     from peers_breakdown import breakdown, figure, time_table
@@ -721,6 +736,24 @@ def main() -> None:
     for problem, found in rows.items():
         print(time_table(problem, found))
         figure(problem, found, (args.figures or out) / f"peers_{problem}.png")
+
+
+def earlier_runs(path: Path, args: argparse.Namespace, seeds: range) -> list[dict[str, Any]]:
+    """The runs an earlier call wrote to the same --out, less those this call runs again: seeds run in
+    separate calls (--first-seed) end in one table. A budget that differs is refused, not mixed in."""
+    if not path.exists():
+        return []
+    earlier = json.loads(path.read_text())
+    for key in ("trials", "epochs", "quick", "sweeplab_set", "rescue_top_k"):
+        if earlier["args"].get(key) != str(getattr(args, key)):
+            raise SystemExit(
+                f"--{key.replace('_', '-')}={getattr(args, key)}: {path} holds runs made with "
+                f"{earlier['args'].get(key)}; pick another --out"
+            )
+    again = {
+        (system, problem, seed) for system in args.systems for problem in args.problems for seed in seeds
+    }
+    return [r for r in earlier["runs"] if (r["system"], r["problem"], r["seed"]) not in again]
 
 
 def versions(stock_pkgs: Path, syne_pkgs: Path) -> str:

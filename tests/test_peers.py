@@ -56,3 +56,28 @@ def test_the_peers_benchmark_runs_each_system_on_the_same_problem_and_writes_its
         assert row["epochs"] == epochs[row["system"]] and row["equal_epochs"] == min(epochs.values())
         assert 0 < row["busy"] <= 2 * row["wall"] and row["outside"] < row["wall"]
     assert "| best at equal epochs (E) |" in result.stdout
+
+
+def test_seeds_run_in_separate_calls_end_in_one_table_and_a_different_budget_is_refused(
+    tmp_path, monkeypatch
+):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import argparse
+
+    from peers import earlier_runs
+
+    def call(**kw):
+        base = dict(trials=20, epochs=8, quick=False, sweeplab_set=[], rescue_top_k=None)
+        base.update(systems=["sweeplab", "ray"], problems=["hard3k"])
+        return argparse.Namespace(**{**base, **kw})
+
+    first = call()
+    path = tmp_path / "results.json"
+    runs = [{"system": s, "problem": "hard3k", "seed": seed} for s in ("sweeplab", "ray") for seed in (0, 1)]
+    path.write_text(json.dumps({"args": {k: str(v) for k, v in vars(first).items()}, "runs": runs}))
+
+    kept = earlier_runs(path, call(systems=["sweeplab"]), range(1, 2))  # sweeplab's seed 1 runs again
+    assert sorted((r["system"], r["seed"]) for r in kept) == [("ray", 0), ("ray", 1), ("sweeplab", 0)]
+    assert earlier_runs(tmp_path / "none.json", first, range(1)) == []
+    with pytest.raises(SystemExit, match=r"--sweeplab-set=\['x=1'\]: .* holds runs made with \[\]"):
+        earlier_runs(path, call(sweeplab_set=["x=1"]), range(2, 3))
