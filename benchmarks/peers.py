@@ -47,7 +47,7 @@ Method: one tuning problem, three tuners, the same everything else.
 
     python benchmarks/peers.py                                   # three problems, 5 seeds, every system
     python benchmarks/peers.py --systems sweeplab --rescue-top-k 0 --out benchmarks/runs/peers_norescue
-    python benchmarks/peers.py --problems hard3k --first-seed 4 --seeds 1 --out benchmarks/runs/peers47c  # one more seed
+    python benchmarks/peers.py --problems noisy64 --first-seed 3 --seeds 1 --out benchmarks/runs/peers47d  # one more seed
     python benchmarks/peers.py --problems digits --seeds 1 --trials 2 --epochs 2 --warmup 1 --quick  # smoke test
 """
 
