@@ -267,7 +267,7 @@ def test_a_named_task_function_travels_by_name_beside_resolvers_that_need_cloudp
 @pytest.mark.parametrize(
     ("pruner", "expected"),
     [
-        ([], {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 3, "n_warmup_steps": 1}),
+        ([], {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 2, "n_warmup_steps": 1}),
         (["hydra/sweeper/pruner=none"], {"_target_": "optuna.pruners.NopPruner"}),
         (["hydra/sweeper/pruner=median"], {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 5}),
     ],
