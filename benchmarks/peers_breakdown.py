@@ -3,6 +3,9 @@
     python benchmarks/peers_breakdown.py          # after peers.py: reads benchmarks/runs/peers, draws its PNGs
     python benchmarks/peers_breakdown.py --out benchmarks/runs/peers47c --curves-of hard3k \
         --curves benchmarks/data/hard3k_curves.csv   # the stock sweeper's unpruned curves, for the replay
+    python benchmarks/peers_breakdown.py --out benchmarks/runs/peers47e --sweeplab benchmarks/runs/med2
+        # sweeplab's runs of another call (a preset measured alone) beside this run's four peers;
+        # tables and PNGs to benchmarks/runs/med2/beside_peers47e
 
 Method: read back the trials each system stored in its run dir (sweeplab's SQLite study, Optuna's journal,
 Ray's `result.json` per trial): when each started and ended, the epochs it trained, its value if it ran
@@ -171,13 +174,16 @@ def best_within(trials: list[Trial], epochs: int) -> float | None:
     return best
 
 
-def breakdown(results: dict[str, Any], out: Path) -> dict[str, list[dict[str, Any]]]:
-    """Per problem, one row per run: its time split and its best at the problem and seed's equal epochs."""
+def breakdown(
+    results: dict[str, Any], out: Path, sweeplab_out: Path | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Per problem, one row per run: its time split and its best at the problem and seed's equal epochs.
+    sweeplab's run dirs are read from `sweeplab_out` where given (its runs measured in another call)."""
     budget = int(results["args"]["epochs"])
     runs: dict[tuple[str, int], dict[str, tuple[dict[str, Any], list[Trial]]]] = {}
     for run in results["runs"]:
         system, problem, seed = run["system"], run["problem"], int(run["seed"])
-        run_dir = out / f"{system}_{problem}_{seed}"
+        run_dir = (sweeplab_out or out if system == "sweeplab" else out) / f"{system}_{problem}_{seed}"
         if system == "sweeplab":
             trials = sweeplab_trials(run_dir, problem, seed)
         elif system == "optuna":
@@ -333,6 +339,12 @@ def main() -> None:
     parser.add_argument("--figures", type=Path, default=None, help="where the PNGs go (default: --out)")
     parser.add_argument("--curves-of", default=None, help="a problem: write its stock sweeper's curves")
     parser.add_argument("--curves", type=Path, default=None, help="the curve table --curves-of writes")
+    parser.add_argument(
+        "--sweeplab",
+        type=Path,
+        default=None,
+        help="another peers.py --out whose sweeplab runs replace this run's (same problems, seeds and budget)",
+    )
     args = parser.parse_args()
     out = args.out.resolve()
     if args.curves_of:
@@ -350,11 +362,34 @@ def main() -> None:
             )
         return
     results = json.loads((out / "results.json").read_text())
-    rows = breakdown(results, out)
-    (out / "breakdown.json").write_text(json.dumps(rows, indent=1))
+    into, sweeplab_out = out, None
+    if args.sweeplab:
+        sweeplab_out = args.sweeplab.resolve()
+        results = beside(results, json.loads((sweeplab_out / "results.json").read_text()), sweeplab_out)
+        into = sweeplab_out / f"beside_{out.name}"
+        into.mkdir(exist_ok=True)
+    rows = breakdown(results, out, sweeplab_out)
+    (into / "breakdown.json").write_text(json.dumps(rows, indent=1))
     for problem, found in rows.items():
         print(time_table(problem, found))
-        figure(problem, found, (args.figures or out) / f"peers_{problem}.png")
+        figure(problem, found, (args.figures or into) / f"peers_{problem}.png")
+
+
+def beside(peers: dict[str, Any], other: dict[str, Any], where: Path) -> dict[str, Any]:
+    """The peers' runs with another call's sweeplab runs in place of their own, refused unless that call ran
+    the same budget and every (problem, seed) of the peers."""
+    for key in ("trials", "epochs", "quick"):
+        if peers["args"].get(key) != other["args"].get(key):
+            raise SystemExit(
+                f"--sweeplab {where}: {key}={other['args'].get(key)!r}, this run's is {peers['args'].get(key)!r}"
+            )
+    mine = [r for r in other["runs"] if r["system"] == "sweeplab"]
+    wanted = {(r["problem"], r["seed"]) for r in peers["runs"]}
+    missing = sorted(wanted - {(r["problem"], r["seed"]) for r in mine})
+    if missing:
+        raise SystemExit(f"--sweeplab {where}: no sweeplab run of {missing}; it holds {len(mine)} runs")
+    runs = [r for r in peers["runs"] if r["system"] != "sweeplab"]
+    return {**peers, "runs": runs + [r for r in mine if (r["problem"], r["seed"]) in wanted]}
 
 
 if __name__ == "__main__":
