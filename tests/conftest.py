@@ -99,11 +99,13 @@ def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
     GlobalHydra.instance().clear()
 
 
-def default_sigint() -> None:
-    """preexec_fn of a subprocess a test interrupts: SIGINT at its default, as in a terminal. A shell that
-    starts a command in the background without job control (CI runners may) makes it ignore SIGINT, and
-    that disposition would pass to every process below it."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# Children of the tests start with SIGINT at its default, as in a terminal, so a test's Ctrl-C stops them.
+# A shell that starts a command in the background without job control (CI runners may) makes it ignore
+# SIGINT, and an ignored signal stays ignored across exec while a caught one resets to the default: so
+# pytest catches it. A preexec_fn would do the same per child, but it runs Python in a forked copy of this
+# process, where the gRPC threads of a storage proxy's client (tests/test_proxy.py) can abort the child.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run_cli(

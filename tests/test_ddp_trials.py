@@ -20,7 +20,7 @@ import pytest
 import sweeplab.launching.ranks
 from sweeplab.launching.ranks import RANK_JOB
 from sweeplab.search.records import ATTR_PAUSED, ATTR_RESCUE_OF, ATTR_RESUMED
-from tests.conftest import QUICK, ROOT, default_sigint, load_trials, sweep, sweep_dirs
+from tests.conftest import QUICK, ROOT, load_trials, sweep, sweep_dirs
 
 pytestmark = pytest.mark.slow
 
@@ -180,7 +180,6 @@ def test_sigterm_or_ctrl_c_stops_every_rank_of_a_running_ddp_trial(tmp_path, str
         env={**os.environ, "PYTHONUNBUFFERED": "1", **ENV},
         stdout=out,
         stderr=subprocess.STDOUT,
-        preexec_fn=default_sigint,
         start_new_session=True,
     )
     deadline = time.monotonic() + 90

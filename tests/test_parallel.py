@@ -37,7 +37,6 @@ from tests.conftest import (
     QUICK,
     ROOT,
     age_trials,
-    default_sigint,
     fresh_heartbeats,
     load_trials,
     sweep,
@@ -75,7 +74,6 @@ def _background_sweep(tmp_path: Path, name: str) -> tuple[subprocess.Popen, list
         cwd=tmp_path,
         stdout=log,
         stderr=subprocess.STDOUT,
-        preexec_fn=default_sigint,
     )
     return sweep, args
 

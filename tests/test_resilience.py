@@ -35,7 +35,7 @@ from sweeplab.search.records import (
     counted,
 )
 from sweeplab.search.storage import open_storage
-from tests.conftest import ROOT, age_trials, default_sigint, serving, sweep_dirs
+from tests.conftest import ROOT, age_trials, serving, sweep_dirs
 
 APPS = ROOT / "tests" / "apps"
 CURVE = [str(APPS / "curve.py"), "-m", "hydra.sweeper.report=false"]
@@ -50,17 +50,13 @@ def _env() -> dict[str, str]:
 
 def _run(args: list[str], cwd: Path, harness: list[str] = ()) -> subprocess.CompletedProcess:
     command = [sys.executable, *([str(APPS / "harness.py"), *harness] if harness else []), *args]
-    return subprocess.run(
-        command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600, preexec_fn=default_sigint
-    )
+    return subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
 
 
 def _start(args: list[str], cwd: Path, harness: list[str] = (), log: str = "sweep.log") -> subprocess.Popen:
     command = [sys.executable, *([str(APPS / "harness.py"), *harness] if harness else []), *args]
     out = (cwd / log).open("w")
-    return subprocess.Popen(
-        command, cwd=cwd, env=_env(), stdout=out, stderr=subprocess.STDOUT, preexec_fn=default_sigint
-    )
+    return subprocess.Popen(command, cwd=cwd, env=_env(), stdout=out, stderr=subprocess.STDOUT)
 
 
 def _trials(cwd: Path, name: str = "curve", storage: str | None = None) -> list:

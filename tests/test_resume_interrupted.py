@@ -23,7 +23,7 @@ from sweeplab.search.records import (
     ATTR_RETRY_OF,
     INTERRUPTED,
 )
-from tests.conftest import QUICK, ROOT, default_sigint
+from tests.conftest import QUICK, ROOT
 
 EPOCHS = 4
 ARGS = [
@@ -49,7 +49,6 @@ def _run(cwd: Path, n_jobs: int) -> subprocess.Popen:
         env={**env, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""},
         stdout=(cwd / "sweep.log").open("a"),
         stderr=subprocess.STDOUT,
-        preexec_fn=default_sigint,
         start_new_session=True,
     )
 

@@ -31,7 +31,7 @@ from sweeplab.search.records import (
     counted,
 )
 from sweeplab.search.schema import SweeplabSweeperConf
-from tests.conftest import ROOT, default_sigint
+from tests.conftest import ROOT
 
 APPS = ROOT / "tests" / "apps"
 # two workers; no pruning, so every trial runs all its epochs
@@ -60,7 +60,6 @@ def _start(args: list[str], cwd: Path, log: str = "sweep.log") -> subprocess.Pop
         env=_env(),
         stdout=out,
         stderr=subprocess.STDOUT,
-        preexec_fn=default_sigint,
         start_new_session=True,
     )
 

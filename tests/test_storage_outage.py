@@ -29,7 +29,7 @@ from sweeplab.search.outage import Outage, RetryingStorage, StorageUnreachable, 
 from sweeplab.search.records import ATTR_HOST, ATTR_PID, counted
 from sweeplab.search.schema import SweeplabSweeperConf
 from sweeplab.search.storage import open_storage
-from tests.conftest import ROOT, age_trials, default_sigint
+from tests.conftest import ROOT, age_trials
 
 CURVE = ROOT / "tests" / "apps" / "curve.py"
 POSTGRES = os.environ.get("SWEEPLAB_TEST_POSTGRES")
@@ -294,7 +294,6 @@ def _start(args: list[str], cwd: Path) -> tuple[subprocess.Popen, Path]:
         env=_env(),
         stdout=out,
         stderr=subprocess.STDOUT,
-        preexec_fn=default_sigint,
     )
     return process, log
 
