@@ -10,6 +10,7 @@ record of the fit (epochs, the pruning decision, data statistics) to the launche
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import pickle
@@ -19,7 +20,7 @@ from typing import Any
 
 import lightning.pytorch as L
 
-from sweeplab.launching.ranks import leave_with_parent
+from sweeplab.launching.ranks import leave_process_group, leave_with_parent
 
 HANDBACK_FILE = ".sweeplab_handback.pkl"  # in the fit's dir: rank 0's record, for the launching process
 
@@ -53,11 +54,13 @@ class Origin:
 
     def join(self, rank: int) -> None:
         """In a spawned rank: end with the launching process (a rank left alone would wait on its peers
-        or train on for nobody), and on rank 0 log to the job's own log files, as the launcher would."""
+        or train on for nobody), leave the process group at exit (`leave_process_group`), and on rank 0
+        log to the job's own log files, as the launcher would."""
         if not self.elsewhere() or os.getpid() in _joined:
             return
         _joined.add(os.getpid())
         leave_with_parent(f"rank {rank}")
+        atexit.register(leave_process_group)  # after Lightning's last use of it in this rank
         if rank != 0:
             return
         root = logging.getLogger()

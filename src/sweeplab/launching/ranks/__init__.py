@@ -119,7 +119,20 @@ def join(args: list[str]) -> None:
             job_dir_key="hydra.sweep.dir",
             job_subdir_key="hydra.sweep.subdir",
         )
+    leave_process_group()
     ret.return_value  # noqa: B018 -- a failed job raises its error here: this rank exits non-zero
+
+
+def leave_process_group() -> None:
+    """Destroy this rank's default process group, if it still has one, while the interpreter is whole.
+
+    Lightning destroys it at exit for NCCL only. A gloo group left to the interpreter's end takes its worker
+    threads down unjoined, and the rank aborts ("terminate called without an active exception") after its
+    work is done: the launcher then sees a rank die and fails a trial that had finished."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def leave_with_parent(who: str) -> None:
