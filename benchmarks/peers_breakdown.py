@@ -180,10 +180,11 @@ def breakdown(
     """Per problem, one row per run: its time split and its best at the problem and seed's equal epochs.
     sweeplab's run dirs are read from `sweeplab_out` where given (its runs measured in another call)."""
     budget = int(results["args"]["epochs"])
+    sweeplab_out = sweeplab_out or out
     runs: dict[tuple[str, int], dict[str, tuple[dict[str, Any], list[Trial]]]] = {}
     for run in results["runs"]:
         system, problem, seed = run["system"], run["problem"], int(run["seed"])
-        run_dir = (sweeplab_out or out if system == "sweeplab" else out) / f"{system}_{problem}_{seed}"
+        run_dir = (sweeplab_out if system == "sweeplab" else out) / f"{system}_{problem}_{seed}"
         if system == "sweeplab":
             trials = sweeplab_trials(run_dir, problem, seed)
         elif system == "optuna":
