@@ -24,6 +24,7 @@ from sweeplab.search.liveness import (
     claim_sweep_dir,
     dead_trials,
     recover,
+    release_sweep_dir,
 )
 from sweeplab.search.pruning import SeededPerTrial, build_sampler
 from sweeplab.search.records import (
@@ -314,6 +315,15 @@ def test_sweeps_started_in_the_same_second_get_their_own_sweep_dirs(tmp_path):
     dead.wait()
     (wanted / SWEEP_LOCK).write_text(f"{os.uname().nodename} {dead.pid}")
     assert claim_sweep_dir(wanted) == wanted  # a dead sweep's dir is resumed in
+
+
+def test_a_sweep_that_ended_while_another_started_keeps_its_dir_and_a_later_command_reuses_it(tmp_path):
+    wanted = tmp_path / "multirun" / "12-00-00"
+    assert claim_sweep_dir(wanted) == wanted
+    release_sweep_dir(wanted)  # it ended after this process started: this "sweep" ran alongside it
+    assert claim_sweep_dir(wanted) == wanted.with_name("12-00-00_2")
+    (wanted / SWEEP_LOCK).write_text("ended 1000000000.0")  # it ended in 2001, before this process began
+    assert claim_sweep_dir(wanted) == wanted  # the same fixed hydra.sweep.dir, run again later
 
 
 # -- SLURM's path, through submitit's local executor ------------------------------------------------------

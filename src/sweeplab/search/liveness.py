@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Collection
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -182,13 +183,16 @@ def running_elsewhere(study: optuna.Study, alive: Collection[int]) -> list[Froze
     ]
 
 
-SWEEP_LOCK = ".sweep.lock"  # in a sweep dir while a sweep writes there: "<host> <pid>"
+SWEEP_LOCK = ".sweep.lock"  # in a sweep dir: "<host> <pid>" while a sweep writes there, "ended <time>" after
+_ENDED = "ended"
 
 
 def claim_sweep_dir(sweep_dir: Path) -> Path:
-    """`sweep_dir`, or `<sweep_dir>_2`, `_3`, ... when a live sweep holds it: sweeps started in the same
-    second (whose time-stamped dirs have one name) never write into each other's files. The claim is a
-    lock file created atomically; it names the sweep, and a dead sweep's lock on this machine is taken over."""
+    """`sweep_dir`, or `<sweep_dir>_2`, `_3`, ... when another sweep holds it or ran alongside this one:
+    sweeps started in the same second (whose time-stamped dirs have one name) never write into each other's
+    files, even when one ends before the other gets here. The claim is a lock file created atomically; a
+    dead sweep's lock on this machine is taken over (the sweep resumes in its dir), and so is the record of
+    a sweep that ended before this process started (the same fixed `hydra.sweep.dir` run again)."""
     for i in range(1, 1000):
         candidate = sweep_dir if i == 1 else sweep_dir.with_name(f"{sweep_dir.name}_{i}")
         candidate.mkdir(parents=True, exist_ok=True)
@@ -199,7 +203,7 @@ def claim_sweep_dir(sweep_dir: Path) -> Path:
         except FileExistsError:
             if not _lock_is_dead(lock):
                 continue
-            lock.write_text(mine)  # its sweep died: this sweep resumes in its dir
+            lock.write_text(mine)
             return candidate
         with os.fdopen(fd, "w") as f:
             f.write(mine)
@@ -228,13 +232,34 @@ def link_latest(sweep_dir: Path) -> None:
 
 
 def release_sweep_dir(sweep_dir: Path) -> None:
+    """Leave the dir's lock saying when this sweep ended: a sweep that started before then ran alongside it."""
+    lock = sweep_dir / SWEEP_LOCK
+    tmp = lock.with_name(f"{SWEEP_LOCK}.{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
-        (sweep_dir / SWEEP_LOCK).unlink()
+        tmp.write_text(f"{_ENDED} {time.time()}")
+        os.replace(tmp, lock)
 
 
 def _lock_is_dead(lock: Path) -> bool:
+    """The lock's sweep is gone: dead on this machine, or ended before this process started."""
     try:
         host, pid = lock.read_text().split()
     except (OSError, ValueError):
         return False  # being written right now
+    if host == _ENDED:
+        return float(pid) < _PROCESS_STARTED
     return host == socket.gethostname() and pid.isdigit() and _gone(int(pid))
+
+
+def _process_started() -> float:
+    """When this process started (seconds since the epoch), from Linux's /proc; elsewhere, when this module
+    was imported, a little later."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
+        return int(boot.split()[1]) + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, StopIteration, IndexError, ValueError):
+        return time.time()
+
+
+_PROCESS_STARTED = _process_started()
