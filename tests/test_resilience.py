@@ -97,17 +97,20 @@ def test_a_seeded_sampler_draws_per_trial_number_so_a_resumed_or_second_sweep_dr
 
 @pytest.mark.slow
 def test_two_sweeps_started_together_then_the_same_command_again_never_repeat_params(tmp_path):
-    together = [_start([*CURVE, "hydra.sweeper.n_trials=8"], tmp_path, log=f"sweep{i}.log") for i in range(2)]
+    # epochs of 0.3 s: one sweep cannot finish the 8 trials before the other, started beside it, asks one
+    slow = [*CURVE, "epoch_s=0.3"]
+    together = [_start([*slow, "hydra.sweeper.n_trials=8"], tmp_path, log=f"sweep{i}.log") for i in range(2)]
     for i, sweep in enumerate(together):
         assert sweep.wait(timeout=300) == 0, (tmp_path / f"sweep{i}.log").read_text()[-3000:]
-    again = _run([*CURVE, "hydra.sweeper.n_trials=14"], tmp_path)
+    again = _run([*slow, "hydra.sweeper.n_trials=14"], tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
 
     finished = counted(_own(_trials(tmp_path)))
     assert len(finished) == 14
     assert len(set(_params(finished))) == 14
+    assert len(sweep_dirs(tmp_path)) == 3  # each of the three sweeps ran trials
     # each sweep wrote its result files in a dir of its own, even when two started in the same second
-    assert len([d for d in sweep_dirs(tmp_path) if (d / "optimization_results.yaml").is_file()]) == 3
+    assert len(list((tmp_path / "multirun").rglob("optimization_results.yaml"))) == 3
 
 
 @pytest.mark.slow
